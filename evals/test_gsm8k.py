@@ -1,0 +1,28 @@
+"""GSM8K (test split, 1319 grade-school math problems), zero-shot with the model's chat template.
+
+Data: the Hub dataset `openai/gsm8k` (config `main`), or an offline copy `gsm8k/test.jsonl`
+under the data dir (`--llmeval-data-dir DIR` / `LLMEVAL_DATA_DIR`). The model is asked to reason
+step by step and finish with `#### <number>`; the scorer reads that line (strict) or, failing
+that, the last number in the response (flexible).
+"""
+
+from pytest_llmeval import ChatPrompt, DataSource, Generation, Task, scoring
+
+PROMPT = (
+    "Solve the following math problem step by step. "
+    "At the end, write the final answer on its own line in the form '#### <number>'.\n\n"
+    "Question: {question}"
+)
+
+gsm8k = Task(
+    name="gsm8k",
+    description="GSM8K test, zero-shot chain of thought, strict/flexible number extraction",
+    data=DataSource(hub="openai/gsm8k", config="main", split="test", files="gsm8k/test.jsonl"),
+    prompt=ChatPrompt(user=PROMPT),
+    target=lambda row: scoring.gsm8k_target(row["answer"]),
+    scorer=scoring.numeric,
+    generation=Generation(max_new_tokens=256),
+    # A floor that any working instruction model clears; raise it for your model with
+    # --gate "gsm8k:accuracy>=0.6".
+    gates=["accuracy >= 0.01"],
+)

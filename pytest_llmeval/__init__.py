@@ -1,0 +1,15 @@
+"""pytest_llmeval: LLM evaluations as pytest test suites.
+
+Declare a `Task` at module level in a `test_*.py` file; every dataset row becomes a test item,
+models stay resident for the session, generation is batched behind the per-item tests, and
+aggregate gates decide the exit status. Importing this package imports no torch.
+"""
+
+from __future__ import annotations
+
+from pytest_llmeval import scoring
+from pytest_llmeval.scoring import Score
+from pytest_llmeval.tasks import ChatPrompt, DataSource, Generation, Task, TaskError
+
+__version__ = "0.1.0"
+__all__ = ["ChatPrompt", "DataSource", "Generation", "Score", "Task", "TaskError", "scoring"]

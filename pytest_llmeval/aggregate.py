@@ -1,0 +1,65 @@
+"""Per task x model summaries from item records (controller side, pure functions).
+
+Accuracy is the mean score over scored items (errors excluded and counted separately), with a
+Wilson 95% interval. Throughput divides generated tokens by the summed wall time of the
+distinct batches that produced them, so batched items are not double counted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pytest_llmeval.scorers import INVALID
+from pytest_llmeval.stats import percentile, wilson_interval
+
+Record = Mapping[str, Any]
+
+
+def group_records(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
+    """Records grouped by (task, model), in first-seen order."""
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for record in records:
+        groups[(record["task"], record["model"])].append(record)
+    return dict(groups)
+
+
+def summarize(records: list[Record]) -> dict[str, Any]:
+    """Metrics of one task x model: n, accuracy (+ci95), parse/error rates, latency, tokens."""
+    scored = [r for r in records if r["outcome"] in ("pass", "fail")]
+    errors = [r for r in records if r["outcome"] == "error"]
+    n = len(scored)
+    total = len(records)
+    score_sum = sum(float(r["score"]) for r in scored)
+    parsed = sum(1 for r in scored if r.get("extracted") not in (None, INVALID))
+    latencies = [float(r["latency_s"]) for r in scored if r.get("latency_s") is not None]
+    tokens_in = sum(int(r.get("tokens_in") or 0) for r in records)
+    tokens_out = sum(int(r.get("tokens_out") or 0) for r in records)
+    batch_walls = {r["batch_id"]: float(r["batch_wall_s"]) for r in records if r.get("batch_id")}
+    generation_s = sum(batch_walls.values())
+    task_rows = max((int(r.get("task_rows") or 0) for r in records), default=0)
+    return {
+        "n": n,
+        "n_total": total,
+        "n_pass": sum(1 for r in scored if r["outcome"] == "pass"),
+        "n_errors": len(errors),
+        "task_rows": task_rows,
+        "partial": total < task_rows,
+        "accuracy": score_sum / n if n else None,
+        "accuracy_ci95": list(wilson_interval(score_sum, n)) if n else None,
+        "parse_rate": parsed / n if n else None,
+        "parse_rate_ci95": list(wilson_interval(parsed, n)) if n else None,
+        "error_rate": len(errors) / total if total else None,
+        "error_rate_ci95": list(wilson_interval(len(errors), total)) if total else None,
+        "latency_p50": percentile(latencies, 50),
+        "latency_p95": percentile(latencies, 95),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "generation_s": round(generation_s, 4),
+        "batches": len(batch_walls),
+        "tokens_per_s": tokens_out / generation_s if generation_s > 0 else None,
+        "latency_method": next(
+            (r["latency_method"] for r in records if r.get("latency_method")), None
+        ),
+    }

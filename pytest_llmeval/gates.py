@@ -1,0 +1,143 @@
+"""Aggregate gates: `accuracy >= 0.6` declared on a task, in ini, or on the command line.
+
+A gate is checked on the controller over all selected items of one task x model. Command-line
+gates override ini gates, which override the task's own, metric by metric; a gate without a
+task prefix applies to every task.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Metric name -> whether it is a proportion (then it gets a Wilson interval).
+METRICS: dict[str, bool] = {
+    "accuracy": True,
+    "parse_rate": True,
+    "error_rate": True,
+    "n": False,
+    "latency_p50": False,
+    "latency_p95": False,
+    "tokens_per_s": False,
+}
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+}
+_GATE = re.compile(
+    r"^\s*(?:(?P<task>[\w.\-*]+)\s*:)?\s*(?P<metric>\w+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>[-+]?[\d.]+(?:e[-+]?\d+)?)\s*$"
+)
+
+
+class GateError(ValueError):
+    """A gate string cannot be parsed; the message shows the expected form."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    task: str  # "*" for every task
+    metric: str
+    op: str
+    threshold: float
+    origin: str  # "task", "ini" or "cli"
+
+    @property
+    def text(self) -> str:
+        return f"{self.metric}{self.op}{self.threshold:g}"
+
+    def holds(self, value: float) -> bool:
+        return _OPS[self.op](value, self.threshold)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """A gate checked on one task x model; `value` is None when the metric had no data."""
+
+    gate: Gate
+    task: str
+    model: str
+    value: float | None
+    n: int
+    interval: tuple[float, float] | None
+    partial: bool
+    passed: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}[{self.model}]::{self.gate.text}"
+
+    def describe(self) -> str:
+        value = "no data" if self.value is None else f"{self.value:.4g}"
+        ci = f" (95% CI {self.interval[0]:.3f}-{self.interval[1]:.3f})" if self.interval else ""
+        partial = ", partial selection" if self.partial else ""
+        verdict = "holds" if self.passed else "FAILS"
+        return (
+            f"gate {self.gate.text} {verdict}: {self.gate.metric}={value}{ci}, n={self.n}{partial}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate.text,
+            "origin": self.gate.origin,
+            "task": self.task,
+            "model": self.model,
+            "metric": self.gate.metric,
+            "op": self.gate.op,
+            "threshold": self.gate.threshold,
+            "value": self.value,
+            "n": self.n,
+            "ci95": list(self.interval) if self.interval else None,
+            "partial": self.partial,
+            "passed": self.passed,
+        }
+
+
+def parse_gate(text: str, origin: str, task: str | None = None) -> Gate:
+    """Parse `[task:]metric op value`; a task's own gates get `task` as their default."""
+    match = _GATE.match(text)
+    if not match:
+        raise GateError(
+            f"cannot parse gate {text!r}; expected '[task:]metric op value', "
+            f"e.g. 'gsm8k:accuracy>=0.3' (metrics: {', '.join(METRICS)})"
+        )
+    metric = match["metric"]
+    if metric not in METRICS:
+        raise GateError(f"gate {text!r}: unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    return Gate(
+        task=match["task"] or task or "*",
+        metric=metric,
+        op=match["op"],
+        threshold=float(match["value"]),
+        origin=origin,
+    )
+
+
+def effective_gates(task: str, declared: Iterable[Gate], overrides: Sequence[Gate]) -> list[Gate]:
+    """The task's gates after overrides (later origins replace earlier ones per metric)."""
+    by_metric: dict[str, Gate] = {}
+    for gate in [*declared, *overrides]:
+        if gate.task in (task, "*"):
+            by_metric[gate.metric] = gate
+    return list(by_metric.values())
+
+
+def check_gate(gate: Gate, task: str, model: str, metrics: Mapping[str, Any]) -> GateResult:
+    """Check one gate against a task x model summary (see aggregate.summarize)."""
+    value = metrics.get(gate.metric)
+    interval = metrics.get(f"{gate.metric}_ci95") if METRICS[gate.metric] else None
+    return GateResult(
+        gate=gate,
+        task=task,
+        model=model,
+        value=value,
+        n=int(metrics.get("n", 0)),
+        interval=tuple(interval) if interval else None,
+        partial=bool(metrics.get("partial", False)),
+        passed=value is not None and gate.holds(float(value)),
+    )

@@ -1,0 +1,127 @@
+"""Model names on the command line: built-in aliases, user aliases, Hub ids and local dirs.
+
+`--model NAME` resolves to a `ModelSpec` here, before anything is loaded: an alias (built in,
+or added under `[tool.llmeval.models]` in the project's pyproject.toml), `backend:rest` for an
+explicit backend, a local directory, or a Hub id `org/name`. Anything else is a usage error
+that lists the known aliases.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_BACKEND = "transformers"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model: the name the user gave, the backend to run it, and what to load."""
+
+    name: str
+    backend: str
+    model_id: str
+    vram_gb: float | None = None
+    revision: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "model_id": self.model_id,
+            "vram_gb": self.vram_gb,
+            "revision": self.revision,
+        }
+
+
+# Approximate VRAM for bf16 weights plus ~10% for activations and KV cache at modest batch sizes.
+BUILTIN_ALIASES: dict[str, tuple[str, float]] = {
+    "smollm2-135m": ("HuggingFaceTB/SmolLM2-135M-Instruct", 0.5),
+    "smollm2-360m": ("HuggingFaceTB/SmolLM2-360M-Instruct", 1.0),
+    "smollm2-1.7b": ("HuggingFaceTB/SmolLM2-1.7B-Instruct", 4.0),
+    "qwen0.5b": ("Qwen/Qwen2.5-0.5B-Instruct", 1.5),
+    "qwen1.5b": ("Qwen/Qwen2.5-1.5B-Instruct", 4.0),
+    "qwen3b": ("Qwen/Qwen2.5-3B-Instruct", 7.5),
+    "qwen7b": ("Qwen/Qwen2.5-7B-Instruct", 17.0),
+    "qwen14b": ("Qwen/Qwen2.5-14B-Instruct", 32.0),
+    "qwen32b": ("Qwen/Qwen2.5-32B-Instruct", 70.0),
+    "llama3-8b": ("meta-llama/Llama-3.1-8B-Instruct", 18.0),
+    "mistral7b": ("mistralai/Mistral-7B-Instruct-v0.3", 16.0),
+    "phi3-mini": ("microsoft/Phi-3.5-mini-instruct", 8.5),
+    "gemma2-9b": ("google/gemma-2-9b-it", 20.0),
+    "gpt-oss-20b": ("openai/gpt-oss-20b", 16.0),
+}
+
+
+class UnknownModel(ValueError):
+    """The name is no alias, local directory or Hub id; the message lists the known aliases."""
+
+
+def load_user_aliases(rootdir: Path) -> dict[str, ModelSpec]:
+    """Aliases from `[tool.llmeval.models]` in `rootdir/pyproject.toml`, e.g.::
+
+    [tool.llmeval.models.mymodel]
+    model = "org/my-finetune"      # Hub id or local dir
+    backend = "transformers"       # optional
+    vram_gb = 16                   # optional
+    revision = "main"              # optional
+    """
+    pyproject = rootdir / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    with pyproject.open("rb") as handle:
+        table = tomllib.load(handle).get("tool", {}).get("llmeval", {}).get("models", {})
+    aliases = {}
+    for alias, entry in table.items():
+        if not isinstance(entry, dict) or "model" not in entry:
+            raise UnknownModel(
+                f'{pyproject}: [tool.llmeval.models.{alias}] needs model = "<hub id or dir>"'
+            )
+        extra = {
+            k: v for k, v in entry.items() if k not in {"model", "backend", "vram_gb", "revision"}
+        }
+        aliases[alias] = ModelSpec(
+            name=alias,
+            backend=str(entry.get("backend", DEFAULT_BACKEND)),
+            model_id=str(entry["model"]),
+            vram_gb=entry.get("vram_gb"),
+            revision=entry.get("revision"),
+            options=extra,
+        )
+    return aliases
+
+
+def resolve_model(name: str, user_aliases: Mapping[str, ModelSpec] | None = None) -> ModelSpec:
+    """Turn a `--model` value into a ModelSpec (raises UnknownModel with the known aliases)."""
+    user_aliases = user_aliases or {}
+    if name in user_aliases:
+        return user_aliases[name]
+    if name in BUILTIN_ALIASES:
+        model_id, vram = BUILTIN_ALIASES[name]
+        return ModelSpec(name=name, backend=DEFAULT_BACKEND, model_id=model_id, vram_gb=vram)
+    backend, sep, rest = name.partition(":")
+    if sep and backend.isidentifier() and rest:
+        # Explicit backend: the backend itself parses the rest (e.g. openai:model@url).
+        inner = resolve_model(rest, user_aliases) if backend == DEFAULT_BACKEND else None
+        model_id = inner.model_id if inner else rest
+        return ModelSpec(name=name, backend=backend, model_id=model_id)
+    if Path(name).expanduser().is_dir():
+        return ModelSpec(name=name, backend=DEFAULT_BACKEND, model_id=str(Path(name).expanduser()))
+    if _looks_like_hub_id(name):
+        return ModelSpec(name=name, backend=DEFAULT_BACKEND, model_id=name)
+    known = sorted({*BUILTIN_ALIASES, *user_aliases})
+    raise UnknownModel(
+        f"unknown model {name!r}: not an alias, a local directory or a Hub id (org/name). "
+        f"Known aliases: {', '.join(known)}. "
+        "Add your own under [tool.llmeval.models] in pyproject.toml"
+    )
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(part and not part.startswith(".") for part in parts)

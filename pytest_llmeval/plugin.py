@@ -1,0 +1,214 @@
+"""The pytest plugin: collects tasks as items, runs them on resident backends, gates the exit.
+
+Registered through the `pytest11` entry point. Importing it imports no torch or transformers,
+and a session that collects no task and uses none of its options sees no change: no report,
+no summary, the usual exit status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any, Literal
+
+import pytest
+from _pytest.reports import TestReport
+
+from pytest_llmeval import hookspec
+from pytest_llmeval.backends import Backend, create_backend
+from pytest_llmeval.collect import items_for_task
+from pytest_llmeval.controller import Run
+from pytest_llmeval.engine import Engine
+from pytest_llmeval.gates import GateResult
+from pytest_llmeval.items import RECORD_KEY, Upcoming
+from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.report import summary_table
+from pytest_llmeval.settings import Settings, add_options, read_settings
+from pytest_llmeval.tasks import Task
+
+SETTINGS = pytest.StashKey[Settings]()
+ENGINE = pytest.StashKey[Engine]()
+RUN = pytest.StashKey[Run]()
+ITEM_INDEX = pytest.StashKey[dict[str, int]]()
+GATE_PREFIX = "gates"
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SETTINGS] = read_settings(config)
+    if _is_controller(config):
+        run = Run(config.stash[SETTINGS], config.rootpath)
+        config.stash[RUN] = run
+        config.pluginmanager.register(RunReporter(config, run), "llmeval-run")
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+# ---- collection -------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> list[pytest.Item] | None:
+    if not isinstance(obj, Task):
+        return None
+    config = collector.config
+    return items_for_task(collector, obj, config.stash[SETTINGS], lambda: _engine(config))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    # After deselection (-k, --lf): remember each item's position to find the upcoming ones.
+    session.config.stash[ITEM_INDEX] = {item.nodeid: i for i, item in enumerate(items)}
+
+
+# ---- generation -------------------------------------------------------------------------
+
+
+def _engine(config: pytest.Config) -> tuple[Engine, Upcoming]:
+    if ENGINE not in config.stash:
+        settings = config.stash[SETTINGS]
+        config.stash[ENGINE] = Engine(
+            make_backend=lambda spec: _make_backend(config, spec), batch_size=settings.batch_size
+        )
+    return config.stash[ENGINE], lambda item: _upcoming(config, item)
+
+
+def _make_backend(config: pytest.Config, spec: ModelSpec) -> Backend:
+    backend: Backend = config.hook.pytest_llmeval_make_backend(config=config, spec=spec)
+    return backend
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_llmeval_make_backend(config: pytest.Config, spec: ModelSpec) -> Backend:
+    settings = config.stash[SETTINGS]
+    return create_backend(spec, {"device": settings.device, "dtype": settings.dtype})
+
+
+def _upcoming(config: pytest.Config, item: pytest.Item) -> Sequence[pytest.Item]:
+    """Items this process will run after `item`, so they can share its batch."""
+    if not _is_controller(config):
+        # An xdist worker learns its items one by one; it cannot see what comes next yet.
+        return []
+    index = config.stash.get(ITEM_INDEX, {}).get(item.nodeid)
+    if index is None or item.session.items[index] is not item:
+        return []
+    return item.session.items[index + 1 :]
+
+
+@pytest.fixture(scope="session")
+def llmeval_backend(request: pytest.FixtureRequest) -> Backend:
+    """The resident backend of the first `--model`, loaded once per session (and shared with
+    the task items), for hand-written tests that call `generate` themselves."""
+    engine, _ = _engine(request.config)
+    return engine.backend(request.config.stash[SETTINGS].models[0])
+
+
+# ---- session end: every process -------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Release models; an xdist worker hands its model-load records to the controller."""
+    config = session.config
+    engine = config.stash.get(ENGINE, None)
+    if engine is None:
+        return
+    loads = [{"worker": engine.worker, **vars(load)} for load in engine.loads]
+    engine.close()
+    if _is_controller(config):
+        config.stash[RUN].loads.extend(loads)
+    else:
+        config.workeroutput["llmeval_loads"] = loads  # type: ignore[attr-defined]
+
+
+# ---- controller: records, gates, exit status, report -----------------------------------
+
+
+class RunReporter:
+    """Controller-only hooks around one `Run` (registered in pytest_configure)."""
+
+    def __init__(self, config: pytest.Config, run: Run) -> None:
+        self.config = config
+        self.run = run
+
+    def pytest_runtest_logreport(self, report: TestReport) -> None:
+        record = next(
+            (v for k, v in report.user_properties if k == RECORD_KEY and isinstance(v, dict)), None
+        )
+        # An item's record is final after its call phase, or after a setup that did not pass.
+        if record is not None and (
+            report.when == "call" or (report.when == "setup" and not report.passed)
+        ):
+            self.run.add_record(record, missed=report.when == "call" and report.failed)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        result = yield
+        if self.run.records:
+            for gate in self.run.check_gates():
+                self._log_gate(gate)
+        return result
+
+    def _log_gate(self, gate: GateResult) -> None:
+        """Report a gate like a test: terminal, JUnit, and the session's failure count."""
+        name = f"{gate.task}::{gate.gate.text}[{gate.model}]"
+        properties = [("llmeval_gate", gate.as_dict())]
+        verdict: Literal["passed", "failed"] = "passed" if gate.passed else "failed"
+        phases: list[tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"]]] = [
+            ("setup", "passed"),
+            ("call", verdict),
+            ("teardown", "passed"),
+        ]
+        for when, outcome in phases:
+            failed_call = when == "call" and not gate.passed
+            self.config.hook.pytest_runtest_logreport(
+                report=TestReport(
+                    nodeid=f"{GATE_PREFIX}::{name}",
+                    location=(GATE_PREFIX, None, name),
+                    keywords={},
+                    outcome=outcome,
+                    longrepr=gate.describe() if failed_call else None,
+                    when=when,
+                    user_properties=properties,
+                )
+            )
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: keep a finished worker's model-load records."""
+        self.run.loads.extend(getattr(node, "workeroutput", {}).get("llmeval_loads", []))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        run = self.run
+        if not run.records:
+            return
+        if (
+            not run.settings.strict
+            and session.exitstatus == pytest.ExitCode.TESTS_FAILED
+            and session.testsfailed == run.misses
+        ):
+            # Only wrong answers failed: each item tells its truth, the gates decide the run.
+            session.exitstatus = pytest.ExitCode.OK
+        envelope = run.envelope(int(session.exitstatus))
+        self.config.hook.pytest_llmeval_update_report(config=self.config, report=envelope)
+        if run.writer is not None:
+            run.writer.write_report(envelope)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.run.records:
+            return
+        terminalreporter.section("llmeval summary")
+        terminalreporter.write_line(summary_table(self.run.summaries(), self.run.gate_results))
+        for gate in self.run.gate_results:
+            terminalreporter.write_line(f"{gate.name}: {gate.describe()}")
+        terminalreporter.write_line(f"report: {self.run.report_path}")

@@ -1,0 +1,98 @@
+"""Run metadata for the report envelope: versions, git commit, machine.
+
+Versions come from package metadata (nothing is imported), the GPU from NVML when present, so
+the controller, which never runs a model, can describe the machine without importing torch.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+DISTRIBUTION = "pytest-llmeval-harness"
+_PACKAGES = ("torch", "transformers", "datasets", "pytest", "pytest-xdist", DISTRIBUTION)
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found["plugin" if name == DISTRIBUTION else name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found["plugin" if name == DISTRIBUTION else name] = None
+    return found
+
+
+def git_commit(directory: Path) -> dict[str, Any] | None:
+    """HEAD commit and whether the tree is dirty, or None outside a git checkout."""
+    try:
+        commit = _git(directory, "rev-parse", "HEAD")
+        dirty = bool(_git(directory, "status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
+
+
+def _git(directory: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10, check=True
+    )
+    return done.stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "node": platform.node(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python_implementation": platform.python_implementation(),
+        "gpus": gpus(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def gpus() -> dict[str, Any]:
+    """GPU names and driver through NVML; `{"count": 0, "reason": ...}` when there are none."""
+    try:
+        import pynvml
+    except ImportError:
+        return {"count": 0, "names": [], "driver": None, "reason": "nvidia-ml-py not installed"}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return {"count": 0, "names": [], "driver": None, "reason": f"no NVML ({exc})"}
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        names = [
+            _text(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)))
+            for i in range(count)
+        ]
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+    finally:
+        pynvml.nvmlShutdown()
+    return {"count": count, "names": names, "driver": driver, "reason": None}
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def argv() -> list[str]:
+    return list(sys.argv)

@@ -1,0 +1,65 @@
+"""Task scorers: `scorer(response, target, row) -> Score`, built on the pure extractors.
+
+A `Score` carries the value (1.0 right, 0.0 wrong, or partial credit), what was extracted from
+the response and how, so that a miss can say `expected 18, got 32 (flexible: "... = 32")`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pytest_llmeval import scorers
+from pytest_llmeval.scorers import gsm8k_target
+
+__all__ = ["Score", "exact", "gsm8k_target", "label", "numeric"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """One item's score: `value` in [0, 1], the extracted answer, the extraction method, the
+    excerpt it was read from, and the reasoning part separated from the answer (if any)."""
+
+    value: float
+    extracted: str | None
+    method: str
+    span: str = ""
+    reasoning: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def numeric(response: str, target: str, row: Mapping[str, Any]) -> Score:
+    """GSM8K-style numeric answer: strict `#### <n>` first, else the last number."""
+    reasoning, _ = scorers.split_reasoning(response)
+    found = scorers.extract_gsm8k(response)
+    right = scorers.numbers_equal(found.value, target)
+    return Score(1.0 if right else 0.0, found.value, found.method, found.span, reasoning)
+
+
+def exact(response: str, target: str, row: Mapping[str, Any]) -> Score:
+    """Normalised exact match of the final answer (reasoning removed)."""
+    reasoning, answer = scorers.split_reasoning(response)
+    right = scorers.exact_match(response, target)
+    return Score(
+        1.0 if right else 0.0, scorers.normalize_text(answer), "exact", answer[:60], reasoning
+    )
+
+
+def label(labels: Sequence[str]) -> Callable[[str, str, Mapping[str, Any]], Score]:
+    """A scorer that parses one of `labels` from the response (`[invalid]` when none is found)
+    and compares it case-insensitively with the target label."""
+    choices = tuple(labels)
+    if not choices:
+        raise ValueError("label() needs at least one label")
+
+    def score_label(response: str, target: str, row: Mapping[str, Any]) -> Score:
+        reasoning, _ = scorers.split_reasoning(response)
+        found = scorers.parse_label(response, choices)
+        right = found.value is not None and found.value.casefold() == str(target).casefold()
+        return Score(1.0 if right else 0.0, found.value, found.method, found.span, reasoning)
+
+    score_label.__name__ = f"label({', '.join(choices)})"
+    return score_label

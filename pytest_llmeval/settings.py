@@ -1,0 +1,192 @@
+"""Command-line options and ini keys of the `llmeval` group, parsed once into `Settings`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pytest_llmeval.data import DATA_DIR_ENV
+from pytest_llmeval.gates import Gate, GateError, parse_gate
+from pytest_llmeval.models import (
+    DEFAULT_MODEL,
+    ModelSpec,
+    UnknownModel,
+    load_user_aliases,
+    resolve_model,
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: list[ModelSpec]
+    limit: int | None
+    seed: int
+    data_dir: Path | None
+    batch_size: int | None
+    device: str | None
+    dtype: str | None
+    gates: list[Gate] = field(default_factory=list)
+    strict: bool = False
+    report_path: Path | None = None
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llmeval", "LLM evaluations (pytest_llmeval)")
+    group.addoption(
+        "--model",
+        action="append",
+        dest="llmeval_models",
+        metavar="NAME",
+        default=None,
+        help="Model to evaluate: alias, Hub id, local dir or backend:spec (repeatable; "
+        f"default {DEFAULT_MODEL})",
+    )
+    group.addoption(
+        "--limit",
+        type=int,
+        dest="llmeval_limit",
+        metavar="N",
+        default=None,
+        help="Keep N items per task by seeded sampling (stratified by label when declared)",
+    )
+    group.addoption(
+        "--gate",
+        action="append",
+        dest="llmeval_gates",
+        metavar="GATE",
+        default=None,
+        help="Gate such as 'gsm8k:accuracy>=0.3' (overrides the task's gate on that metric)",
+    )
+    group.addoption(
+        "--llmeval-seed", type=int, default=None, help="Seed for --limit sampling (default 0)"
+    )
+    group.addoption(
+        "--llmeval-data-dir",
+        metavar="DIR",
+        default=None,
+        help=f"Directory with offline copies of task data (also env {DATA_DIR_ENV})",
+    )
+    group.addoption(
+        "--llmeval-batch-size",
+        metavar="N",
+        default=None,
+        help="Generation batch size, or 'auto' for the backend's default",
+    )
+    group.addoption(
+        "--llmeval-device", default=None, help="Device for local models: auto, cpu, cuda, cuda:1"
+    )
+    group.addoption(
+        "--llmeval-dtype",
+        default=None,
+        help="Dtype for local models: auto, float32, bfloat16, float16",
+    )
+    group.addoption(
+        "--llmeval-report",
+        metavar="PATH",
+        default=None,
+        help="JSON report path (default reports/<run-id>/report.json)",
+    )
+    group.addoption(
+        "--llmeval-strict",
+        action="store_true",
+        default=None,
+        help="Plain pytest exit status: any wrong item fails the run, not only gates",
+    )
+    parser.addini("llmeval_models", "Default models (one per line)", type="linelist", default=[])
+    parser.addini("llmeval_limit", "Default --limit", default="")
+    parser.addini(
+        "llmeval_gates",
+        "Gates, one per line: '[task:]metric op value'",
+        type="linelist",
+        default=[],
+    )
+    parser.addini("llmeval_seed", "Default --llmeval-seed", default="0")
+    parser.addini(
+        "llmeval_data_dir", "Offline data directory, relative to the ini file", default=""
+    )
+    parser.addini("llmeval_batch_size", "Default --llmeval-batch-size", default="")
+    parser.addini("llmeval_strict", "Default --llmeval-strict", type="bool", default=False)
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """Parse the options once (raises pytest.UsageError with the fix for bad values)."""
+    try:
+        aliases = load_user_aliases(config.rootpath)
+        names = config.option.llmeval_models or config.getini("llmeval_models") or [DEFAULT_MODEL]
+        models = [resolve_model(name, aliases) for name in dict.fromkeys(names)]
+    except UnknownModel as exc:
+        raise pytest.UsageError(str(exc)) from None
+    gates = _gates(config)
+    return Settings(
+        models=models,
+        limit=_int_option(config.option.llmeval_limit, config.getini("llmeval_limit"), "--limit"),
+        seed=_int_option(
+            config.option.llmeval_seed, config.getini("llmeval_seed"), "--llmeval-seed"
+        )
+        or 0,
+        data_dir=_data_dir(config),
+        batch_size=_batch_size(config),
+        device=config.option.llmeval_device,
+        dtype=config.option.llmeval_dtype,
+        gates=gates,
+        strict=bool(config.option.llmeval_strict or config.getini("llmeval_strict")),
+        report_path=Path(config.option.llmeval_report).resolve()
+        if config.option.llmeval_report
+        else None,
+    )
+
+
+def _gates(config: pytest.Config) -> list[Gate]:
+    try:
+        ini = [parse_gate(text, "ini") for text in config.getini("llmeval_gates")]
+        cli = [parse_gate(text, "cli") for text in config.option.llmeval_gates or []]
+    except GateError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return ini + cli
+
+
+def _int_option(cli: int | None, ini: str, name: str) -> int | None:
+    if cli is not None:
+        value = cli
+    elif str(ini).strip():
+        try:
+            value = int(str(ini).strip())
+        except ValueError:
+            raise pytest.UsageError(
+                f"ini value for {name} must be an integer, got {ini!r}"
+            ) from None
+    else:
+        return None
+    if value < 0:
+        raise pytest.UsageError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _batch_size(config: pytest.Config) -> int | None:
+    raw = config.option.llmeval_batch_size or config.getini("llmeval_batch_size") or "auto"
+    if str(raw).strip().lower() == "auto":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise pytest.UsageError(
+            f"--llmeval-batch-size takes a number or 'auto', got {raw!r}"
+        ) from None
+    if value < 1:
+        raise pytest.UsageError(f"--llmeval-batch-size must be >= 1, got {value}")
+    return value
+
+
+def _data_dir(config: pytest.Config) -> Path | None:
+    if config.option.llmeval_data_dir:
+        return Path(config.option.llmeval_data_dir).expanduser().resolve()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
+    ini = str(config.getini("llmeval_data_dir")).strip()
+    if ini:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return (base / Path(ini).expanduser()).resolve()
+    return None

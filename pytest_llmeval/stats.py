@@ -1,0 +1,120 @@
+"""Pure statistics helpers for summarising eval results.
+
+Stdlib only (no numpy/scipy) so the plugin stays light to install. Use
+:func:`wilson_interval` for pass rates, :func:`bootstrap_interval` for the mean
+of arbitrary scores, and :func:`percentile` / :func:`mean` for latency and
+token summaries.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+from statistics import NormalDist
+
+__all__ = ["bootstrap_interval", "mean", "percentile", "wilson_interval"]
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
+
+
+def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Return the Wilson score interval ``(low, high)`` for a pass rate.
+
+    ``successes`` may be fractional (mean score times ``n``) for partially
+    scored items. Unlike the normal approximation it behaves at 0% and 100%
+    and with small ``n``. With ``n == 0`` nothing is known, so the result is
+    ``(0.0, 1.0)``. Bounds are clamped to ``[0, 1]``. Raises ``ValueError``
+    for a negative ``n``, ``successes`` outside ``[0, n]`` or a confidence
+    outside ``(0, 1)``.
+    """
+    _check_confidence(confidence)
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be within [0, {n}], got {successes!r}")
+    if n == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2.0 * n)) / denom
+    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
+    low = max(0.0, centre - half)
+    high = min(1.0, centre + half)
+    # The bounds are exactly 0 / 1 at the extremes; rounding would otherwise
+    # leave something like 1e-17 and a report would show "0.0%" oddly.
+    if successes == 0:
+        low = 0.0
+    if successes == n:
+        high = 1.0
+    return low, high
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Return the ``q``-th percentile (``q`` in 0..100) of ``values``.
+
+    Uses linear interpolation between closest ranks, matching numpy's default
+    ``"linear"`` method, so ``percentile([1, 2, 3, 4], 50) == 2.5``. Returns
+    ``None`` for no values; raises ``ValueError`` if ``q`` is outside 0..100.
+    """
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be within [0, 100], got {q!r}")
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100.0
+    lower = math.floor(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    fraction = position - lower
+    return ordered[lower] + fraction * (ordered[upper] - ordered[lower])
+
+
+def mean(values: Iterable[float]) -> float | None:
+    """Return the arithmetic mean of ``values``, or ``None`` when empty.
+
+    Uses ``math.fsum`` so long lists of small scores don't accumulate
+    rounding error.
+    """
+    items = list(values)
+    if not items:
+        return None
+    return math.fsum(items) / len(items)
+
+
+def bootstrap_interval(
+    values: Sequence[float],
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Return a percentile-bootstrap confidence interval for the mean.
+
+    Resamples ``values`` with replacement ``n_resamples`` times using
+    ``random.Random(seed)``, so the same inputs always give the same interval
+    (reports and tests stay reproducible). Returns ``(nan, nan)`` for no
+    values, since no interval exists; check with ``math.isnan``. Raises
+    ``ValueError`` for ``n_resamples < 1`` or a confidence outside ``(0, 1)``.
+    """
+    _check_confidence(confidence)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    if not values:
+        return math.nan, math.nan
+    n = len(values)
+    if n == 1:
+        # Every resample is the single value; skip the pointless loop.
+        return float(values[0]), float(values[0])
+    rng = random.Random(seed)
+    population = list(values)
+    means = [math.fsum(rng.choices(population, k=n)) / n for _ in range(n_resamples)]
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low = percentile(means, tail)
+    high = percentile(means, 100.0 - tail)
+    # percentile() only returns None for empty input, which can't happen here.
+    assert low is not None and high is not None
+    return low, high

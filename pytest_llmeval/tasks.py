@@ -1,0 +1,210 @@
+"""Declaring an evaluation task: where its rows come from, how a row becomes a chat prompt,
+what the right answer is, how a response is scored, how to generate, and which gates hold.
+
+A task is declared at module level in a `test_*.py` file under `evals/`; the plugin collects
+every `Task` it finds there and turns each dataset row into one test item::
+
+    from pytest_llmeval import ChatPrompt, DataSource, Generation, Task, scoring
+
+    gsm8k = Task(
+        name="gsm8k",
+        data=DataSource(hub="openai/gsm8k", config="main", split="test", files="gsm8k/test.jsonl"),
+        prompt=ChatPrompt(user="{question}\\nEnd with a line '#### <number>'."),
+        target=lambda row: scoring.gsm8k_target(row["answer"]),
+        scorer=scoring.numeric,
+        generation=Generation(max_new_tokens=256),
+        gates=["accuracy >= 0.3"],
+    )
+
+This module imports neither torch nor pytest: a task is plain data.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from pytest_llmeval.scoring import Score
+
+Row = Mapping[str, Any]
+Message = dict[str, str]
+PromptBuilder = Callable[[Row], list[Message]]
+ScoreFn = Callable[[str, str, Row], Score]
+
+
+class TaskError(ValueError):
+    """A task declaration or one of its rows cannot be used; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's rows come from.
+
+    Resolution order: `files` under the data directory (`--llmeval-data-dir` / `LLMEVAL_DATA_DIR`,
+    or an absolute path), then the Hub dataset `hub` (config `config`, split `split`) through
+    `datasets.load_dataset`, then `generate` (rows made in code, needing no download).
+    `files` may be jsonl, json, csv or parquet; `csv_sep` is the csv separator.
+    """
+
+    hub: str | None = None
+    config: str | None = None
+    split: str = "test"
+    files: str | None = None
+    csv_sep: str = ","
+    generate: Callable[[], Iterable[Row]] | None = None
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.hub is None and self.files is None and self.generate is None:
+            raise TaskError("DataSource needs at least one of hub=, files= or generate=")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Generation settings; `temperature == 0` means greedy decoding (the default)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise TaskError(f"Generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise TaskError(f"Generation.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise TaskError(f"Generation.top_p must be in (0, 1], got {self.top_p}")
+        # Accept a list from users but keep the dataclass hashable (it keys batches and caches).
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """Builds chat messages from a row: optional system prompt, few-shot exemplars, user turn.
+
+    `user` and `answer` are `str.format` templates over the row's fields; `few_shot` rows are
+    rendered as user/assistant pairs with the same templates before the item's own user turn.
+    """
+
+    user: str
+    system: str | None = None
+    few_shot: Sequence[Row] = ()
+    answer: str = "{answer}"
+
+    def fields(self) -> set[str]:
+        """Row fields the user template needs (checked against the data before any generation)."""
+        return {name for _, name, _, _ in string.Formatter().parse(self.user) if name}
+
+    def __call__(self, row: Row) -> list[Message]:
+        messages: list[Message] = []
+        if self.system:
+            messages.append({"role": "system", "content": self.system})
+        for shot in self.few_shot:
+            messages.append({"role": "user", "content": _render(self.user, shot)})
+            messages.append({"role": "assistant", "content": _render(self.answer, shot)})
+        messages.append({"role": "user", "content": _render(self.user, row)})
+        return messages
+
+
+def _render(template: str, row: Row) -> str:
+    try:
+        return template.format_map(row)
+    except KeyError as exc:
+        raise TaskError(
+            f"prompt template needs field {exc.args[0]!r}, row has {sorted(row)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Task:
+    """An evaluation: one test item per dataset row.
+
+    `target` is a row field name or a function of the row returning the expected answer as a
+    string. `scorer(response, target, row)` returns a `Score`; an item passes when its score
+    value is at least `pass_threshold`. `label_field` names the field used for stratified
+    sampling under `--limit`. `gates` are strings such as `"accuracy >= 0.6"`.
+    """
+
+    name: str
+    data: DataSource
+    prompt: PromptBuilder | ChatPrompt
+    target: str | Callable[[Row], str]
+    scorer: ScoreFn
+    generation: Generation = field(default_factory=Generation)
+    gates: Sequence[str] = ()
+    label_field: str | None = None
+    pass_threshold: float = 1.0
+    description: str = ""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # A hand-written init so that a misspelt field names the field and its likely fix.
+        known = {f.name: f for f in fields(Task)}
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            hints = [
+                f"{name!r} (did you mean {match[0]!r}?)"
+                if (match := difflib.get_close_matches(name, known, n=1))
+                else repr(name)
+                for name in unknown
+            ]
+            raise TaskError(
+                f"Task got unknown field {', '.join(hints)}; known fields: {', '.join(known)}"
+            )
+        missing = [n for n in ("name", "data", "prompt", "target", "scorer") if n not in kwargs]
+        if missing:
+            raise TaskError(f"Task is missing required field(s): {', '.join(missing)}")
+        for name, spec in known.items():
+            if name in kwargs:
+                value = kwargs[name]
+            elif spec.default_factory is not MISSING:
+                value = spec.default_factory()
+            else:
+                value = spec.default
+            object.__setattr__(self, name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        if not self.name or "/" in self.name or "::" in self.name or " " in self.name:
+            raise TaskError(f"Task name must be a non-empty word without '/', got {self.name!r}")
+        if not isinstance(self.data, DataSource):
+            raise TaskError(f"Task {self.name}: data= must be a DataSource")
+        if not isinstance(self.generation, Generation):
+            raise TaskError(f"Task {self.name}: generation= must be a Generation")
+        object.__setattr__(self, "gates", tuple(self.gates))
+
+    def messages(self, row: Row) -> list[Message]:
+        """The chat messages for one row (raises TaskError naming a missing field)."""
+        return self.prompt(row)
+
+    def target_for(self, row: Row) -> str:
+        """The expected answer for one row, as a string."""
+        if callable(self.target):
+            return str(self.target(row))
+        if self.target not in row:
+            raise TaskError(
+                f"task {self.name}: target field {self.target!r} not in row (fields: {sorted(row)})"
+            )
+        return str(row[self.target])
+
+    def required_fields(self) -> set[str]:
+        """Row fields the declaration names directly (checked before any generation)."""
+        needed: set[str] = set()
+        if isinstance(self.prompt, ChatPrompt):
+            needed |= self.prompt.fields()
+        if isinstance(self.target, str):
+            needed.add(self.target)
+        if self.label_field:
+            needed.add(self.label_field)
+        return needed

@@ -1,0 +1,140 @@
+"""Unit tests for pytest_llmeval.stats."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pytest_llmeval.stats import bootstrap_interval, mean, percentile, wilson_interval
+
+# --- wilson_interval ---------------------------------------------------------
+
+
+def test_wilson_known_value() -> None:
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4)
+    assert high == pytest.approx(0.9433, abs=1e-4)
+
+
+def test_wilson_higher_confidence_is_wider() -> None:
+    low95, high95 = wilson_interval(8, 10)
+    low99, high99 = wilson_interval(8, 10, confidence=0.99)
+    assert low99 < low95 and high99 > high95
+    # Hand-computed 99% value for 8/10 (z = 2.5758).
+    assert low99 == pytest.approx(0.4008, abs=1e-4)
+
+
+def test_wilson_extremes_are_exact() -> None:
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0
+    assert high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson_interval(10, 10)
+    assert high == 1.0
+    assert low == pytest.approx(0.7225, abs=1e-4)
+
+
+def test_wilson_empty() -> None:
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_wilson_fractional_successes() -> None:
+    # A mean score of 0.75 over 4 items is 3 "successes".
+    assert wilson_interval(0.75 * 4, 4) == pytest.approx(wilson_interval(3, 4))
+    low, high = wilson_interval(2.5, 5)
+    assert low < 0.5 < high
+    assert 0.5 - low == pytest.approx(high - 0.5)  # symmetric at p = 0.5
+
+
+def test_wilson_narrows_with_n() -> None:
+    small = wilson_interval(5, 10)
+    large = wilson_interval(500, 1000)
+    assert large[1] - large[0] < small[1] - small[0]
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "confidence"),
+    [(11, 10, 0.95), (-1, 10, 0.95), (0, -1, 0.95), (5, 10, 1.0), (5, 10, 0.0)],
+)
+def test_wilson_invalid(successes: float, n: int, confidence: float) -> None:
+    with pytest.raises(ValueError):
+        wilson_interval(successes, n, confidence)
+
+
+# --- percentile / mean -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([1, 2, 3, 4], 50, 2.5),
+        ([1, 2, 3, 4], 95, 3.85),
+        ([4, 1, 3, 2], 25, 1.75),
+        ([1, 2, 3, 4], 0, 1.0),
+        ([1, 2, 3, 4], 100, 4.0),
+        ([10, 20, 30, 40, 50], 90, 46.0),
+        ([7.5], 37, 7.5),
+    ],
+)
+def test_percentile(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == pytest.approx(expected)
+
+
+def test_percentile_empty_and_invalid() -> None:
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+    with pytest.raises(ValueError):
+        percentile([1.0], -0.1)
+
+
+def test_mean() -> None:
+    assert mean([1, 2, 3, 4]) == 2.5
+    assert mean([0.1] * 10) == 0.1  # fsum: no accumulated rounding error
+    assert mean(x for x in (1.0, 0.0)) == 0.5
+    assert mean([]) is None
+
+
+# --- bootstrap_interval ------------------------------------------------------
+
+SCORES = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.5, 1.0]
+
+
+def test_bootstrap_is_deterministic_with_seed() -> None:
+    # Continuous scores, so different seeds can't land on the same quantiles.
+    values = [0.12, 0.93, 0.47, 0.66, 0.05, 0.81, 0.39, 0.72, 0.28, 0.58]
+    first = bootstrap_interval(values, seed=42)
+    assert bootstrap_interval(values, seed=42) == first
+    assert bootstrap_interval(values, seed=7) != first
+
+
+def test_bootstrap_contains_mean_and_is_sane() -> None:
+    low, high = bootstrap_interval(SCORES)
+    centre = mean(SCORES)
+    assert centre is not None
+    assert 0.0 <= low < centre < high <= 1.0
+    # Roughly comparable to the Wilson interval for the same pass rate.
+    w_low, w_high = wilson_interval(centre * len(SCORES), len(SCORES))
+    assert abs(low - w_low) < 0.15 and abs(high - w_high) < 0.15
+
+
+def test_bootstrap_higher_confidence_is_wider() -> None:
+    low90, high90 = bootstrap_interval(SCORES, confidence=0.90)
+    low99, high99 = bootstrap_interval(SCORES, confidence=0.99)
+    assert high99 - low99 > high90 - low90
+
+
+def test_bootstrap_constant_and_single_values() -> None:
+    assert bootstrap_interval([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    assert bootstrap_interval([0.25]) == (0.25, 0.25)
+
+
+def test_bootstrap_empty_is_nan() -> None:
+    low, high = bootstrap_interval([])
+    assert math.isnan(low) and math.isnan(high)
+
+
+@pytest.mark.parametrize(("confidence", "n_resamples"), [(1.0, 100), (0.95, 0)])
+def test_bootstrap_invalid(confidence: float, n_resamples: int) -> None:
+    with pytest.raises(ValueError):
+        bootstrap_interval(SCORES, confidence=confidence, n_resamples=n_resamples)
