@@ -29,6 +29,8 @@ def items_for_task(
 ) -> list[pytest.Item]:
     """All items of `task` for every selected model (or one problem item)."""
     try:
+        if task.problem:
+            raise TaskError(task.problem)
         for gate in task.gates:
             parse_gate(gate, "task", task.name)
         loaded = load_rows(task.data, settings.data_dir)
@@ -71,8 +73,9 @@ def items_for_task(
 
 
 def _problem(collector: pytest.Collector, task: Task, message: str, skip: bool) -> pytest.Item:
+    name = task.name if isinstance(task.name, str) and task.name else "task"
     item: pytest.Item = TaskProblemItem.from_parent(
-        collector, name=task.name, problem=message, skip=skip
+        collector, name=name, problem=message, skip=skip
     )
     return item
 

@@ -88,17 +88,36 @@ def _read_local(path: Path, csv_sep: str) -> list[Mapping[str, Any] | RowError]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _read_jsonl(path)
+    if suffix == ".json":
+        return _read_json(path)
     if suffix not in LOCAL_FORMATS:
         raise TaskError(f"{path}: unknown data format {suffix!r}; use one of {LOCAL_FORMATS}")
     import pandas as pd  # heavy: only when a task actually reads such a file
 
-    if suffix == ".json":
-        frame = pd.read_json(path)
-    elif suffix == ".csv":
-        frame = pd.read_csv(path, sep=csv_sep)
-    else:
-        frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_csv(path, sep=csv_sep) if suffix == ".csv" else pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        return []
+    except (ValueError, OSError) as exc:
+        raise TaskError(f"{path}: cannot read {suffix} file: {exc}") from None
     return [dict(record) for record in frame.to_dict(orient="records")]
+
+
+def _read_json(path: Path) -> list[Mapping[str, Any] | RowError]:
+    """A JSON file holding a list of row objects (values kept as written: "2" stays "2")."""
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TaskError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(value, list):
+        raise TaskError(f"{path}: expected a JSON list of row objects, got {type(value).__name__}")
+    return [
+        row if isinstance(row, dict) else RowError(f"{path}: item {i} is not an object")
+        for i, row in enumerate(value)
+    ]
 
 
 def _read_jsonl(path: Path) -> list[Mapping[str, Any] | RowError]:

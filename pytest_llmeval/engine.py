@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,7 +78,7 @@ class Engine:
         )
         return backend
 
-    def result_for(self, item: Pending, upcoming: Sequence[Pending]) -> GenerationResult:
+    def result_for(self, item: Pending, upcoming: Iterable[Pending]) -> GenerationResult:
         """The item's generation, generating it (with upcoming items alike) if not yet done."""
         if item.nodeid not in self.results:
             self._generate_window(item, upcoming)
@@ -87,7 +87,7 @@ class Engine:
             raise result
         return result
 
-    def _generate_window(self, item: Pending, upcoming: Sequence[Pending]) -> None:
+    def _generate_window(self, item: Pending, upcoming: Iterable[Pending]) -> None:
         backend = self.backend(item.model_spec)
         size = max(1, self.batch_size or backend.default_batch_size)
         key = item.batch_key()

@@ -31,7 +31,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,
 }
 _GATE = re.compile(
-    r"^\s*(?:(?P<task>[\w.\-*]+)\s*:)?\s*(?P<metric>\w+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>[-+]?[\d.]+(?:e[-+]?\d+)?)\s*$"
+    r"^\s*(?:(?P<task>[\w.\-*]+)\s*:)?\s*(?P<metric>\w+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*$"
 )
 
 
@@ -120,10 +120,14 @@ def parse_gate(text: str, origin: str, task: str | None = None) -> Gate:
 
 def effective_gates(task: str, declared: Iterable[Gate], overrides: Sequence[Gate]) -> list[Gate]:
     """The task's gates after overrides (later origins replace earlier ones per metric)."""
+    ranked = [*declared, *overrides]
+    applicable = [(i, gate) for i, gate in enumerate(ranked) if gate.task in (task, "*")]
+    # Later origins win; within one origin a gate naming the task beats a "*" gate.
+    order = {"task": 0, "ini": 1, "cli": 2}
+    applicable.sort(key=lambda pair: (order.get(pair[1].origin, 3), pair[1].task != "*", pair[0]))
     by_metric: dict[str, Gate] = {}
-    for gate in [*declared, *overrides]:
-        if gate.task in (task, "*"):
-            by_metric[gate.metric] = gate
+    for _, gate in applicable:
+        by_metric[gate.metric] = gate
     return list(by_metric.values())
 
 

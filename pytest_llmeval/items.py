@@ -8,7 +8,7 @@ records cross the xdist channel and feed the controller's aggregation and report
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from pytest_llmeval.models import ModelSpec
 from pytest_llmeval.tasks import Task, TaskError
 
 RECORD_KEY = "llmeval"
-Upcoming = Callable[[pytest.Item], Sequence[Any]]
+Upcoming = Callable[[pytest.Item], Iterable[Any]]
 
 
 class ItemMiss(Exception):
@@ -115,11 +115,6 @@ class EvalItem(pytest.Item):
         if self.record.get("outcome") == "fail":
             raise ItemMiss(miss_message(self.record))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, ItemMiss | ItemError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
-
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.item_id
 
@@ -163,9 +158,6 @@ class TaskProblemItem(pytest.Item):
 
     def runtest(self) -> None:  # never reached: setup always skips or raises
         raise AssertionError("unreachable")
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        return str(excinfo.value)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.name

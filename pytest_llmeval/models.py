@@ -99,6 +99,8 @@ def load_user_aliases(rootdir: Path) -> dict[str, ModelSpec]:
 def resolve_model(name: str, user_aliases: Mapping[str, ModelSpec] | None = None) -> ModelSpec:
     """Turn a `--model` value into a ModelSpec (raises UnknownModel with the known aliases)."""
     user_aliases = user_aliases or {}
+    if not name.strip():
+        raise UnknownModel("empty model name: pass --model with an alias, a Hub id or a directory")
     if name in user_aliases:
         return user_aliases[name]
     if name in BUILTIN_ALIASES:

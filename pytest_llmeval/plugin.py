@@ -7,7 +7,7 @@ no summary, the usual exit status.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator
 from typing import Any, Literal
 
 import pytest
@@ -19,7 +19,7 @@ from pytest_llmeval.collect import items_for_task
 from pytest_llmeval.controller import Run
 from pytest_llmeval.engine import Engine
 from pytest_llmeval.gates import GateResult
-from pytest_llmeval.items import RECORD_KEY, Upcoming
+from pytest_llmeval.items import RECORD_KEY, EvalItem, ItemError, ItemMiss, Upcoming
 from pytest_llmeval.models import ModelSpec
 from pytest_llmeval.report import summary_table
 from pytest_llmeval.settings import Settings, add_options, read_settings
@@ -94,15 +94,30 @@ def pytest_llmeval_make_backend(config: pytest.Config, spec: ModelSpec) -> Backe
     return create_backend(spec, {"device": settings.device, "dtype": settings.dtype})
 
 
-def _upcoming(config: pytest.Config, item: pytest.Item) -> Sequence[pytest.Item]:
-    """Items this process will run after `item`, so they can share its batch."""
+def _upcoming(config: pytest.Config, item: pytest.Item) -> Iterator[EvalItem]:
+    """Eval items this process will run after `item`, lazily, so they can share its batch."""
     if not _is_controller(config):
         # An xdist worker learns its items one by one; it cannot see what comes next yet.
-        return []
+        return
+    items = item.session.items
     index = config.stash.get(ITEM_INDEX, {}).get(item.nodeid)
-    if index is None or item.session.items[index] is not item:
-        return []
-    return item.session.items[index + 1 :]
+    if index is None or items[index] is not item:
+        return
+    for position in range(index + 1, len(items)):
+        candidate = items[position]
+        if isinstance(candidate, EvalItem):
+            yield candidate
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, TestReport, TestReport]:
+    report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, ItemMiss | ItemError):
+        # A miss or a known error is its one-line message; a traceback would only be noise.
+        report.longrepr = str(call.excinfo.value)
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -155,13 +170,18 @@ class RunReporter:
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         result = yield
         if self.run.records:
-            for gate in self.run.check_gates():
+            gates = self.run.check_gates()
+            # Gates are reported as tests; count them so progress ends at 100%, not 110%.
+            session.testscollected += len(gates)
+            for gate in gates:
                 self._log_gate(gate)
         return result
 
     def _log_gate(self, gate: GateResult) -> None:
         """Report a gate like a test: terminal, JUnit, and the session's failure count."""
-        name = f"{gate.task}::{gate.gate.text}[{gate.model}]"
+        # The threshold sits inside [...]: pytest's terminal turns '.' outside brackets into '::'.
+        spec = gate.gate
+        name = f"{gate.task}::{spec.metric}[{spec.op}{spec.threshold:g} {gate.model}]"
         properties = [("llmeval_gate", gate.as_dict())]
         verdict: Literal["passed", "failed"] = "passed" if gate.passed else "failed"
         phases: list[tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"]]] = [

@@ -20,6 +20,8 @@ def sample_indices(
     balanced sample, `limit` split as evenly as possible across labels (so `--limit 100` on a
     two-label task gives 50/50); a label with too few rows gives its share to the others.
     """
+    if labels is not None and len(labels) != n_rows:
+        raise ValueError(f"got {len(labels)} labels for {n_rows} rows")
     if limit is None or limit >= n_rows:
         return list(range(n_rows))
     if limit < 0:
@@ -27,8 +29,6 @@ def sample_indices(
     rng = random.Random(seed)
     if labels is None:
         return sorted(rng.sample(range(n_rows), limit))
-    if len(labels) != n_rows:
-        raise ValueError(f"got {len(labels)} labels for {n_rows} rows")
     strata: dict[Hashable, list[int]] = defaultdict(list)
     for index, label in enumerate(labels):
         strata[label].append(index)

@@ -22,6 +22,7 @@ This module imports neither torch nor pytest: a task is plain data.
 from __future__ import annotations
 
 import difflib
+import re
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -80,7 +81,8 @@ class Generation:
         if not 0 < self.top_p <= 1:
             raise TaskError(f"Generation.top_p must be in (0, 1], got {self.top_p}")
         # Accept a list from users but keep the dataclass hashable (it keys batches and caches).
-        object.__setattr__(self, "stop", tuple(self.stop))
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        object.__setattr__(self, "stop", stop)
 
     @property
     def greedy(self) -> bool:
@@ -105,7 +107,9 @@ class ChatPrompt:
 
     def fields(self) -> set[str]:
         """Row fields the user template needs (checked against the data before any generation)."""
-        return {name for _, name, _, _ in string.Formatter().parse(self.user) if name}
+        # "{choices[0]}" and "{meta.id}" need the fields "choices" and "meta".
+        names = (name for _, name, _, _ in string.Formatter().parse(self.user) if name)
+        return {re.split(r"[.\[]", name, maxsplit=1)[0] for name in names}
 
     def __call__(self, row: Row) -> list[Message]:
         messages: list[Message] = []
@@ -147,10 +151,30 @@ class Task:
     label_field: str | None = None
     pass_threshold: float = 1.0
     description: str = ""
+    # Why this declaration cannot run (unknown or missing fields, bad values), else None.
+    problem: str | None = field(default=None, init=False, compare=False, repr=False)
 
     def __init__(self, **kwargs: Any) -> None:
         # A hand-written init so that a misspelt field names the field and its likely fix.
-        known = {f.name: f for f in fields(Task)}
+        # The problem is kept, not raised: raising at import would make pytest abandon the
+        # whole session over one task; collection turns it into one error item instead.
+        known = {f.name: f for f in fields(Task) if f.init}
+        for name, spec in known.items():
+            if name in kwargs:
+                value = kwargs[name]
+            elif spec.default_factory is not MISSING:
+                value = spec.default_factory()
+            else:
+                value = None if spec.default is MISSING else spec.default
+            object.__setattr__(self, name, value)
+        try:
+            self._validate(kwargs, known)
+            problem = None
+        except TaskError as exc:
+            problem = str(exc)
+        object.__setattr__(self, "problem", problem)
+
+    def _validate(self, kwargs: dict[str, Any], known: dict[str, Any]) -> None:
         unknown = sorted(set(kwargs) - set(known))
         if unknown:
             hints = [
@@ -165,19 +189,10 @@ class Task:
         missing = [n for n in ("name", "data", "prompt", "target", "scorer") if n not in kwargs]
         if missing:
             raise TaskError(f"Task is missing required field(s): {', '.join(missing)}")
-        for name, spec in known.items():
-            if name in kwargs:
-                value = kwargs[name]
-            elif spec.default_factory is not MISSING:
-                value = spec.default_factory()
-            else:
-                value = spec.default
-            object.__setattr__(self, name, value)
-        self._validate()
-
-    def _validate(self) -> None:
-        if not self.name or "/" in self.name or "::" in self.name or " " in self.name:
-            raise TaskError(f"Task name must be a non-empty word without '/', got {self.name!r}")
+        if not isinstance(self.name, str) or not re.fullmatch(r"[\w.\-]+", self.name):
+            raise TaskError(
+                f"Task name must be a non-empty word (letters, digits, _ . -), got {self.name!r}"
+            )
         if not isinstance(self.data, DataSource):
             raise TaskError(f"Task {self.name}: data= must be a DataSource")
         if not isinstance(self.generation, Generation):

@@ -79,6 +79,11 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
         "TransformersBackend",
         "pip install torch transformers accelerate gguf  (CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu)",
     ),
+    "callable": (
+        "pytest_llmeval.backends.callable_backend",
+        "CallableBackend",
+        "the callable backend needs no extra package",
+    ),
 }
 
 

@@ -1,0 +1,92 @@
+"""A backend that calls a Python function: `--model callable:package.module:function`.
+
+For evaluating a pipeline that is not a bare model (retrieval plus a model, a rules engine,
+a stub while a prompt is being written): the function receives the chat messages and the
+generation settings and returns the response text. Token counts are whitespace-separated
+words (the function has no tokenizer); the method is named in every result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.tasks import Generation, Message
+
+Responder = Callable[[list[Message], Generation], str]
+LATENCY_METHOD = "per-call: wall time of the function call for this item"
+
+
+class CallableBackend:
+    """Calls `module:function` once per request, in order."""
+
+    def __init__(self, spec: ModelSpec, **_: Any) -> None:
+        self.spec = spec
+        self.default_batch_size = 8
+        started = time.perf_counter()
+        self.function = _import_function(spec.model_id)
+        self.load_time_s = time.perf_counter() - started
+
+    def info(self) -> Mapping[str, Any]:
+        return {
+            "backend": "callable",
+            "model_id": self.spec.model_id,
+            "load_time_s": round(self.load_time_s, 6),
+            "token_count_method": "whitespace words",
+        }
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], batch_id: str
+    ) -> list[GenerationResult]:
+        timed: list[tuple[GenerationRequest, str, float]] = []
+        batch_started = time.perf_counter()
+        for request in requests:
+            started = time.perf_counter()
+            text = self.function(request.messages, request.settings)
+            if not isinstance(text, str):
+                raise BackendError(
+                    f"{self.spec.model_id} returned {type(text).__name__}, expected str"
+                )
+            timed.append((request, text, time.perf_counter() - started))
+        wall = time.perf_counter() - batch_started
+        return [
+            GenerationResult(
+                text=text,
+                prompt=_render(request.messages),
+                tokens_in=sum(len(m.get("content", "").split()) for m in request.messages),
+                tokens_out=len(text.split()),
+                latency_s=round(latency, 6),
+                finish_reason="stop",
+                batch_id=batch_id,
+                batch_size=len(requests),
+                batch_wall_s=round(wall, 6),
+                latency_method=LATENCY_METHOD,
+            )
+            for request, text, latency in timed
+        ]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _render(messages: list[Message]) -> str:
+    return "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in messages)
+
+
+def _import_function(target: str) -> Responder:
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise BackendError(f"callable backend needs 'module:function', got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError(f"callable backend cannot import {module_name!r}: {exc}") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise BackendError(f"{module_name!r} has no callable {attribute!r}")
+    responder: Responder = function
+    return responder

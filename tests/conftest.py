@@ -1,0 +1,109 @@
+"""Shared fixtures for the plugin's own tests."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_llmeval import data
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path:
+    """The offline benchmark copies (../shared/data beside the checkout, or LLMEVAL_DATA_DIR)."""
+    if os.environ.get(data.DATA_DIR_ENV):
+        return Path(os.environ[data.DATA_DIR_ENV])
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests never reach the Hub: declare it offline so nothing retries against the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data.hub_reachable.cache_clear()
+    yield
+    data.hub_reachable.cache_clear()
+
+
+# A responder for the callable backend: answers "q: a op b" rows correctly, except rows whose
+# question says WRONG (answers 999) and BOOM (raises, a backend error).
+ANSWERS_MODULE = textwrap.dedent(
+    """
+    CALLS = []
+
+    def reply(messages, settings):
+        question = messages[-1]["content"]
+        CALLS.append(question)
+        if "BOOM" in question:
+            raise RuntimeError("backend exploded on purpose")
+        if "WRONG" in question:
+            return "I think it is 999.\\n#### 999"
+        left, op, right = question.split("q: ")[1].split()[:3]
+        value = {"+": int(left) + int(right), "*": int(left) * int(right)}[op]
+        return f"Let me compute: {left} {op} {right} = {value}.\\n#### {value}"
+    """
+)
+
+TASK_MODULE = textwrap.dedent(
+    """
+    from pytest_llmeval import ChatPrompt, DataSource, Generation, Task, scoring
+
+    mini = Task(
+        name="mini",
+        data=DataSource(files="mini.jsonl"),
+        prompt=ChatPrompt(user="q: {question}"),
+        target="answer",
+        scorer=scoring.numeric,
+        generation=Generation(max_new_tokens=16),
+        label_field="kind",
+        gates=["accuracy >= 0.5"],
+    )
+    """
+)
+
+
+def mini_rows(n: int = 10, wrong: int = 0, boom: int = 0) -> str:
+    """jsonl text: n rows of 'a + b', the first `wrong` answered wrongly, next `boom` erroring."""
+    import json
+
+    lines = []
+    for i in range(n):
+        question = f"{i} + {i + 1}"
+        if i < wrong:
+            question += " WRONG"
+        elif i < wrong + boom:
+            question += " BOOM"
+        kind = "even" if i % 2 == 0 else "odd"
+        lines.append(json.dumps({"question": question, "answer": str(2 * i + 1), "kind": kind}))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def evalproject(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester project with a mini task and the callable responder `answers:reply`."""
+    pytester.syspathinsert()
+    pytester.makepyfile(answers=ANSWERS_MODULE, test_mini=TASK_MODULE)
+    (pytester.path / "data").mkdir()
+    (pytester.path / "data" / "mini.jsonl").write_text(mini_rows())
+    return pytester
+
+
+def run_evals(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run the project's evals on the callable responder with its data dir."""
+    return pytester.runpytest(
+        "--model",
+        "callable:answers:reply",
+        "--llmeval-data-dir",
+        "data",
+        "--llmeval-report",
+        "out/report.json",
+        # The outer session imported the plugin already; its inner re-registration warns.
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+        *args,
+    )

@@ -1,0 +1,112 @@
+"""The embedded default model (SmolLM2-135M-Instruct, CPU) on real GSM8K items."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, shared_data_dir
+from pytest_llmeval.backends import GenerationRequest
+from pytest_llmeval.models import resolve_model
+from pytest_llmeval.tasks import Generation
+
+GSM8K_EVAL = (REPO_ROOT / "evals" / "test_gsm8k.py").read_text()
+
+
+@pytest.fixture(scope="module")
+def backend():  # type: ignore[no-untyped-def]
+    from pytest_llmeval.backends.transformers_backend import TransformersBackend
+
+    loaded = TransformersBackend(resolve_model("smollm2-135m"))
+    yield loaded
+    loaded.close()
+
+
+def request(question: str, max_new_tokens: int = 24) -> GenerationRequest:
+    return GenerationRequest(
+        key=question,
+        messages=[{"role": "user", "content": question}],
+        settings=Generation(max_new_tokens=max_new_tokens),
+    )
+
+
+def test_backend_loads_embedded_model_offline_with_chat_template(backend) -> None:  # type: ignore[no-untyped-def]
+    info = backend.info()
+    assert info["weights"] in ("hf-cache", "hub") or info["weights"].startswith("gguf:")
+    assert info["device"] == "cpu" and info["dtype"] == "float32"
+    assert 130e6 < info["parameters"] < 140e6
+    assert len(info["chat_template_sha256"]) == 16
+    rendered = backend.render([{"role": "user", "content": "Hi"}])
+    assert rendered.startswith("<|im_start|>system") and rendered.endswith(
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_batched_generation_matches_one_by_one(backend) -> None:  # type: ignore[no-untyped-def]
+    questions = [
+        "What is 2 + 3?",
+        "Tom has 12 apples and gives 5 to Ann. How many apples does Tom have left? Explain.",
+        "Name a color.",
+    ]
+    batched = backend.generate([request(q) for q in questions], "t-1")
+    alone = [backend.generate([request(q)], f"t-{i + 2}")[0] for i, q in enumerate(questions)]
+    # Greedy decoding with left padding must not change what each prompt produces.
+    assert [r.text for r in batched] == [r.text for r in alone]
+    assert all(r.batch_size == 3 for r in batched)
+    assert [r.tokens_in for r in batched] == [r.tokens_in for r in alone]
+    for result in batched:
+        assert 0 < result.tokens_out <= 24
+        assert 0 < result.latency_s <= result.batch_wall_s
+        assert result.finish_reason in ("stop", "length")
+        assert (result.finish_reason == "length") == (result.tokens_out == 24)
+
+
+def test_stop_sequence_cuts_the_response(backend) -> None:  # type: ignore[no-untyped-def]
+    free = backend.generate([request("Count from 1 to 10, separated by commas.", 40)], "s-1")[0]
+    assert "3" in free.text, free.text
+    stop = GenerationRequest(
+        key="stop",
+        messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
+        settings=Generation(max_new_tokens=40, stop=("3",)),
+    )
+    cut = backend.generate([stop], "s-2")[0]
+    assert "3" not in cut.text and free.text.startswith(cut.text)
+    assert cut.finish_reason == "stop" and cut.tokens_out < free.tokens_out
+
+
+def test_gsm8k_items_run_end_to_end_on_the_embedded_model(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_gsm8k=GSM8K_EVAL)
+    result = pytester.runpytest(
+        "--limit",
+        "3",
+        "--llmeval-data-dir",
+        str(shared_data_dir()),
+        "--llmeval-report",
+        "out/report.json",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+        "-v",
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) == 0, result.stdout.str()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 4  # 3 items + 1 gate
+    report = json.loads(Path(pytester.path / "out" / "report.json").read_text())
+    items = [
+        json.loads(x) for x in (pytester.path / "out" / "items.jsonl").read_text().splitlines()
+    ]
+    assert [i["id"].rsplit("/", 1)[0] for i in items] == ["gsm8k/test"] * 3
+    for item in items:
+        assert item["prompt"].startswith("<|im_start|>system")
+        assert "#### <number>" in item["prompt"]
+        assert item["response"] and item["tokens_out"] > 0 and item["outcome"] in ("pass", "fail")
+        assert item["method"] in ("strict", "flexible", "none")
+    assert len({i["latency_s"] for i in items}) > 1 or len({i["tokens_out"] for i in items}) == 1
+    (load,) = report["model_loads"]
+    assert load["model"] == "smollm2-135m" and load["error"] is None
+    metrics = report["tasks"]["gsm8k"]["models"]["smollm2-135m"]["metrics"]
+    assert metrics["n"] == 3 and metrics["partial"] and metrics["task_rows"] == 1319
+    gate = report["gates"][0]
+    assert gate["gate"] == "parse_rate>=0.8"
+    assert result.ret == (0 if gate["passed"] else 1)
