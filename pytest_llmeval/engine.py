@@ -118,8 +118,13 @@ class Engine:
         try:
             generated = backend.generate([request for _, request in chunk], batch_id)
         except Exception as exc:
-            for pending, _ in chunk:
-                self.results[pending.nodeid] = exc
+            if len(chunk) == 1:
+                self.results[chunk[0][0].nodeid] = exc
+                return
+            # One bad request must not take its batch-mates down: retry them one by one, so
+            # each item gets its own result or its own error (as it would unbatched).
+            for single in chunk:
+                self._run_batch(backend, [single])
             return
         for (pending, _), result in zip(chunk, generated, strict=True):
             self.results[pending.nodeid] = result

@@ -227,3 +227,20 @@ def test_batching_groups_upcoming_items(evalproject: pytest.Pytester) -> None:
     sizes = sorted({i["batch_id"]: i["batch_size"] for i in items}.values())
     assert sizes == [2, 4, 4]
     assert all(i["latency_s"] <= i["batch_wall_s"] for i in items)
+
+
+def test_backend_fixture_shares_the_resident_model(evalproject: pytest.Pytester) -> None:
+    evalproject.makepyfile(
+        test_handwritten="""
+        from pytest_llmeval.backends import GenerationRequest
+        from pytest_llmeval.tasks import Generation
+
+        def test_generate_by_hand(llmeval_backend):
+            request = GenerationRequest("k", [{"role": "user", "content": "q: 2 * 21"}], Generation())
+            (result,) = llmeval_backend.generate([request], "hand-1")
+            assert result.text.endswith("#### 42")
+        """
+    )
+    run_evals(evalproject).assert_outcomes(passed=12)  # 10 items + gate + the hand-written test
+    loads = read_report(evalproject)["model_loads"]
+    assert len(loads) == 1, "the fixture and the items must share one model load"

@@ -1,0 +1,59 @@
+"""Under pytest-xdist: records cross the channel, gates and reports are the controller's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import mini_rows
+
+
+def test_two_workers_give_the_same_results_as_one_process(
+    evalproject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (evalproject.path / "data" / "mini.jsonl").write_text(mini_rows(n=20, wrong=4, boom=1))
+    monkeypatch.setenv("PYTHONPATH", str(evalproject.path))  # workers import answers.py
+    common = [
+        "--model",
+        "callable:answers:reply",
+        "--llmeval-data-dir",
+        "data",
+        "-p",
+        "no:cacheprovider",
+    ]
+
+    def run(report: str, *extra: str) -> tuple[pytest.RunResult, dict, list[dict]]:  # type: ignore[type-arg]
+        result = evalproject.runpytest_subprocess(
+            *common,
+            "--llmeval-report",
+            f"{report}/report.json",
+            "--junitxml",
+            f"{report}/junit.xml",
+            *extra,
+        )
+        envelope = json.loads((evalproject.path / report / "report.json").read_text())
+        items = [
+            json.loads(x)
+            for x in (evalproject.path / report / "items.jsonl").read_text().splitlines()
+        ]
+        return result, envelope, sorted(items, key=lambda r: r["id"])
+
+    serial, serial_report, serial_items = run("serial")
+    parallel, parallel_report, parallel_items = run("parallel", "-n", "2")
+    assert serial.ret == parallel.ret == 1  # one item errored
+    parallel.assert_outcomes(passed=16, failed=4, errors=1)  # 15 right items + the gate
+    keep = ("id", "outcome", "extracted", "score", "response", "error")
+    assert [{k: r[k] for k in keep} for r in parallel_items] == [
+        {k: r[k] for k in keep} for r in serial_items
+    ]
+    assert len(parallel_items) == 20
+    metrics = [
+        r["tasks"]["mini"]["models"]["callable:answers:reply"]["metrics"]
+        for r in (serial_report, parallel_report)
+    ]
+    assert metrics[0]["accuracy"] == metrics[1]["accuracy"] == pytest.approx(15 / 19)
+    assert parallel_report["gates"] == serial_report["gates"]
+    assert sorted(load["worker"] for load in parallel_report["model_loads"]) == ["gw0", "gw1"]
+    junit = (evalproject.path / "parallel" / "junit.xml").read_text()
+    assert junit.count("<testcase ") == 21 and junit.count('name="accuracy[&gt;=0.5') == 1
