@@ -59,6 +59,8 @@ def summarize(records: list[Record]) -> dict[str, Any]:
         "generation_s": round(generation_s, 4),
         "batches": len(batch_walls),
         "tokens_per_s": tokens_out / generation_s if generation_s > 0 else None,
+        "cached": sum(1 for r in records if r.get("cached") is True),
+        "generated": sum(1 for r in records if r.get("cached") is False),
         "latency_method": next(
             (r["latency_method"] for r in records if r.get("latency_method")), None
         ),

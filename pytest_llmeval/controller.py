@@ -30,6 +30,7 @@ class Run:
     records: list[dict[str, Any]] = field(default_factory=list)
     gate_results: list[GateResult] = field(default_factory=list)
     loads: list[dict[str, Any]] = field(default_factory=list)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     misses: int = 0
     writer: ReportWriter | None = None
 
@@ -101,6 +102,7 @@ class Run:
                 "strict": self.settings.strict,
             },
             "model_loads": self.loads,
+            "workers": self.workers,
             "tasks": tasks,
             "gates": [g.as_dict() for g in self.gate_results],
             "totals": {

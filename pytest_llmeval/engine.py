@@ -1,11 +1,13 @@
-"""Worker-side generation: resident backends and batched generation behind per-item tests.
+"""Worker-side generation: resident backends, the generation cache, and batching behind
+per-item tests.
 
 Items run one at a time, the model does not: when an item needs its generation and none is
 ready, the engine takes that item and the upcoming items with the same model, task and
-generation settings (a window of a few batches), sorts them longest prompt first, and
-generates them batch by batch until the item's own result exists. Each item then reads its
-result. Backends load on first use, once per process; a failed load is remembered so that
-every item of that model errors at once with the same message instead of retrying.
+generation settings (a window of a few batches), serves what the cache already holds, sorts
+the rest longest prompt first and generates them batch by batch, committing each batch to the
+cache before the next starts, until the item's own result exists. Backends are created on
+first use, once per process; a failed creation is remembered so that every item of that model
+errors at once with the same message instead of retrying.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pytest_llmeval.backends import Backend, GenerationRequest, GenerationResult
+from pytest_llmeval.cache import GenerationCache, cache_key
 from pytest_llmeval.models import ModelSpec
 
 WINDOW_BATCHES = 4
@@ -39,11 +42,11 @@ class Pending(Protocol):
 
 
 @dataclass
-class LoadRecord:
-    model: str
-    load_time_s: float
-    info: dict[str, Any]
-    error: str | None = None
+class _Job:
+    item: Pending
+    request: GenerationRequest
+    prompt: str
+    key: str
 
 
 @dataclass
@@ -52,30 +55,26 @@ class Engine:
 
     make_backend: Callable[[ModelSpec], Backend]
     batch_size: int | None = None
+    cache: GenerationCache | None = None
     worker: str = field(default_factory=lambda: os.environ.get("PYTEST_XDIST_WORKER", "main"))
     backends: dict[str, Backend] = field(default_factory=dict)
-    failed_loads: dict[str, BaseException] = field(default_factory=dict)
-    loads: list[LoadRecord] = field(default_factory=list)
+    failed: dict[str, tuple[BaseException, float]] = field(default_factory=dict)
     results: dict[str, GenerationResult | BaseException] = field(default_factory=dict)
     batches_run: int = 0
 
     def backend(self, spec: ModelSpec) -> Backend:
-        """The resident backend for `spec`, loaded on first use; a failed load is re-raised."""
+        """The resident backend for `spec`, created on first use; a failed creation is re-raised."""
         if spec.name in self.backends:
             return self.backends[spec.name]
-        if spec.name in self.failed_loads:
-            raise self.failed_loads[spec.name]
+        if spec.name in self.failed:
+            raise self.failed[spec.name][0]
         started = time.perf_counter()
         try:
             backend = self.make_backend(spec)
         except Exception as exc:
-            self.failed_loads[spec.name] = exc
-            self.loads.append(LoadRecord(spec.name, time.perf_counter() - started, {}, str(exc)))
+            self.failed[spec.name] = (exc, time.perf_counter() - started)
             raise
         self.backends[spec.name] = backend
-        self.loads.append(
-            LoadRecord(spec.name, time.perf_counter() - started, dict(backend.info()))
-        )
         return backend
 
     def result_for(self, item: Pending, upcoming: Iterable[Pending]) -> GenerationResult:
@@ -90,8 +89,9 @@ class Engine:
     def _generate_window(self, item: Pending, upcoming: Iterable[Pending]) -> None:
         backend = self.backend(item.model_spec)
         size = max(1, self.batch_size or backend.default_batch_size)
+        identity = dict(backend.identity())
+        window = [self._job(backend, identity, item, item.request())]
         key = item.batch_key()
-        window: list[tuple[Pending, GenerationRequest]] = [(item, item.request())]
         for other in upcoming:
             if len(window) >= size * WINDOW_BATCHES:
                 break
@@ -100,40 +100,81 @@ class Engine:
             if other.batch_key() != key:
                 continue
             try:
-                window.append((other, other.request()))
+                window.append(self._job(backend, identity, other, other.request()))
             except Exception as exc:  # the other item reports its own error when it runs
                 self.results[other.nodeid] = exc
+        to_generate = self._serve_from_cache(window)
         # Longest prompts first: similar lengths share a batch (less padding) and the
         # largest batch runs first, so a memory problem shows before hours of work.
-        window.sort(key=lambda pair: -_prompt_size(pair[1]))
-        for start in range(0, len(window), size):
-            chunk = window[start : start + size]
-            self._run_batch(backend, chunk)
+        to_generate.sort(key=lambda job: -len(job.prompt))
+        for start in range(0, len(to_generate), size):
+            self._run_batch(backend, to_generate[start : start + size])
             if item.nodeid in self.results:
                 break
 
-    def _run_batch(self, backend: Backend, chunk: list[tuple[Pending, GenerationRequest]]) -> None:
+    def _job(
+        self, backend: Backend, identity: dict[str, Any], item: Pending, request: GenerationRequest
+    ) -> _Job:
+        prompt = backend.render(request.messages)
+        return _Job(item, request, prompt, cache_key(identity, prompt, request.settings))
+
+    def _serve_from_cache(self, window: list[_Job]) -> list[_Job]:
+        """Fill results from the cache; return the jobs still to generate."""
+        if self.cache is None:
+            return window
+        stored = self.cache.get_many([job.key for job in window])
+        missing = []
+        for job in window:
+            if job.key in stored:
+                self.results[job.item.nodeid] = GenerationResult.from_dict(
+                    stored[job.key], cached=True
+                )
+            else:
+                missing.append(job)
+        return missing
+
+    def _run_batch(self, backend: Backend, jobs: list[_Job]) -> None:
         self.batches_run += 1
-        batch_id = f"{self.worker}-{self.batches_run}"
+        batch_id = f"{self.worker}-{os.getpid()}-{self.batches_run}"
         try:
-            generated = backend.generate([request for _, request in chunk], batch_id)
+            generated = backend.generate([job.request for job in jobs], batch_id)
         except Exception as exc:
-            if len(chunk) == 1:
-                self.results[chunk[0][0].nodeid] = exc
+            if len(jobs) == 1:
+                self.results[jobs[0].item.nodeid] = exc
                 return
             # One bad request must not take its batch-mates down: retry them one by one, so
             # each item gets its own result or its own error (as it would unbatched).
-            for single in chunk:
-                self._run_batch(backend, [single])
+            for job in jobs:
+                self._run_batch(backend, [job])
             return
-        for (pending, _), result in zip(chunk, generated, strict=True):
-            self.results[pending.nodeid] = result
+        if self.cache is not None:
+            # On disk before the next batch starts: a killed run loses at most this batch.
+            self.cache.put_many(
+                [(job.key, r.as_dict()) for job, r in zip(jobs, generated, strict=True)]
+            )
+        for job, result in zip(jobs, generated, strict=True):
+            self.results[job.item.nodeid] = result
+
+    def load_records(self) -> list[dict[str, Any]]:
+        """Per model: this worker's backend facts, model loads and load time (or the error)."""
+        records = [
+            {"worker": self.worker, "model": name, "error": None, **backend.info()}
+            for name, backend in self.backends.items()
+        ]
+        records += [
+            {
+                "worker": self.worker,
+                "model": name,
+                "error": str(exc),
+                "model_loads": 0,
+                "load_time_s": round(seconds, 3),
+            }
+            for name, (exc, seconds) in self.failed.items()
+        ]
+        return records
 
     def close(self) -> None:
         for backend in self.backends.values():
             backend.close()
-        self.backends.clear()
-
-
-def _prompt_size(request: GenerationRequest) -> int:
-    return sum(len(message.get("content", "")) for message in request.messages)
+        if self.cache is not None:
+            self.cache.close()

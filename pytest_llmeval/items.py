@@ -8,6 +8,7 @@ records cross the xdist channel and feed the controller's aggregation and report
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ from pytest_llmeval.models import ModelSpec
 from pytest_llmeval.tasks import Task, TaskError
 
 RECORD_KEY = "llmeval"
+# `path::<task>/<split>/<row>[<model>]`: the model suffix exists when several models run.
+_EVAL_ITEM = re.compile(r"::[\w.\-]+/[^/\[\]]+/\d+(?:\[(?P<model>.+)\])?$")
 Upcoming = Callable[[pytest.Item], Iterable[Any]]
 
 
@@ -109,6 +112,7 @@ class EvalItem(pytest.Item):
             batch_id=generation.batch_id,
             batch_size=generation.batch_size,
             batch_wall_s=generation.batch_wall_s,
+            cached=generation.cached,
         )
 
     def runtest(self) -> None:
@@ -161,6 +165,17 @@ class TaskProblemItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.name
+
+
+def is_eval_item(nodeid: str) -> bool:
+    """Whether a node id names an eval item (works where only ids are known: xdist controller)."""
+    return _EVAL_ITEM.search(nodeid) is not None
+
+
+def model_of(nodeid: str) -> str | None:
+    """The `[model]` suffix of an eval item id (None with a single model)."""
+    match = _EVAL_ITEM.search(nodeid)
+    return match["model"] if match else None
 
 
 def miss_message(record: Mapping[str, Any]) -> str:

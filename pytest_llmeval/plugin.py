@@ -7,6 +7,7 @@ no summary, the usual exit status.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
 from typing import Any, Literal
 
@@ -15,11 +16,20 @@ from _pytest.reports import TestReport
 
 from pytest_llmeval import hookspec
 from pytest_llmeval.backends import Backend, create_backend
+from pytest_llmeval.cache import GenerationCache
 from pytest_llmeval.collect import items_for_task
 from pytest_llmeval.controller import Run
 from pytest_llmeval.engine import Engine
 from pytest_llmeval.gates import GateResult
-from pytest_llmeval.items import RECORD_KEY, EvalItem, ItemError, ItemMiss, Upcoming
+from pytest_llmeval.gpus import VARIABLE as GPU_VARIABLE
+from pytest_llmeval.items import (
+    RECORD_KEY,
+    EvalItem,
+    ItemError,
+    ItemMiss,
+    Upcoming,
+    is_eval_item,
+)
 from pytest_llmeval.models import ModelSpec
 from pytest_llmeval.report import summary_table
 from pytest_llmeval.settings import Settings, add_options, read_settings
@@ -42,6 +52,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = read_settings(config)
+    if config.pluginmanager.has_plugin("xdist"):
+        from pytest_llmeval.xdist_plugin import XdistHooks
+
+        hooks = XdistHooks(pin_gpus=config.stash[SETTINGS].pin_gpus)
+        config.pluginmanager.register(hooks, "llmeval-xdist")
     if _is_controller(config):
         run = Run(config.stash[SETTINGS], config.rootpath)
         config.stash[RUN] = run
@@ -77,8 +92,13 @@ def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.It
 def _engine(config: pytest.Config) -> tuple[Engine, Upcoming]:
     if ENGINE not in config.stash:
         settings = config.stash[SETTINGS]
+        cache = None
+        if settings.cache_mode != "off":
+            cache = GenerationCache(settings.cache_dir, settings.cache_mode)
         config.stash[ENGINE] = Engine(
-            make_backend=lambda spec: _make_backend(config, spec), batch_size=settings.batch_size
+            make_backend=lambda spec: _make_backend(config, spec),
+            batch_size=settings.batch_size,
+            cache=cache,
         )
     return config.stash[ENGINE], lambda item: _upcoming(config, item)
 
@@ -97,7 +117,11 @@ def pytest_llmeval_make_backend(config: pytest.Config, spec: ModelSpec) -> Backe
 def _upcoming(config: pytest.Config, item: pytest.Item) -> Iterator[EvalItem]:
     """Eval items this process will run after `item`, lazily, so they can share its batch."""
     if not _is_controller(config):
-        # An xdist worker learns its items one by one; it cannot see what comes next yet.
+        from pytest_llmeval.xdist_plugin import worker_upcoming
+
+        for candidate in worker_upcoming(config, item.session):
+            if isinstance(candidate, EvalItem):
+                yield candidate
         return
     items = item.session.items
     index = config.stash.get(ITEM_INDEX, {}).get(item.nodeid)
@@ -138,12 +162,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     engine = config.stash.get(ENGINE, None)
     if engine is None:
         return
-    loads = [{"worker": engine.worker, **vars(load)} for load in engine.loads]
+    loads = engine.load_records()
+    worker = {"cuda_visible_devices": os.environ.get(GPU_VARIABLE), "pid": os.getpid()}
     engine.close()
     if _is_controller(config):
         config.stash[RUN].loads.extend(loads)
+        config.stash[RUN].workers[engine.worker] = worker
     else:
         config.workeroutput["llmeval_loads"] = loads  # type: ignore[attr-defined]
+        config.workeroutput["llmeval_worker"] = worker  # type: ignore[attr-defined]
 
 
 # ---- controller: records, gates, exit status, report -----------------------------------
@@ -156,7 +183,14 @@ class RunReporter:
         self.config = config
         self.run = run
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: TestReport) -> None:
+        if str(report.when) == "???" and report.failed and is_eval_item(report.nodeid):
+            # xdist's report for the item a crashed worker was running: the model work died,
+            # not the answer, so it is an error (reported as a setup failure) with a record.
+            report.when = "setup"
+            self.run.add_record(self._crash_record(report), missed=False)
+            return
         record = next(
             (v for k, v in report.user_properties if k == RECORD_KEY and isinstance(v, dict)), None
         )
@@ -165,6 +199,23 @@ class RunReporter:
             report.when == "call" or (report.when == "setup" and not report.passed)
         ):
             self.run.add_record(record, missed=report.when == "call" and report.failed)
+
+    def _crash_record(self, report: TestReport) -> dict[str, Any]:
+        name = report.nodeid.split("::")[-1]
+        item_id, _, model = name.partition("[")
+        task = item_id.split("/")[0]
+        known = next((r for r in self.run.records if r["task"] == task), {})
+        first_line = str(report.longrepr).strip().splitlines()[0] if report.longrepr else ""
+        return {
+            "id": item_id,
+            "nodeid": report.nodeid,
+            "task": task,
+            "model": model.rstrip("]") or self.run.settings.models[0].name,
+            "outcome": "error",
+            "error": f"worker crashed while running this item: {first_line}",
+            "task_rows": known.get("task_rows"),
+            "task_gates": known.get("task_gates", []),
+        }
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
@@ -204,8 +255,11 @@ class RunReporter:
             )
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """xdist: keep a finished worker's model-load records."""
-        self.run.loads.extend(getattr(node, "workeroutput", {}).get("llmeval_loads", []))
+        """xdist: keep a finished worker's model-load records and its GPU."""
+        output = getattr(node, "workeroutput", {})
+        self.run.loads.extend(output.get("llmeval_loads", []))
+        if "llmeval_worker" in output:
+            self.run.workers[str(node.gateway.id)] = output["llmeval_worker"]
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

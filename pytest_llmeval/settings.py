@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_llmeval.cache import CacheMode
 from pytest_llmeval.data import DATA_DIR_ENV
 from pytest_llmeval.gates import Gate, GateError, parse_gate
 from pytest_llmeval.models import (
@@ -31,6 +32,9 @@ class Settings:
     gates: list[Gate] = field(default_factory=list)
     strict: bool = False
     report_path: Path | None = None
+    pin_gpus: bool = True
+    cache_mode: CacheMode = "on"
+    cache_dir: Path = Path(".llmeval_cache")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -95,6 +99,29 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="Plain pytest exit status: any wrong item fails the run, not only gates",
     )
+    group.addoption(
+        "--llmeval-pin-gpus",
+        choices=["auto", "off"],
+        default=None,
+        help="With xdist, give each worker one GPU through CUDA_VISIBLE_DEVICES (default auto)",
+    )
+    group.addoption(
+        "--llmeval-cache",
+        choices=["on", "off", "read"],
+        default=None,
+        help="Generation cache: on (read and write), read (never write) or off (default on)",
+    )
+    group.addoption(
+        "--llmeval-cache-dir",
+        metavar="DIR",
+        default=None,
+        help="Generation cache directory (default .llmeval_cache under the rootdir)",
+    )
+    parser.addini("llmeval_cache", "Default --llmeval-cache", default="on")
+    parser.addini(
+        "llmeval_cache_dir", "Default --llmeval-cache-dir, relative to the rootdir", default=""
+    )
+    parser.addini("llmeval_pin_gpus", "Default --llmeval-pin-gpus", default="auto")
     parser.addini("llmeval_models", "Default models (one per line)", type="linelist", default=[])
     parser.addini("llmeval_limit", "Default --limit", default="")
     parser.addini(
@@ -133,10 +160,27 @@ def read_settings(config: pytest.Config) -> Settings:
         dtype=config.option.llmeval_dtype,
         gates=gates,
         strict=bool(config.option.llmeval_strict or config.getini("llmeval_strict")),
+        cache_mode=_cache_mode(config),
+        cache_dir=_cache_dir(config),
+        pin_gpus=(config.option.llmeval_pin_gpus or config.getini("llmeval_pin_gpus")) != "off",
         report_path=Path(config.option.llmeval_report).resolve()
         if config.option.llmeval_report
         else None,
     )
+
+
+def _cache_mode(config: pytest.Config) -> CacheMode:
+    mode = config.option.llmeval_cache or str(config.getini("llmeval_cache")).strip() or "on"
+    if mode not in ("on", "off", "read"):
+        raise pytest.UsageError(f"llmeval_cache must be on, off or read, got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def _cache_dir(config: pytest.Config) -> Path:
+    if config.option.llmeval_cache_dir:
+        return Path(config.option.llmeval_cache_dir).expanduser().resolve()
+    ini = str(config.getini("llmeval_cache_dir")).strip()
+    return (config.rootpath / (ini or ".llmeval_cache")).resolve()
 
 
 def _gates(config: pytest.Config) -> list[Gate]:

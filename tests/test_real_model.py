@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT, shared_data_dir
 from pytest_llmeval.backends import GenerationRequest
@@ -34,10 +35,15 @@ def request(question: str, max_new_tokens: int = 24) -> GenerationRequest:
 
 def test_backend_loads_embedded_model_offline_with_chat_template(backend) -> None:  # type: ignore[no-untyped-def]
     info = backend.info()
-    assert info["weights"] in ("hf-cache", "hub") or info["weights"].startswith("gguf:")
+    assert info["weights_source"] in ("hf-cache", "hub") or info["weights_source"].startswith(
+        "gguf:"
+    )
     assert info["device"] == "cpu" and info["dtype"] == "float32"
-    assert 130e6 < info["parameters"] < 140e6
     assert len(info["chat_template_sha256"]) == 16
+    backend.generate([request("Hi", 2)], "warm-up")  # the weights load on first use
+    info = backend.info()
+    assert info["model_loads"] == 1 and info["load_time_s"] is not None
+    assert 130e6 < info["parameters"] < 140e6
     rendered = backend.render([{"role": "user", "content": "Hi"}])
     assert rendered.startswith("<|im_start|>system") and rendered.endswith(
         "<|im_start|>assistant\n"
@@ -110,3 +116,50 @@ def test_gsm8k_items_run_end_to_end_on_the_embedded_model(pytester: pytest.Pytes
     gate = report["gates"][0]
     assert gate["gate"] == "parse_rate>=0.8"
     assert result.ret == (0 if gate["passed"] else 1)
+    assert (metrics["generated"], metrics["cached"]) == (3, 0)
+
+    # The same run again: every generation comes from the cache and no model is loaded.
+    again = pytester.runpytest(
+        "--limit",
+        "3",
+        "--llmeval-data-dir",
+        str(shared_data_dir()),
+        "--llmeval-report",
+        "again/report.json",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    )
+    assert again.ret == result.ret
+    report2 = json.loads(Path(pytester.path / "again" / "report.json").read_text())
+    metrics2 = report2["tasks"]["gsm8k"]["models"]["smollm2-135m"]["metrics"]
+    assert (metrics2["generated"], metrics2["cached"]) == (0, 3)
+    assert report2["model_loads"][0]["model_loads"] == 0
+    items2 = [
+        json.loads(x) for x in (pytester.path / "again" / "items.jsonl").read_text().splitlines()
+    ]
+    assert [(i["id"], i["response"], i["outcome"]) for i in items2] == [
+        (i["id"], i["response"], i["outcome"]) for i in items
+    ]
+
+
+def test_out_of_memory_halves_the_batch_and_remembers(backend, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Only the GPU's out-of-memory error is simulated: batches above 2 "do not fit".
+    real_generate = backend.model.generate
+    sizes: list[int] = []
+
+    def generate_or_oom(**kwargs):  # type: ignore[no-untyped-def]
+        sizes.append(kwargs["input_ids"].shape[0])
+        if kwargs["input_ids"].shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(backend.model, "generate", generate_or_oom)
+    monkeypatch.setattr(backend, "batch_limit", None)
+    questions = [f"What is {i} + {i}?" for i in range(5)]
+    results = backend.generate([request(q, 4) for q in questions], "oom")
+    assert len(results) == 5 and all(r.tokens_out > 0 for r in results)
+    assert backend.batch_limit == 2
+    assert sizes == [5, 2, 2, 1]
+    sizes.clear()
+    backend.generate([request(q, 4) for q in questions], "after")
+    assert max(sizes) == 2, "the size that worked is used from then on"

@@ -48,20 +48,37 @@ class GenerationResult:
     batch_size: int
     batch_wall_s: float
     latency_method: str
+    cached: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any], *, cached: bool) -> GenerationResult:
+        known = {name: stored[name] for name in cls.__dataclass_fields__ if name in stored}
+        return cls(**{**known, "cached": cached})
+
 
 class Backend(Protocol):
-    """What the engine needs of a backend; one instance stays resident for the session."""
+    """What the engine needs of a backend; one instance stays resident for the session.
+
+    Creating a backend must be cheap (a tokenizer at most): the model itself loads on the
+    first `generate`, so a run served entirely from the cache loads no model.
+    """
 
     spec: ModelSpec
     default_batch_size: int
 
+    def identity(self) -> Mapping[str, Any]:
+        """Plain JSON naming everything about this backend that changes outputs (model id,
+        weights revision or fingerprint, dtype, chat template hash): part of the cache key."""
+
+    def render(self, messages: list[Message]) -> str:
+        """The prompt exactly as the model will see it."""
+
     def info(self) -> Mapping[str, Any]:
-        """Plain-JSON facts for the report: model id, weights source, device, dtype,
-        chat template hash, load time."""
+        """Plain-JSON facts for the report: identity, device, whether and how long the model
+        took to load (`model_loads`, `load_time_s`)."""
 
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str

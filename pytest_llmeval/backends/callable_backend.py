@@ -8,7 +8,9 @@ words (the function has no tokenizer); the method is named in every result.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,11 +32,28 @@ class CallableBackend:
         started = time.perf_counter()
         self.function = _import_function(spec.model_id)
         self.load_time_s = time.perf_counter() - started
+        self.calls = 0
+
+    def identity(self) -> Mapping[str, Any]:
+        # The function's source is part of the identity: editing the pipeline invalidates
+        # its cached outputs.
+        try:
+            source = inspect.getsource(self.function)
+        except (OSError, TypeError):
+            source = repr(self.function)
+        return {
+            "backend": "callable",
+            "target": self.spec.model_id,
+            "source_sha256": hashlib.sha256(source.encode()).hexdigest()[:16],
+        }
+
+    def render(self, messages: list[Message]) -> str:
+        return "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in messages)
 
     def info(self) -> Mapping[str, Any]:
         return {
-            "backend": "callable",
-            "model_id": self.spec.model_id,
+            **self.identity(),
+            "model_loads": int(self.calls > 0),
             "load_time_s": round(self.load_time_s, 6),
             "token_count_method": "whitespace words",
         }
@@ -46,6 +65,7 @@ class CallableBackend:
         batch_started = time.perf_counter()
         for request in requests:
             started = time.perf_counter()
+            self.calls += 1
             text = self.function(request.messages, request.settings)
             if not isinstance(text, str):
                 raise BackendError(
@@ -56,7 +76,7 @@ class CallableBackend:
         return [
             GenerationResult(
                 text=text,
-                prompt=_render(request.messages),
+                prompt=self.render(request.messages),
                 tokens_in=sum(len(m.get("content", "").split()) for m in request.messages),
                 tokens_out=len(text.split()),
                 latency_s=round(latency, 6),
@@ -71,10 +91,6 @@ class CallableBackend:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-def _render(messages: list[Message]) -> str:
-    return "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in messages)
 
 
 def _import_function(target: str) -> Responder:

@@ -52,13 +52,16 @@ def pick_dtype(requested: str | None, device: str) -> torch.dtype:
 
 
 class TransformersBackend:
-    """A Hugging Face causal LM loaded once and kept for the session."""
+    """A Hugging Face causal LM, loaded on first use and kept for the session.
+
+    The tokenizer loads at once (it renders prompts and names the chat template for the cache
+    key); the weights load on the first `generate`, so a fully cached run loads none.
+    """
 
     def __init__(
         self, spec: ModelSpec, device: str | None = None, dtype: str | None = None, **_: Any
     ) -> None:
         self.spec = spec
-        started = time.perf_counter()
         self.weights = locate_weights(spec.model_id, spec.revision)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -66,14 +69,10 @@ class TransformersBackend:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 self.weights.path, revision=spec.revision
             )
-            model = AutoModelForCausalLM.from_pretrained(
-                self.weights.path, revision=spec.revision, dtype=self.dtype
-            )
         except (OSError, ValueError) as exc:
             raise BackendError(
-                f"cannot load {spec.model_id} from {self.weights.path}: {exc}"
+                f"cannot load the tokenizer of {spec.model_id} from {self.weights.path}: {exc}"
             ) from exc
-        self.model = model.to(self.device).eval()  # type: ignore[arg-type]
         if not self.tokenizer.chat_template:
             raise BackendError(
                 f"{spec.model_id} has no chat template; use an instruction-tuned model"
@@ -81,23 +80,54 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.stop_ids = _stop_token_ids(self.model, self.tokenizer)
-        self.load_time_s = time.perf_counter() - started
-        self.default_batch_size = 16 if self.device.startswith("cuda") else 8
+        self._model: Any = None
+        self.stop_ids: set[int] = set()
+        self.load_time_s: float | None = None
+        # CUDA starts high and halves on out-of-memory; on CPU larger batches gain little.
+        self.default_batch_size = 64 if self.device.startswith("cuda") else 8
+        self.batch_limit: int | None = None
 
-    def info(self) -> Mapping[str, Any]:
+    @property
+    def model(self) -> Any:
+        """The model, loaded on first access (once per process)."""
+        if self._model is None:
+            started = time.perf_counter()
+            try:
+                loaded = AutoModelForCausalLM.from_pretrained(
+                    self.weights.path, revision=self.spec.revision, dtype=self.dtype
+                )
+            except (OSError, ValueError) as exc:
+                raise BackendError(
+                    f"cannot load {self.spec.model_id} from {self.weights.path}: {exc}"
+                ) from exc
+            self._model = loaded.to(self.device).eval()  # type: ignore[arg-type]
+            self.stop_ids = _stop_token_ids(self._model, self.tokenizer)
+            self.load_time_s = time.perf_counter() - started
+        return self._model
+
+    def identity(self) -> Mapping[str, Any]:
         template = str(self.tokenizer.chat_template)
         return {
             "backend": "transformers",
             "model_id": self.spec.model_id,
-            "weights": self.weights.source,
+            "weights": self.weights.fingerprint,
+            "device_type": self.device.split(":")[0],
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
+        }
+
+    def info(self) -> Mapping[str, Any]:
+        loaded = self._model is not None
+        return {
+            **self.identity(),
+            "weights_source": self.weights.source,
             "weights_path": self.weights.path,
             "revision": self.spec.revision,
             "device": self.device,
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
-            "load_time_s": round(self.load_time_s, 3),
+            "parameters": sum(p.numel() for p in self._model.parameters()) if loaded else None,
+            "model_loads": int(loaded),
+            "batch_limit": self.batch_limit,
+            "load_time_s": None if self.load_time_s is None else round(self.load_time_s, 3),
         }
 
     def render(self, messages: list[Message]) -> str:
@@ -107,9 +137,37 @@ class TransformersBackend:
         )
         return str(rendered)
 
-    @torch.inference_mode()
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str
+    ) -> list[GenerationResult]:
+        """Generate a batch; on CUDA out-of-memory, halve it, retry, and remember the size
+        that worked for the rest of the session (`batch_limit`)."""
+        model = self.model  # load first: running out of memory while loading is not a batch issue
+        if self.batch_limit is not None and len(requests) > self.batch_limit:
+            return self._in_parts(requests, batch_id, self.batch_limit)
+        try:
+            return self._generate_batch(model, requests, batch_id)
+        except torch.cuda.OutOfMemoryError:
+            if len(requests) == 1:
+                raise BackendError(
+                    f"out of GPU memory generating one item on {self.device}; "
+                    "lower max_new_tokens or use a smaller dtype (--llmeval-dtype)"
+                ) from None
+            torch.cuda.empty_cache()
+            self.batch_limit = max(1, len(requests) // 2)
+            return self._in_parts(requests, batch_id, self.batch_limit)
+
+    def _in_parts(
+        self, requests: Sequence[GenerationRequest], batch_id: str, size: int
+    ) -> list[GenerationResult]:
+        results: list[GenerationResult] = []
+        for part, start in enumerate(range(0, len(requests), size)):
+            results += self.generate(requests[start : start + size], f"{batch_id}.{part}")
+        return results
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, model: Any, requests: Sequence[GenerationRequest], batch_id: str
     ) -> list[GenerationResult]:
         settings = requests[0].settings
         prompts = [self.render(request.messages) for request in requests]
@@ -121,7 +179,7 @@ class TransformersBackend:
         if not settings.greedy:
             torch.manual_seed(settings.seed)
         started = time.perf_counter()
-        output = self.model.generate(
+        output = model.generate(
             **encoded,
             **_generate_kwargs(settings),
             logits_processor=LogitsProcessorList([clock]),
@@ -164,7 +222,7 @@ class TransformersBackend:
         return len(tokens), False
 
     def close(self) -> None:
-        del self.model
+        self._model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

@@ -8,6 +8,7 @@ dir, so later sessions load it in well under a second.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -26,10 +27,28 @@ CACHE_ENV = "LLMEVAL_MODEL_CACHE"
 
 @dataclass(frozen=True)
 class Weights:
-    """What to pass to `from_pretrained`, and where it came from (recorded in the report)."""
+    """What to pass to `from_pretrained`, where it came from, and a fingerprint that changes
+    whenever the weights may have (part of the generation cache key)."""
 
     path: str
     source: str
+
+    @property
+    def fingerprint(self) -> str:
+        return weights_fingerprint(Path(self.path))
+
+
+def weights_fingerprint(directory: Path) -> str:
+    """`commit:<sha>` for a Hub snapshot, else a hash of the weight files' names, sizes and
+    modification times (cheap for multi-GB checkpoints; a copy only costs a cache miss)."""
+    if directory.parent.name == "snapshots":
+        return f"commit:{directory.name}"
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*")):
+        if path.suffix in {".safetensors", ".bin", ".json", ".gguf", ".model", ".jinja"}:
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return f"files:{digest.hexdigest()[:16]}"
 
 
 def locate_weights(model_id: str, revision: str | None) -> Weights:
@@ -40,7 +59,7 @@ def locate_weights(model_id: str, revision: str | None) -> Weights:
     if cached is not None:
         return Weights(cached, "hf-cache")
     if hub_reachable():
-        return Weights(model_id, "hub")
+        return Weights(_download(model_id, revision), "hub")
     if model_id == EMBEDDED_HUB_ID and _embedded_gguf() is not None:
         return Weights(str(embedded_checkpoint()), f"gguf:{EMBEDDED_PACKAGE}/{EMBEDDED_GGUF}")
     raise BackendError(
@@ -56,6 +75,17 @@ def _hf_cache_snapshot(model_id: str, revision: str | None) -> str | None:
         return str(snapshot_download(model_id, revision=revision, local_files_only=True))
     except Exception:  # noqa: BLE001 - any miss (not cached, bad id) just means "not here"
         return None
+
+
+def _download(model_id: str, revision: str | None) -> str:
+    from huggingface_hub import snapshot_download
+
+    # Weights, configs and tokenizer files only: repos often carry other formats besides.
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+    try:
+        return str(snapshot_download(model_id, revision=revision, allow_patterns=patterns))
+    except Exception as exc:
+        raise BackendError(f"cannot download {model_id} from the Hub: {exc}") from exc
 
 
 def _embedded_gguf() -> Path | None:

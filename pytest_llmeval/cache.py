@@ -1,0 +1,342 @@
+"""A crash-safe, multi-process cache of generations, kept in one SQLite file.
+
+Generations are expensive, so each finished batch is committed (`put_many`, one transaction)
+before the next batch starts: a run killed with SIGKILL and restarted regenerates nothing that
+finished, and a rerun whose every item is cached never needs to load a model.
+
+The database is ``<directory>/generations.sqlite3`` in WAL mode with ``synchronous=NORMAL``:
+a committed transaction survives the death of the process that wrote it (only an OS crash or
+power loss can drop the last few), readers never block the writer, and concurrent writers
+(pytest-xdist workers, each with its own `GenerationCache`) wait up to `BUSY_TIMEOUT_S` for
+one another instead of failing.
+
+The cache never breaks a run: when its location cannot be created or written (read-only
+directory, permission denied, disk full, a corrupt file), it emits one
+`CacheUnavailableWarning`, stops using what failed, and the run continues uncached.
+
+Keys come from `cache_key`: a hash of the backend identity, the rendered prompt, the generation
+settings and the sample index. This module imports neither pytest nor torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pytest_llmeval.tasks import Generation
+
+CacheMode = Literal["on", "off", "read"]
+"""on: read and write; off: neither (never touches the disk); read: read only, never write."""
+
+KEY_VERSION = 1
+"""Bumped whenever the meaning of a key or of a stored value changes, orphaning old entries."""
+
+DB_NAME = "generations.sqlite3"
+BUSY_TIMEOUT_S = 30.0
+CHUNK = 500  # keys per `IN (...)` query, well under SQLite's bound-parameter limit
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS generations "
+    "(key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
+)
+
+log = logging.getLogger(__name__)
+
+# Connections inherited through fork() are never used nor closed in the child: closing one
+# would drop the POSIX locks that the child's own connections hold on the same file.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+class CacheUnavailableWarning(UserWarning):
+    """The generation cache cannot be used (its directory is unwritable, the disk is full, ...);
+    the run continues uncached."""
+
+
+def cache_key(
+    identity: Mapping[str, Any], prompt: str, settings: Generation, sample_index: int = 0
+) -> str:
+    """The cache key of one generation: the sha256 hex digest of a canonical JSON of
+    ``{"identity", "prompt", "settings", "sample", "v"}`` (sorted keys, no spaces).
+
+    `identity` holds everything about the backend that changes outputs (backend name, model id,
+    revision or weights hash, dtype, chat template hash) and must be plain JSON; `prompt` is the
+    rendered prompt; `sample_index` tells apart repeated samples of the same prompt. Numbers
+    are compared by value, so ``temperature=0`` and ``temperature=0.0`` give the same key.
+    """
+    payload = {
+        "identity": identity,
+        "prompt": prompt,
+        "settings": settings.as_dict(),
+        "sample": sample_index,
+        "v": KEY_VERSION,
+    }
+    text = json.dumps(_canonical(payload), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """`value` with integral floats as ints (1.0 -> 1) and tuples as lists, recursively."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return value
+
+
+@dataclass
+class CacheStats:
+    """Lookups that found an entry (`hits`) or did not (`misses`), and entries committed."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class GenerationCache:
+    """Generations by `cache_key`, stored as JSON objects in ``directory / DB_NAME``.
+
+    Opened lazily on first use, so a cache that is never consulted touches nothing. One
+    instance per process and thread: xdist workers each create their own.
+
+    `max_pages` is for tests: it caps the database size, which makes SQLite report
+    "database or disk is full" the way a full disk does.
+    """
+
+    def __init__(
+        self, directory: Path, mode: CacheMode = "on", *, max_pages: int | None = None
+    ) -> None:
+        if mode not in ("on", "off", "read"):
+            raise ValueError(f"cache mode must be 'on', 'off' or 'read', got {mode!r}")
+        self._directory = Path(directory)
+        self._path = self._directory / DB_NAME
+        self._mode: CacheMode = mode
+        self._max_pages = max_pages
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._can_read = mode != "off"
+        self._can_write = mode == "on"
+        self._failed = False
+        self.stats = CacheStats()
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def mode(self) -> CacheMode:
+        return self._mode
+
+    @property
+    def usable(self) -> bool:
+        """False once the cache gave up (after its one `CacheUnavailableWarning`)."""
+        return not self._failed
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored entry for `key`, or None."""
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored entries among `keys` (keys without an entry are left out)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, dict[str, Any]] = {}
+        conn = self._connection()
+        if conn is not None:
+            try:
+                for start in range(0, len(wanted), CHUNK):
+                    chunk = wanted[start : start + CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows = conn.execute(
+                        f"SELECT key, value FROM generations WHERE key IN ({marks})", chunk
+                    )
+                    for key, text in rows:
+                        entry = _decode(text)
+                        if entry is not None:
+                            found[key] = entry
+            except (sqlite3.Error, OSError) as exc:
+                self._give_up(exc, reads=True)
+                found = {}
+        self.stats.hits += len(found)
+        self.stats.misses += len(wanted) - len(found)
+        return found
+
+    def put_many(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Store `entries` (key, JSON-able mapping) in one transaction, committed before this
+        returns; an existing entry with the same key is replaced. A value that is not plain
+        JSON raises TypeError/ValueError and stores nothing of the batch."""
+        if not entries or not self._can_write:
+            return
+        now = time.time()
+        rows = [
+            (key, json.dumps(dict(value), separators=(",", ":")), now) for key, value in entries
+        ]
+        conn = self._connection()
+        if conn is None or not self._can_write:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO generations (key, value, created) VALUES (?, ?, ?)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            self._give_up(exc, reads=False)
+            return
+        self.stats.writes += len(rows)
+
+    def close(self) -> None:
+        """Close the connection (a later call opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def __enter__(self) -> GenerationCache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GenerationCache({str(self._directory)!r}, mode={self._mode!r})"
+
+    # -- connection handling ------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection | None:
+        """The open connection, opening it on first use; None when there is nothing to read."""
+        if not self._can_read:
+            return None
+        if self._conn is not None and self._pid != os.getpid():
+            _INHERITED.append(self._conn)  # forked: this process needs its own connection
+            self._conn = None
+        if self._conn is not None:
+            return self._conn
+        self._pid = os.getpid()
+        if self._can_write:
+            try:
+                self._conn = self._open_read_write()
+            except (sqlite3.Error, OSError) as exc:
+                self._give_up(exc, reads=False)  # an existing database may still be readable
+        if self._conn is None:
+            try:
+                self._conn = self._open_read_only()
+            except (sqlite3.Error, OSError) as exc:
+                self._give_up(exc, reads=True)
+        return self._conn
+
+    def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; put_many manages its own.
+        conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, uri=uri)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        return conn
+
+    def _open_read_write(self) -> sqlite3.Connection:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        conn = self._connect(str(self._path))
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot switch to WAL journal mode ({mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(_SCHEMA)
+            if self._max_pages is not None:
+                conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection | None:
+        """A connection that cannot write, or None while there is no database (or table)."""
+        if not self._path.is_file():
+            return None
+        uri = self._path.resolve().as_uri() + "?mode=ro"
+        try:
+            return self._read_only_connection(uri)
+        except sqlite3.OperationalError:
+            if os.access(self._directory, os.W_OK):
+                raise
+        # Reading a WAL database needs its -shm file, which SQLite cannot create in a directory
+        # it may not write; nothing can change the database there, so read it as immutable.
+        return self._read_only_connection(uri + "&immutable=1")
+
+    def _read_only_connection(self, uri: str) -> sqlite3.Connection | None:
+        conn = self._connect(uri, uri=True)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'generations'"
+            ).fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        if found is None:  # a writer created the file but not yet the table: nothing cached
+            conn.close()
+            return None
+        return conn
+
+    def _give_up(self, exc: BaseException, *, reads: bool) -> None:
+        """Stop writing (and reading, if `reads`); warn the first time only."""
+        self._can_write = False
+        if reads:
+            self._can_read = False
+            self.close()
+        log.debug("generation cache at %s failed", self._directory, exc_info=exc)
+        if self._failed:
+            return
+        self._failed = True
+        still = "" if reads else "; entries already cached are still read where possible"
+        warnings.warn(
+            f"generation cache at {self._directory} is unavailable "
+            f"({type(exc).__name__}: {exc}); the run continues uncached{still}",
+            CacheUnavailableWarning,
+            stacklevel=_outside_stacklevel(),
+        )
+
+
+def _outside_stacklevel() -> int:
+    """The `stacklevel` that makes a warning point at the first caller outside this module."""
+    frame = sys._getframe(1)  # the caller of warnings.warn
+    level = 1
+    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _decode(text: Any) -> dict[str, Any] | None:
+    """A stored value as a dict, or None when it is not a JSON object (counted as a miss)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,70 @@
+"""Up-front xdist shares and GPU pinning (pure parts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_llmeval.gpus import GpuPinningWarning, assign_gpus, visible_gpus
+from pytest_llmeval.items import is_eval_item, model_of
+from pytest_llmeval.scheduling import assign_shares
+
+
+def ids(task: str, n: int, model: str | None = None) -> list[str]:
+    suffix = f"[{model}]" if model else ""
+    return [f"evals/test_{task}.py::{task}/test/{i:04d}{suffix}" for i in range(n)]
+
+
+def test_eval_item_ids_are_recognised() -> None:
+    assert is_eval_item("evals/test_g.py::gsm8k/test/0042")
+    assert model_of("evals/test_g.py::gsm8k/test/0042[qwen7b]") == "qwen7b"
+    assert model_of("evals/test_g.py::gsm8k/test/0042") is None
+    assert not is_eval_item("tests/test_x.py::test_thing[a/b/1]")
+    assert not is_eval_item("tests/test_x.py::TestA::test_b")
+
+
+def test_one_model_is_split_in_contiguous_halves() -> None:
+    shares = assign_shares(ids("gsm8k", 10), 2)
+    assert shares == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+
+
+def test_each_model_goes_to_its_own_worker() -> None:
+    nodeids = ids("gsm8k", 6, "a") + ids("gsm8k", 6, "b")
+    shares = assign_shares(nodeids, 2)
+    assert [{model_of(nodeids[i]) for i in share} for share in shares] == [{"a"}, {"b"}]
+
+
+def test_spare_workers_split_the_biggest_model() -> None:
+    nodeids = ids("t", 8, "big") + ids("t", 2, "small")
+    shares = assign_shares(nodeids, 3)
+    assert [len(s) for s in shares] == [4, 4, 2]
+    assert all(len({model_of(nodeids[i]) for i in share}) == 1 for share in shares)
+
+
+def test_more_models_than_workers_keeps_models_whole() -> None:
+    nodeids = ids("t", 4, "a") + ids("t", 3, "b") + ids("t", 2, "c")
+    shares = assign_shares(nodeids, 2)
+    assert sorted(i for s in shares for i in s) == list(range(9))
+    for share in shares:
+        models = [model_of(nodeids[i]) for i in share]
+        for model in set(models):
+            assert models.count(model) == [m for m in map(model_of, nodeids)].count(model)
+
+
+def test_assignment_is_deterministic_and_complete() -> None:
+    nodeids = ids("a", 7) + ids("b", 5)
+    assert assign_shares(nodeids, 3) == assign_shares(list(nodeids), 3)
+    assert sorted(i for s in assign_shares(nodeids, 3) for i in s) == list(range(12))
+
+
+def test_visible_gpus_follow_an_outer_cuda_visible_devices() -> None:
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "3,5"}) == ["3", "5"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-aa, GPU-bb"}) == ["GPU-aa", "GPU-bb"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({}) == []  # no NVML on this machine: no GPUs, nothing to pin
+
+
+def test_assign_gpus_round_robin_warns_when_oversubscribed() -> None:
+    assert assign_gpus(2, ["3", "5"]) == ["3", "5"]
+    assert assign_gpus(2, []) == [None, None]
+    with pytest.warns(GpuPinningWarning, match="3 xdist workers but 2 GPU"):
+        assert assign_gpus(3, ["3", "5"]) == ["3", "5", "3"]
