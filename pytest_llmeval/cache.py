@@ -29,11 +29,11 @@ import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from pytest_llmeval.tasks import Generation
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 # Connections inherited through fork() are never used nor closed in the child: closing one
 # would drop the POSIX locks that the child's own connections hold on the same file.
+T = TypeVar("T")
 _INHERITED: list[sqlite3.Connection] = []
 
 
@@ -264,11 +265,11 @@ class GenerationCache:
         self._directory.mkdir(parents=True, exist_ok=True)
         conn = self._connect(str(self._path))
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot switch to WAL journal mode ({mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(_SCHEMA)
+            _retry_locked(lambda: conn.execute(_SCHEMA))
             if self._max_pages is not None:
                 conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
         except BaseException:
@@ -321,6 +322,23 @@ class GenerationCache:
             CacheUnavailableWarning,
             stacklevel=_outside_stacklevel(),
         )
+
+
+def _retry_locked(step: Callable[[], T], attempts: int = 100, pause_s: float = 0.05) -> T:
+    """Run a setup step, retrying while another process holds the lock.
+
+    Switching a new database to WAL needs an exclusive lock, and SQLite reports "database is
+    locked" at once instead of waiting for busy_timeout; xdist workers that open a fresh cache
+    together hit exactly that.
+    """
+    for attempt in range(attempts):
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s)
+    raise AssertionError("unreachable")
 
 
 def _outside_stacklevel() -> int:
