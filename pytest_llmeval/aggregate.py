@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pytest_llmeval.agreement import summarize_agreement
 from pytest_llmeval.scorers import INVALID
 from pytest_llmeval.stats import percentile, wilson_interval
 
@@ -23,6 +24,21 @@ def group_records(records: Iterable[Record]) -> dict[tuple[str, str], list[Recor
     for record in records:
         groups[(record["task"], record["model"])].append(record)
     return dict(groups)
+
+
+def _agreement(records: list[Record]) -> dict[str, Any]:
+    """Agreement metrics when the records come from a --compare-backend run, else nothing."""
+    compared = [r for r in records if r.get("reference_model") and r["outcome"] != "error"]
+    if not compared:
+        return {}
+    references = [float(r["reference_score"]) for r in compared]
+    summary = summarize_agreement(compared)
+    return {
+        **{k: v for k, v in summary.items() if k != "n"},
+        "reference_model": compared[0]["reference_model"],
+        "reference_accuracy": sum(references) / len(references),
+        "reference_accuracy_ci95": list(wilson_interval(sum(references), len(references))),
+    }
 
 
 def summarize(records: list[Record]) -> dict[str, Any]:
@@ -61,6 +77,7 @@ def summarize(records: list[Record]) -> dict[str, Any]:
         "tokens_per_s": tokens_out / generation_s if generation_s > 0 else None,
         "cached": sum(1 for r in records if r.get("cached") is True),
         "generated": sum(1 for r in records if r.get("cached") is False),
+        **_agreement(records),
         "latency_method": next(
             (r["latency_method"] for r in records if r.get("latency_method")), None
         ),

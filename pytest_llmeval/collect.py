@@ -16,6 +16,7 @@ from pytest_llmeval.data import DataUnavailable, LoadedRows, RowError, load_rows
 from pytest_llmeval.engine import Engine
 from pytest_llmeval.gates import GateError, parse_gate
 from pytest_llmeval.items import EvalItem, TaskProblemItem, Upcoming
+from pytest_llmeval.models import ModelSpec, UnknownModel, resolve_model
 from pytest_llmeval.sampling import sample_indices
 from pytest_llmeval.settings import Settings
 from pytest_llmeval.tasks import Task, TaskError
@@ -42,6 +43,10 @@ def items_for_task(
     except Exception as exc:  # a broken loader must not take the whole session down
         message = f"task {task.name}: loading data failed: {type(exc).__name__}: {exc}"
         return [_problem(collector, task, message, skip=False)]
+    try:
+        reference = _reference(task, settings)
+    except UnknownModel as exc:
+        return [_problem(collector, task, f"task {task.name}: reference: {exc}", skip=False)]
     labels = _labels(task, loaded.rows)
     chosen = sample_indices(len(loaded.rows), settings.limit, settings.seed, labels)
     context = {
@@ -67,9 +72,19 @@ def items_for_task(
                     item_id=item_id,
                     context=context,
                     engine=engine,
+                    reference=reference,
                 )
             )
     return items
+
+
+def _reference(task: Task, settings: Settings) -> ModelSpec | None:
+    """The reference backend for agreement runs: --compare-backend, else the task's own."""
+    if settings.reference is not None:
+        return settings.reference
+    if task.reference:
+        return resolve_model(task.reference, settings.aliases)
+    return None
 
 
 def _problem(collector: pytest.Collector, task: Task, message: str, skip: bool) -> pytest.Item:

@@ -55,9 +55,27 @@ def load_rows(source: DataSource, data_dir: Path | None) -> LoadedRows:
         loaded = LoadedRows([dict(row) for row in source.generate()], "generated", source.split)
     else:
         raise DataUnavailable(_how_to_provide(source, data_dir))
+    if source.transform is not None:
+        loaded = LoadedRows(_transformed(loaded.rows, source), loaded.origin, loaded.split)
     if not loaded.rows:
         raise TaskError(f"dataset {loaded.origin} has no rows; check the file or split")
     return loaded
+
+
+def _transformed(
+    rows: list[Mapping[str, Any] | RowError], source: DataSource
+) -> list[Mapping[str, Any] | RowError]:
+    assert source.transform is not None
+    out: list[Mapping[str, Any] | RowError] = []
+    for index, row in enumerate(rows):
+        if isinstance(row, RowError):
+            out.append(row)
+            continue
+        try:
+            out.append(source.transform(row))
+        except Exception as exc:  # one odd row is an error item, not a lost dataset
+            out.append(RowError(f"row {index}: transform failed: {type(exc).__name__}: {exc}"))
+    return out
 
 
 def _local_path(source: DataSource, data_dir: Path | None) -> Path | None:

@@ -22,6 +22,13 @@ METRICS: dict[str, bool] = {
     "latency_p50": False,
     "latency_p95": False,
     "tokens_per_s": False,
+    # Agreement runs (--compare-backend):
+    "agreement": True,
+    "finegrain_agreement": True,
+    "reference_accuracy": True,
+    "both_parse_rate": True,
+    "response_similarity": False,
+    "reasoning_similarity": False,
 }
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,

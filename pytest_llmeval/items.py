@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
+from pytest_llmeval.agreement import compare_item
 from pytest_llmeval.backends import BackendError, GenerationRequest
 from pytest_llmeval.data import RowError
 from pytest_llmeval.engine import Engine
 from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.scoring import Score
 from pytest_llmeval.tasks import Task, TaskError
 
 RECORD_KEY = "llmeval"
@@ -47,11 +49,13 @@ class EvalItem(pytest.Item):
         item_id: str,
         context: Mapping[str, Any],
         engine: Callable[[], tuple[Engine, Upcoming]],
+        reference: ModelSpec | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.task = task
         self.spec = spec
+        self.reference = reference
         self.row_index = row_index
         self.row = row
         self.item_id = item_id
@@ -95,6 +99,8 @@ class EvalItem(pytest.Item):
         generation = engine.result_for(self, upcoming(self))
         score = self.task.scorer(generation.text, target, self.row)
         passed = score.value >= self.task.pass_threshold
+        if self.reference is not None:
+            passed = self._compare(engine, upcoming, generation.text, score, target)
         self.record.update(
             prompt=generation.prompt,
             response=generation.text,
@@ -115,8 +121,45 @@ class EvalItem(pytest.Item):
             cached=generation.cached,
         )
 
+    def _compare(
+        self,
+        engine: Engine,
+        upcoming: Upcoming,
+        primary_text: str,
+        primary: Score,
+        target: str,
+    ) -> bool:
+        """Generate on the reference backend too; the item passes when the labels agree."""
+        shadow = ReferenceRequest(self)
+        others = (
+            ReferenceRequest(item)
+            for item in upcoming(self)
+            if isinstance(item, EvalItem) and item.reference is not None
+        )
+        generation = engine.result_for(shadow, others)
+        assert self.reference is not None and isinstance(self.row, Mapping)
+        score = self.task.scorer(generation.text, target, self.row)
+        comparison = compare_item(
+            primary_text, generation.text, primary.extracted, score.extracted, self.task.binary_of
+        )
+        self.record.update(
+            reference_model=self.reference.name,
+            reference_raw_response=generation.text,
+            reference_extracted=score.extracted,
+            reference_score=score.value,
+            reference_latency_s=generation.latency_s,
+            reference_tokens_in=generation.tokens_in,
+            reference_tokens_out=generation.tokens_out,
+            reference_cached=generation.cached,
+            text=_input_text(self.request().messages),
+            **comparison,
+        )
+        return bool(comparison["binary_match"])
+
     def runtest(self) -> None:
         if self.record.get("outcome") == "fail":
+            if self.reference is not None:
+                raise ItemMiss(disagreement_message(self.record))
             raise ItemMiss(miss_message(self.record))
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
@@ -145,6 +188,45 @@ class EvalItem(pytest.Item):
             "tokens_out": None,
             **self.context,
         }
+
+
+class ReferenceRequest:
+    """An item's request as sent to the reference backend (its own engine key and model)."""
+
+    def __init__(self, item: EvalItem) -> None:
+        self.item = item
+        assert item.reference is not None
+        self.spec: ModelSpec = item.reference
+
+    @property
+    def nodeid(self) -> str:
+        return f"{self.item.nodeid}@reference"
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return self.spec
+
+    def batch_key(self) -> Hashable:
+        return (self.spec.name, self.item.task.name, self.item.task.generation)
+
+    def request(self) -> GenerationRequest:
+        request = self.item.request()
+        return GenerationRequest(self.nodeid, request.messages, request.settings)
+
+
+def _input_text(messages: list[dict[str, str]]) -> str:
+    """The item's own input: the content of the last user message."""
+    users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+    return users[-1] if users else ""
+
+
+def disagreement_message(record: Mapping[str, Any]) -> str:
+    """`labels differ: primary toxic, reference non-toxic (similarity 0.42)`."""
+    return (
+        f"labels differ: {record.get('model')} {record.get('primary_label')}, "
+        f"{record.get('reference_model')} {record.get('reference_label')} "
+        f"(response similarity {record.get('response_similarity', 0):.2f})"
+    )
 
 
 class TaskProblemItem(pytest.Item):

@@ -31,7 +31,7 @@ from pytest_llmeval.items import (
     is_eval_item,
 )
 from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.report import summary_table
+from pytest_llmeval.report import summary_table, write_agreement_table
 from pytest_llmeval.settings import Settings, add_options, read_settings
 from pytest_llmeval.tasks import Task
 
@@ -276,6 +276,9 @@ class RunReporter:
         envelope = run.envelope(int(session.exitstatus))
         self.config.hook.pytest_llmeval_update_report(config=self.config, report=envelope)
         if run.writer is not None:
+            table = run.report_path.parent / "agreement.parquet"
+            if write_agreement_table(run.records, table):
+                envelope["files"]["agreement"] = table.name
             run.writer.write_report(envelope)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -57,6 +57,35 @@ class ReportWriter:
         scratch.replace(self.report_path)
 
 
+AGREEMENT_COLUMNS = [
+    "id", "task", "model", "reference_model", "text", "ground_truth",
+    "primary_label", "primary_response", "primary_reasoning", "primary_parsed", "primary_score",
+    "reference_label", "reference_response", "reference_reasoning", "reference_parsed",
+    "reference_score", "binary_match", "finegrain_match", "response_similarity",
+    "reasoning_similarity", "outcome",
+]  # fmt: skip
+
+
+def write_agreement_table(records: Sequence[Mapping[str, Any]], path: Path) -> bool:
+    """Write the per-item agreement table (parquet) when the run compared backends, so that
+    `df[~df.binary_match]` shows the disagreements. Returns whether a table was written."""
+    compared = [r for r in records if r.get("reference_model")]
+    if not compared:
+        return False
+    import pandas as pd  # controller only, at the end of a comparison run
+
+    rows = [
+        {
+            **{column: record.get(column) for column in AGREEMENT_COLUMNS},
+            "ground_truth": record.get("target"),
+            "primary_score": record.get("score"),
+        }
+        for record in compared
+    ]
+    pd.DataFrame(rows, columns=AGREEMENT_COLUMNS).to_parquet(path, index=False)
+    return True
+
+
 def summary_table(
     summaries: Mapping[tuple[str, str], Mapping[str, Any]], gate_results: Sequence[GateResult]
 ) -> str:
@@ -82,6 +111,33 @@ def summary_table(
             ]
         )
     headers = ["task", "model", "n", "accuracy", "95% CI", "errors", "p50", "p95", "tok/s", "gates"]
+    table = tabulate(rows, headers=headers, tablefmt="simple")
+    compared = [(key, m) for key, m in summaries.items() if m.get("agreement") is not None]
+    if compared:
+        table += "\n\n" + agreement_table(compared)
+    return table
+
+
+def agreement_table(compared: Sequence[tuple[tuple[str, str], Mapping[str, Any]]]) -> str:
+    """Backend agreement per task: rates, similarity, each side's accuracy, the assessment."""
+    rows = []
+    for (task, model), m in compared:
+        ci = m.get("agreement_ci95") or [0.0, 0.0]
+        rows.append(
+            [
+                task,
+                f"{model} vs {m['reference_model']}",
+                f"{m['agreement']:.3f} ({ci[0]:.3f}-{ci[1]:.3f})",
+                _fmt(m.get("finegrain_agreement"), "{:.3f}"),
+                _fmt(m.get("both_parse_rate"), "{:.3f}"),
+                _fmt(m.get("response_similarity"), "{:.3f}"),
+                _fmt(m.get("reasoning_similarity"), "{:.3f}"),
+                " / ".join(_fmt(m.get(k), "{:.3f}") for k in ("accuracy", "reference_accuracy")),
+                m["assessment"]["overall"],
+            ]
+        )
+    headers = ["task", "backends", "agreement (95% CI)", "fine-grained", "both parsed",
+               "resp. sim.", "reas. sim.", "accuracy", "assessment"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt="simple")
 
 

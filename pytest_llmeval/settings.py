@@ -33,6 +33,8 @@ class Settings:
     strict: bool = False
     report_path: Path | None = None
     pin_gpus: bool = True
+    reference: ModelSpec | None = None
+    aliases: dict[str, ModelSpec] = field(default_factory=dict)
     cache_mode: CacheMode = "on"
     cache_dir: Path = Path(".llmeval_cache")
 
@@ -63,6 +65,13 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="GATE",
         default=None,
         help="Gate such as 'gsm8k:accuracy>=0.3' (overrides the task's gate on that metric)",
+    )
+    group.addoption(
+        "--compare-backend",
+        dest="llmeval_compare",
+        metavar="SPEC",
+        default=None,
+        help="Also run every item on this model/backend and compare labels (agreement runs)",
     )
     group.addoption(
         "--llmeval-seed", type=int, default=None, help="Seed for --limit sampling (default 0)"
@@ -144,11 +153,15 @@ def read_settings(config: pytest.Config) -> Settings:
         aliases = load_user_aliases(config.rootpath)
         names = config.option.llmeval_models or config.getini("llmeval_models") or [DEFAULT_MODEL]
         models = [resolve_model(name, aliases) for name in dict.fromkeys(names)]
+        compare = config.option.llmeval_compare
+        reference = resolve_model(compare, aliases) if compare else None
     except UnknownModel as exc:
         raise pytest.UsageError(str(exc)) from None
     gates = _gates(config)
     return Settings(
         models=models,
+        reference=reference,
+        aliases=aliases,
         limit=_int_option(config.option.llmeval_limit, config.getini("llmeval_limit"), "--limit"),
         seed=_int_option(
             config.option.llmeval_seed, config.getini("llmeval_seed"), "--llmeval-seed"

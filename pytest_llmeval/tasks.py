@@ -47,7 +47,9 @@ class DataSource:
     Resolution order: `files` under the data directory (`--llmeval-data-dir` / `LLMEVAL_DATA_DIR`,
     or an absolute path), then the Hub dataset `hub` (config `config`, split `split`) through
     `datasets.load_dataset`, then `generate` (rows made in code, needing no download).
-    `files` may be jsonl, json, csv or parquet; `csv_sep` is the csv separator.
+    `files` may be jsonl, json, csv or parquet; `csv_sep` is the csv separator. `transform`
+    maps every loaded row to the fields the task uses, so one task can read differently shaped
+    sources (a Hub dataset and a local file with other column names).
     """
 
     hub: str | None = None
@@ -57,6 +59,7 @@ class DataSource:
     csv_sep: str = ","
     generate: Callable[[], Iterable[Row]] | None = None
     revision: str | None = None
+    transform: Callable[[Row], Row] | None = None
 
     def __post_init__(self) -> None:
         if self.hub is None and self.files is None and self.generate is None:
@@ -139,6 +142,10 @@ class Task:
     string. `scorer(response, target, row)` returns a `Score`; an item passes when its score
     value is at least `pass_threshold`. `label_field` names the field used for stratified
     sampling under `--limit`. `gates` are strings such as `"accuracy >= 0.6"`.
+
+    Agreement runs: `reference` names a second model (same syntax as `--model`, overridden by
+    `--compare-backend`); every item then runs on both and passes when their labels agree.
+    `binary_of` maps a fine-grained label to its binary class for the binary agreement rate.
     """
 
     name: str
@@ -151,6 +158,8 @@ class Task:
     label_field: str | None = None
     pass_threshold: float = 1.0
     description: str = ""
+    reference: str | None = None
+    binary_of: Callable[[str], str] | None = None
     # Why this declaration cannot run (unknown or missing fields, bad values), else None.
     problem: str | None = field(default=None, init=False, compare=False, repr=False)
 
