@@ -162,6 +162,16 @@ class EvalItem(pytest.Item):
                 raise ItemMiss(disagreement_message(self.record))
             raise ItemMiss(miss_message(self.record))
 
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> Any:
+        # A miss is its one-line message. Returning it here, rather than replacing the
+        # report's longrepr afterwards, skips building a traceback (source parsing included)
+        # for every wrong answer: that cost ~0.17 s per miss.
+        if isinstance(excinfo.value, ItemMiss | ItemError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.item_id
 

@@ -139,7 +139,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, TestReport, TestReport]:
     report = yield
     if call.excinfo is not None and isinstance(call.excinfo.value, ItemMiss | ItemError):
-        # A miss or a known error is its one-line message; a traceback would only be noise.
+        # A known error in setup is its one-line message; a traceback would only be noise.
+        # (Misses in the call phase are already one line: EvalItem.repr_failure.)
         report.longrepr = str(call.excinfo.value)
     return report
 
