@@ -37,7 +37,13 @@ def compare_item(
     binary_of: BinaryOf | None = None,
 ) -> dict[str, Any]:
     """The per-item comparison fields (plain JSON) for two responses and their parsed labels."""
-    to_binary = binary_of or (lambda label: label)
+
+    def to_binary(label: str) -> str:
+        # An unparsable response is its own class on both scales.
+        return label if label == INVALID or binary_of is None else binary_of(label)
+
+    primary_label = primary_label or INVALID
+    reference_label = reference_label or INVALID
     primary_reasoning, primary_answer = split_reasoning(primary)
     reference_reasoning, reference_answer = split_reasoning(reference)
     primary_parsed = _parsed(primary_label)
@@ -49,10 +55,10 @@ def compare_item(
         "primary_parsed": primary_parsed,
         "reference_parsed": reference_parsed,
         "both_parsed": both,
-        # An unparsed side cannot agree: "[invalid]" on both sides is not an agreement.
-        "finegrain_match": both and _same(primary_label, reference_label),
-        "binary_match": both
-        and _same(to_binary(str(primary_label)), to_binary(str(reference_label))),
+        # Labels are compared as parsed, "[invalid]" included: two backends that both fail to
+        # give a label behave alike; parse rates report that failure separately.
+        "finegrain_match": _same(primary_label, reference_label),
+        "binary_match": _same(to_binary(primary_label), to_binary(reference_label)),
         "response_similarity": round(similarity(primary_answer, reference_answer), 6),
         "reasoning_similarity": round(similarity(primary_reasoning, reference_reasoning), 6),
         "primary_response": primary_answer,
@@ -70,8 +76,8 @@ def _parsed(label: str | None) -> bool:
     return label is not None and label != INVALID
 
 
-def _same(a: str | None, b: str | None) -> bool:
-    return a is not None and b is not None and a.casefold() == b.casefold()
+def _same(a: str, b: str) -> bool:
+    return a.casefold() == b.casefold()
 
 
 def summarize_agreement(

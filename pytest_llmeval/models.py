@@ -109,7 +109,9 @@ def resolve_model(name: str, user_aliases: Mapping[str, ModelSpec] | None = None
     backend, sep, rest = name.partition(":")
     if sep and backend.isidentifier() and rest:
         # Explicit backend: the backend itself parses the rest (e.g. openai:model@url).
-        inner = resolve_model(rest, user_aliases) if backend == DEFAULT_BACKEND else None
+        # Local-weights backends accept the same names as the default one (aliases, Hub ids).
+        local = backend in (DEFAULT_BACKEND, "vllm")
+        inner = resolve_model(rest, user_aliases) if local else None
         model_id = inner.model_id if inner else rest
         return ModelSpec(name=name, backend=backend, model_id=model_id)
     if Path(name).expanduser().is_dir():

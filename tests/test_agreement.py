@@ -30,9 +30,9 @@ def test_binary_mapping_and_unparsed_sides() -> None:
     c = compare_item("hate", "harassment", "hate", "harassment", binary)
     assert c["binary_match"] and not c["finegrain_match"]
     unparsed = compare_item("???", "???", INVALID, INVALID)
-    assert not unparsed["binary_match"] and not unparsed["both_parsed"], (
-        "two unparsed sides do not agree"
-    )
+    assert unparsed["binary_match"] and not unparsed["both_parsed"], "alike, flagged as unparsed"
+    one_sided = compare_item("Label: hate", "???", "hate", None, binary)
+    assert not one_sided["binary_match"] and one_sided["reference_label"] == INVALID
 
 
 def test_summary_rates_and_assessment_bands() -> None:
@@ -118,8 +118,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
         "callable:responders:primary",
         "--compare-backend",
         "callable:responders:reference",
-        "--llmeval-data-dir",
-        "data",
+        "--llmeval-data-dir=data",
         "--llmeval-report",
         "out/report.json",
         "-W",
@@ -179,8 +178,7 @@ def test_task_level_reference_declaration(toxproject: pytest.Pytester) -> None:
     result = toxproject.runpytest_subprocess(
         "--model",
         "callable:responders:primary",
-        "--llmeval-data-dir",
-        "data",
+        "--llmeval-data-dir=data",
         "--llmeval-report",
         "out/report.json",
         "-W",

@@ -24,6 +24,18 @@ class BackendUnavailable(BackendError):
     """A backend's optional dependency is missing; the message is the install hint."""
 
 
+class BatchPartiallyFailed(BackendError):
+    """Some requests of a batch failed for good; `results` holds, in request order, each
+    request's GenerationResult or its BackendError (the successes need no second request)."""
+
+    def __init__(self, results: list[GenerationResult | BackendError]) -> None:
+        self.results = results
+        errors = [r for r in results if isinstance(r, BackendError)]
+        # A batch of one reads as that request's own error.
+        prefix = "" if len(results) == 1 else f"{len(errors)} of {len(results)} requests failed; "
+        super().__init__(f"{prefix}{errors[0]}" if errors else "no request failed")
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One item's request: its chat messages and generation settings."""
@@ -49,6 +61,14 @@ class GenerationResult:
     batch_wall_s: float
     latency_method: str
     cached: bool = False
+    # Filled by the engine from its energy meter (None with a reason when not measurable).
+    energy_j: float | None = None
+    cpu_energy_j: float | None = None
+    energy_reason: str | None = None
+    energy_method: str | None = None
+    batch_energy_j: float | None = None
+    batch_avg_w: float | None = None
+    batch_peak_w: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +115,16 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
         "pytest_llmeval.backends.transformers_backend",
         "TransformersBackend",
         "pip install torch transformers accelerate gguf  (CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu)",
+    ),
+    "vllm": (
+        "pytest_llmeval.backends.vllm_backend",
+        "VLLMBackend",
+        "pip install vllm (needs a CUDA GPU)",
+    ),
+    "openai": (
+        "pytest_llmeval.backends.openai_backend",
+        "OpenAIBackend",
+        "pip install requests",
     ),
     "callable": (
         "pytest_llmeval.backends.callable_backend",

@@ -1,0 +1,159 @@
+"""The vLLM backend: the offline `vllm.LLM` engine, resident per worker (GPU).
+
+`--model vllm:<hub id, alias or local dir>`. vLLM is an optional dependency
+(`pip install vllm`); without it the backend reports a one-line install hint. The engine
+batches internally, so a whole window of requests goes in one `generate` call; the chat template
+is applied by our tokenizer call, the same way the transformers backend does, so that the two
+backends see identical prompts and can be compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.backends.weights import locate_weights
+from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.tasks import Generation, Message
+
+INSTALL_HINT = "the vllm backend needs vLLM on a CUDA machine: pip install vllm"
+LATENCY_METHOD = "vllm request metrics: first scheduled until finished (else batch wall time)"
+
+
+def sampling_kwargs(settings: Generation) -> dict[str, Any]:
+    """`vllm.SamplingParams` keyword arguments equivalent to our generation settings.
+
+    Greedy decoding is temperature 0 in vLLM (top_p must then stay 1); a seed is passed only
+    when sampling, where it makes the draw reproducible.
+    """
+    kwargs: dict[str, Any] = {
+        "max_tokens": settings.max_new_tokens,
+        "temperature": 0.0 if settings.greedy else settings.temperature,
+        "top_p": 1.0 if settings.greedy else settings.top_p,
+        "n": 1,
+    }
+    if settings.stop:
+        kwargs["stop"] = list(settings.stop)
+    if not settings.greedy:
+        kwargs["seed"] = settings.seed
+    return kwargs
+
+
+def engine_kwargs(spec: ModelSpec, path: str, dtype: str | None) -> dict[str, Any]:
+    """`vllm.LLM` keyword arguments: our dtype names map to vLLM's, other options pass through
+    from the alias (e.g. `gpu_memory_utilization`, `max_model_len`, `tensor_parallel_size`)."""
+    kwargs: dict[str, Any] = {
+        "model": path,
+        "dtype": dtype if dtype and dtype != "auto" else "auto",
+    }
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    passthrough = (
+        "gpu_memory_utilization",
+        "max_model_len",
+        "tensor_parallel_size",
+        "enforce_eager",
+    )
+    kwargs.update({key: spec.options[key] for key in passthrough if key in spec.options})
+    return kwargs
+
+
+def request_latency(output: Any, fallback: float) -> float:
+    """A request's own latency from vLLM's metrics when it reports them."""
+    metrics = getattr(output, "metrics", None)
+    start = getattr(metrics, "first_scheduled_time", None) or getattr(metrics, "arrival_time", None)
+    end = getattr(metrics, "finished_time", None) or getattr(metrics, "last_token_time", None)
+    if isinstance(start, int | float) and isinstance(end, int | float) and end >= start:
+        return float(end - start)
+    return fallback
+
+
+class VLLMBackend:
+    """A vLLM offline engine, created on first `generate` and kept for the session."""
+
+    def __init__(self, spec: ModelSpec, dtype: str | None = None, **_: Any) -> None:
+        try:
+            import vllm  # noqa: F401 - fail early with the hint, not at the first batch
+        except ImportError:
+            raise BackendError(INSTALL_HINT) from None
+        from transformers import AutoTokenizer
+
+        self.spec = spec
+        self.weights = locate_weights(spec.model_id, spec.revision)
+        self.dtype = dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(self.weights.path, revision=spec.revision)
+        if not self.tokenizer.chat_template:
+            raise BackendError(f"{spec.model_id} has no chat template; use an instruction model")
+        self._engine: Any = None
+        self.load_time_s: float | None = None
+        self.default_batch_size = 256  # vLLM schedules internally; a large window keeps it fed
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            import vllm
+
+            started = time.perf_counter()
+            self._engine = vllm.LLM(**engine_kwargs(self.spec, self.weights.path, self.dtype))
+            self.load_time_s = time.perf_counter() - started
+        return self._engine
+
+    def identity(self) -> Mapping[str, Any]:
+        template = str(self.tokenizer.chat_template)
+        return {
+            "backend": "vllm",
+            "model_id": self.spec.model_id,
+            "weights": self.weights.fingerprint,
+            "dtype": self.dtype or "auto",
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
+        }
+
+    def render(self, messages: list[Message]) -> str:
+        rendered = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return str(rendered)
+
+    def info(self) -> Mapping[str, Any]:
+        return {
+            **self.identity(),
+            "weights_source": self.weights.source,
+            "model_loads": int(self._engine is not None),
+            "load_time_s": None if self.load_time_s is None else round(self.load_time_s, 3),
+        }
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], batch_id: str
+    ) -> list[GenerationResult]:
+        import vllm
+
+        engine = self.engine
+        prompts = [self.render(request.messages) for request in requests]
+        params = vllm.SamplingParams(**sampling_kwargs(requests[0].settings))
+        started = time.perf_counter()
+        outputs = engine.generate(prompts, params, use_tqdm=False)
+        wall = time.perf_counter() - started
+        results = []
+        for prompt, output in zip(prompts, outputs, strict=True):
+            choice = output.outputs[0]
+            results.append(
+                GenerationResult(
+                    text=choice.text,
+                    prompt=prompt,
+                    tokens_in=len(output.prompt_token_ids or []),
+                    tokens_out=len(choice.token_ids),
+                    latency_s=round(request_latency(output, wall), 6),
+                    finish_reason=str(choice.finish_reason or "length"),
+                    batch_id=batch_id,
+                    batch_size=len(requests),
+                    batch_wall_s=round(wall, 6),
+                    latency_method=LATENCY_METHOD,
+                )
+            )
+        return results
+
+    def close(self) -> None:
+        self._engine = None

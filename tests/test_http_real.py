@@ -1,0 +1,97 @@
+"""The HTTP backend against a real OpenAI-compatible server (`transformers serve` on loopback
+serving the embedded model), and agreement between local transformers and that server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from served_model import embedded_model_dir, served_embedded_model
+
+from conftest import REPO_ROOT, shared_data_dir
+from pytest_llmeval.backends import GenerationRequest
+from pytest_llmeval.backends.openai_backend import OpenAIBackend
+from pytest_llmeval.models import resolve_model
+from pytest_llmeval.tasks import Generation
+
+SECRET = "sk-test-7f3a9c1e5b2d4680aa11"  # a made-up key that must never be written anywhere
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with served_embedded_model(log) as url:
+        yield url
+
+
+def test_chat_completions_from_the_real_server(server_url: str) -> None:
+    # The server is pinned to one model and wants its path as the model name.
+    backend = OpenAIBackend(resolve_model(f"openai:{embedded_model_dir()}@{server_url}"))
+    requests = [
+        GenerationRequest(f"k{i}", [{"role": "user", "content": q}], Generation(max_new_tokens=16))
+        for i, q in enumerate(["What is 2 + 2?", "Name a primary color."])
+    ]
+    results = backend.generate(requests, "http-1")
+    assert [r.batch_size for r in results] == [2, 2]
+    for result in results:
+        assert result.text.strip()
+        assert result.tokens_in > 10 and 0 < result.tokens_out <= 16
+        assert result.finish_reason in ("stop", "length")
+        assert 0 < result.latency_s <= result.batch_wall_s
+    assert backend.info()["token_count_method"] == "usage"
+    backend.close()
+
+
+def test_local_and_served_model_agree_on_toxicity(
+    server_url: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMEVAL_TEST_KEY", SECRET)
+    pytester.makepyfile(test_toxicity=(REPO_ROOT / "evals" / "test_toxicity.py").read_text())
+    pytester.makefile(
+        ".toml",
+        pyproject=f"""
+        [tool.llmeval.models.served]
+        backend = "openai"
+        model = "{embedded_model_dir()}@{server_url}"
+        api_key_env = "LLMEVAL_TEST_KEY"
+        concurrency = 4
+        """,
+    )
+    result = pytester.runpytest_subprocess(
+        "--limit",
+        "8",
+        f"--llmeval-data-dir={shared_data_dir()}",
+        "--compare-backend",
+        "served",
+        "--llmeval-report",
+        "out/report.json",
+        "--junitxml",
+        "out/junit.xml",
+        "-p",
+        "no:cacheprovider",
+        "--html",
+        "out/report.html",
+        "--self-contained-html",
+        "--gate",
+        "toxicity:agreement>=0.95",
+        "-rA",
+    )
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    metrics = report["tasks"]["toxicity"]["models"]["smollm2-135m"]["metrics"]
+    assert metrics["n"] == 8 and metrics["n_errors"] == 0, result.stdout.str()[-3000:]
+    # Same weights, same chat template, greedy decoding: measured identical responses on all 8
+    # items (agreement 1.0, response similarity 1.0).
+    assert metrics["agreement"] >= 0.95, metrics
+    assert metrics["response_similarity"] >= 0.95, metrics
+    assert metrics["assessment"]["overall"] == "PASS"
+    assert result.ret == (0 if all(g["passed"] for g in report["gates"]) else 1)
+    # The key went over the wire only: nowhere in the outputs.
+    outputs = [result.stdout.str(), result.stderr.str()]
+    outputs += [
+        p.read_text(errors="replace")
+        for p in (pytester.path / "out").iterdir()
+        if p.suffix != ".parquet"
+    ]
+    outputs += [(pytester.path / "out" / "agreement.parquet").read_bytes().decode("latin-1")]
+    assert all(SECRET not in text for text in outputs)
