@@ -26,6 +26,32 @@ def group_records(records: Iterable[Record]) -> dict[tuple[str, str], list[Recor
     return dict(groups)
 
 
+def _energy(records: list[Record], tokens_out: int, generation_s: float) -> dict[str, Any]:
+    """Energy per task x model from the distinct batches (None with a reason when unmeasured)."""
+    batches = {r["batch_id"]: r for r in records if r.get("batch_id")}
+    values = [b.get("batch_energy_j") for b in batches.values()]
+    known = bool(values) and all(v is not None for v in values)
+    energy_j = sum(float(v) for v in values if v is not None) if known else None
+    reason = None
+    if energy_j is None:
+        reason = next((r["energy_reason"] for r in records if r.get("energy_reason")), None)
+        reason = reason or ("no generation batches" if not batches else "energy not measured")
+    peaks = [float(b["batch_peak_w"]) for b in batches.values() if b.get("batch_peak_w")]
+    cpu = [r.get("cpu_energy_j") for r in records if r.get("batch_id")]
+    cpu_known = bool(cpu) and all(v is not None for v in cpu)
+    return {
+        "energy_wh": None if energy_j is None else round(energy_j / 3600, 6),
+        "energy_reason": reason,
+        "j_per_token": None if energy_j is None or not tokens_out else energy_j / tokens_out,
+        "avg_power_w": None if energy_j is None or generation_s <= 0 else energy_j / generation_s,
+        "peak_power_w": max(peaks) if peaks else None,
+        "cpu_energy_wh": round(sum(float(v or 0) for v in cpu) / 3600, 6) if cpu_known else None,
+        "energy_method": next(
+            (r["energy_method"] for r in records if r.get("energy_method")), None
+        ),
+    }
+
+
 def _agreement(records: list[Record]) -> dict[str, Any]:
     """Agreement metrics when the records come from a --compare-backend run, else nothing."""
     compared = [r for r in records if r.get("reference_model") and r["outcome"] != "error"]
@@ -77,6 +103,8 @@ def summarize(records: list[Record]) -> dict[str, Any]:
         "tokens_per_s": tokens_out / generation_s if generation_s > 0 else None,
         "cached": sum(1 for r in records if r.get("cached") is True),
         "generated": sum(1 for r in records if r.get("cached") is False),
+        "items_per_min": round(total * 60 / generation_s, 3) if generation_s > 0 else None,
+        **_energy(records, tokens_out, generation_s),
         **_agreement(records),
         "latency_method": next(
             (r["latency_method"] for r in records if r.get("latency_method")), None

@@ -16,6 +16,8 @@ from typing import Any
 from pytest_llmeval import runinfo
 from pytest_llmeval.aggregate import group_records, summarize
 from pytest_llmeval.gates import Gate, GateResult, check_gate, effective_gates, parse_gate
+from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.pricing import Price, estimate_cost
 from pytest_llmeval.report import SCHEMA_VERSION, ReportWriter, new_run_id, now_iso
 from pytest_llmeval.settings import Settings
 
@@ -32,6 +34,7 @@ class Run:
     loads: list[dict[str, Any]] = field(default_factory=list)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     misses: int = 0
+    prices: dict[str, Price] = field(default_factory=dict)
     writer: ReportWriter | None = None
 
     @property
@@ -47,7 +50,44 @@ class Run:
         self.misses += int(missed)
 
     def summaries(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return {key: summarize(group) for key, group in group_records(self.records).items()}
+        """Per task x model: metrics from the records plus the model's hardware and cost."""
+        summaries = {}
+        for (task, model), group in group_records(self.records).items():
+            metrics = summarize(group)
+            metrics.update(self._hardware(model))
+            spec = next((s for s in self._specs() if s.name == model), None)
+            if spec is not None:
+                metrics.update(
+                    estimate_cost(
+                        spec.backend,
+                        spec.model_id,
+                        metrics["tokens_in"],
+                        metrics["tokens_out"],
+                        self.prices,
+                    )
+                )
+            summaries[(task, model)] = metrics
+        return summaries
+
+    def _specs(self) -> list[ModelSpec]:
+        reference = [self.settings.reference] if self.settings.reference else []
+        return [*self.settings.models, *reference]
+
+    def _hardware(self, model: str) -> dict[str, Any]:
+        """Load time, size on disk and peak VRAM of `model` across the workers that ran it."""
+        loads = [entry for entry in self.loads if entry.get("model") == model]
+
+        def largest(key: str) -> float | None:
+            values = [float(e[key]) for e in loads if e.get(key) is not None]
+            return max(values) if values else None
+
+        size, vram = largest("model_size_bytes"), largest("peak_vram_bytes")
+        return {
+            "load_time_s": largest("load_time_s"),
+            "model_loads": sum(int(e.get("model_loads") or 0) for e in loads),
+            "model_size_gb": None if size is None else round(size / 1e9, 3),
+            "peak_vram_gb": None if vram is None else round(vram / 1e9, 3),
+        }
 
     def check_gates(self) -> list[GateResult]:
         """Check every task x model against its effective gates (task < ini < cli)."""

@@ -18,8 +18,15 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pytest_llmeval.backends import Backend, GenerationRequest, GenerationResult
+from pytest_llmeval.backends import (
+    Backend,
+    BatchPartiallyFailed,
+    GenerationRequest,
+    GenerationResult,
+)
+from pytest_llmeval.batch_energy import with_energy
 from pytest_llmeval.cache import GenerationCache, cache_key
+from pytest_llmeval.meters import EnergyMeter
 from pytest_llmeval.models import ModelSpec
 
 WINDOW_BATCHES = 4
@@ -61,6 +68,7 @@ class Engine:
     failed: dict[str, tuple[BaseException, float]] = field(default_factory=dict)
     results: dict[str, GenerationResult | BaseException] = field(default_factory=dict)
     batches_run: int = 0
+    meter: EnergyMeter | None = None
 
     def backend(self, spec: ModelSpec) -> Backend:
         """The resident backend for `spec`, created on first use; a failed creation is re-raised."""
@@ -136,9 +144,22 @@ class Engine:
     def _run_batch(self, backend: Backend, jobs: list[_Job]) -> None:
         self.batches_run += 1
         batch_id = f"{self.worker}-{os.getpid()}-{self.batches_run}"
+        meter = self._meter()
+        meter.start()
         try:
             generated = backend.generate([job.request for job in jobs], batch_id)
+        except BatchPartiallyFailed as partial:
+            meter.stop()
+            # The backend kept each request's own outcome: keep the successes, error the rest.
+            pairs = list(zip(jobs, partial.results, strict=True))
+            if self.cache is not None:
+                done = [(j.key, r.as_dict()) for j, r in pairs if isinstance(r, GenerationResult)]
+                self.cache.put_many(done)
+            for job, outcome in pairs:
+                self.results[job.item.nodeid] = outcome
+            return
         except Exception as exc:
+            meter.stop()
             if len(jobs) == 1:
                 self.results[jobs[0].item.nodeid] = exc
                 return
@@ -147,6 +168,7 @@ class Engine:
             for job in jobs:
                 self._run_batch(backend, [job])
             return
+        generated = with_energy(generated, meter.stop(), meter.unavailable())
         if self.cache is not None:
             # On disk before the next batch starts: a killed run loses at most this batch.
             self.cache.put_many(
@@ -154,6 +176,16 @@ class Engine:
             )
         for job, result in zip(jobs, generated, strict=True):
             self.results[job.item.nodeid] = result
+
+    def _meter(self) -> EnergyMeter:
+        if self.meter is None:
+            # After the backend exists: CUDA_VISIBLE_DEVICES (set for this worker) decides
+            # which GPUs are this process's.
+            self.meter = EnergyMeter.detect()
+        return self.meter
+
+    def energy_description(self) -> dict[str, Any] | None:
+        return None if self.meter is None else self.meter.describe()
 
     def load_records(self) -> list[dict[str, Any]]:
         """Per model: this worker's backend facts, model loads and load time (or the error)."""
@@ -178,3 +210,5 @@ class Engine:
             backend.close()
         if self.cache is not None:
             self.cache.close()
+        if self.meter is not None:
+            self.meter.close()

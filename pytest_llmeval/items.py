@@ -2,8 +2,10 @@
 
 An item does its model work in `setup`, so a backend or data problem is a pytest *error*, and
 only the verdict in `runtest`, so a wrong answer is a *failure* with a one-line message (no
-traceback) that `--lf` reruns. Each item leaves one plain-JSON record in `user_properties`;
-records cross the xdist channel and feed the controller's aggregation and reports.
+traceback) that `--lf` reruns. Each item leaves one plain-JSON record, attached to its test
+reports as `report.llmeval_record` (extra report attributes cross the xdist channel), which
+feeds the controller's aggregation and reports; a few flat values also go into
+`user_properties`, where JUnit XML shows them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from pytest_llmeval.models import ModelSpec
 from pytest_llmeval.scoring import Score
 from pytest_llmeval.tasks import Task, TaskError
 
-RECORD_KEY = "llmeval"
+RECORD_ATTRIBUTE = "llmeval_record"
+# Record fields shown as JUnit properties (prefixed "llmeval.").
+JUNIT_FIELDS = (
+    "score", "extracted", "target", "method", "outcome", "latency_s", "tokens_in",
+    "tokens_out", "energy_j", "cached", "reference_model", "binary_match",
+)  # fmt: skip
 # `path::<task>/<split>/<row>[<model>]`: the model suffix exists when several models run.
 _EVAL_ITEM = re.compile(r"::[\w.\-]+/[^/\[\]]+/\d+(?:\[(?P<model>.+)\])?$")
 Upcoming = Callable[[pytest.Item], Iterable[Any]]
@@ -82,13 +89,18 @@ class EvalItem(pytest.Item):
 
     def setup(self) -> None:
         self.record = self._base_record()
-        self.user_properties.append((RECORD_KEY, self.record))
         try:
             self._evaluate()
         except Exception as exc:
             message = _error_message(exc)
             self.record.update(outcome="error", error=message)
             raise ItemError(message) from exc
+        finally:
+            self.user_properties.extend(
+                (f"llmeval.{name}", self.record[name])
+                for name in JUNIT_FIELDS
+                if self.record.get(name) is not None
+            )
 
     def _evaluate(self) -> None:
         if isinstance(self.row, RowError):
@@ -96,6 +108,7 @@ class EvalItem(pytest.Item):
         target = self.task.target_for(self.row)
         self.record["target"] = target
         engine, upcoming = self._engine()
+        self.record["worker"] = engine.worker
         generation = engine.result_for(self, upcoming(self))
         score = self.task.scorer(generation.text, target, self.row)
         passed = score.value >= self.task.pass_threshold
@@ -119,6 +132,13 @@ class EvalItem(pytest.Item):
             batch_size=generation.batch_size,
             batch_wall_s=generation.batch_wall_s,
             cached=generation.cached,
+            energy_j=generation.energy_j,
+            cpu_energy_j=generation.cpu_energy_j,
+            energy_reason=generation.energy_reason,
+            energy_method=generation.energy_method,
+            batch_energy_j=generation.batch_energy_j,
+            batch_avg_w=generation.batch_avg_w,
+            batch_peak_w=generation.batch_peak_w,
         )
 
     def _compare(
@@ -162,9 +182,7 @@ class EvalItem(pytest.Item):
                 raise ItemMiss(disagreement_message(self.record))
             raise ItemMiss(miss_message(self.record))
 
-    def repr_failure(
-        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
-    ) -> Any:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         # A miss is its one-line message. Returning it here, rather than replacing the
         # report's longrepr afterwards, skips building a traceback (source parsing included)
         # for every wrong answer: that cost ~0.17 s per miss.

@@ -22,8 +22,9 @@ from pytest_llmeval.controller import Run
 from pytest_llmeval.engine import Engine
 from pytest_llmeval.gates import GateResult
 from pytest_llmeval.gpus import VARIABLE as GPU_VARIABLE
+from pytest_llmeval.html_report import item_extras, summary_html
 from pytest_llmeval.items import (
-    RECORD_KEY,
+    RECORD_ATTRIBUTE,
     EvalItem,
     ItemError,
     ItemMiss,
@@ -31,14 +32,27 @@ from pytest_llmeval.items import (
     is_eval_item,
 )
 from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.report import summary_table, write_agreement_table
-from pytest_llmeval.settings import Settings, add_options, read_settings
+from pytest_llmeval.pricing import load_prices
+from pytest_llmeval.progress import Progress
+from pytest_llmeval.report import (
+    summary_markdown,
+    summary_table,
+    write_agreement_table,
+    write_items_parquet,
+)
+from pytest_llmeval.settings import (
+    Settings,
+    add_options,
+    read_settings,
+    warn_split_path_options,
+)
 from pytest_llmeval.tasks import Task
 
 SETTINGS = pytest.StashKey[Settings]()
 ENGINE = pytest.StashKey[Engine]()
 RUN = pytest.StashKey[Run]()
 ITEM_INDEX = pytest.StashKey[dict[str, int]]()
+TOTAL = pytest.StashKey[int]()
 GATE_PREFIX = "gates"
 
 
@@ -52,15 +66,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = read_settings(config)
+    warn_split_path_options(config)
     if config.pluginmanager.has_plugin("xdist"):
         from pytest_llmeval.xdist_plugin import XdistHooks
 
         hooks = XdistHooks(pin_gpus=config.stash[SETTINGS].pin_gpus)
         config.pluginmanager.register(hooks, "llmeval-xdist")
     if _is_controller(config):
-        run = Run(config.stash[SETTINGS], config.rootpath)
+        try:
+            prices = load_prices(config.rootpath)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        run = Run(config.stash[SETTINGS], config.rootpath, prices=prices)
         config.stash[RUN] = run
         config.pluginmanager.register(RunReporter(config, run), "llmeval-run")
+        if config.pluginmanager.has_plugin("html"):
+            config.pluginmanager.register(HtmlSummary(run), "llmeval-html")
 
 
 def _is_controller(config: pytest.Config) -> bool:
@@ -138,6 +159,12 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, TestReport, TestReport]:
     report = yield
+    if isinstance(item, EvalItem) and item.record and call.when in ("setup", "call"):
+        setattr(report, RECORD_ATTRIBUTE, dict(item.record))
+        wants_html = bool(item.config.getoption("htmlpath", None))
+        if wants_html and (call.when == "call" or not report.passed):
+            extras = [*getattr(report, "extras", []), *item_extras(item.record)]
+            setattr(report, "extras", extras)  # noqa: B010 - pytest-html's report attribute
     if call.excinfo is not None and isinstance(call.excinfo.value, ItemMiss | ItemError):
         # A known error in setup is its one-line message; a traceback would only be noise.
         # (Misses in the call phase are already one line: EvalItem.repr_failure.)
@@ -183,6 +210,33 @@ class RunReporter:
     def __init__(self, config: pytest.Config, run: Run) -> None:
         self.config = config
         self.run = run
+        self.progress = Progress(
+            interval_s=run.settings.progress_s,
+            total=self._total,
+            shares=self._shares,
+        )
+
+    def _total(self) -> int:
+        if TOTAL in self.config.stash:
+            return self.config.stash[TOTAL]
+        session = self.config.pluginmanager.get_plugin("dsession")
+        collection = getattr(getattr(session, "sched", None), "collection", None)
+        return len(collection) if collection else 0
+
+    def _shares(self) -> dict[str, int]:
+        """Items per xdist worker, from the up-front scheduler when it is in use."""
+        session = self.config.pluginmanager.get_plugin("dsession")
+        scheduler = getattr(session, "sched", None)
+        return dict(getattr(scheduler, "share_sizes", {}) or {})
+
+    def _count(self, record: dict[str, Any]) -> None:
+        line = self.progress.add(record)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if line and reporter is not None:
+            reporter.write_line(line)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.config.stash[TOTAL] = sum(isinstance(i, EvalItem) for i in session.items)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: TestReport) -> None:
@@ -191,15 +245,15 @@ class RunReporter:
             # not the answer, so it is an error (reported as a setup failure) with a record.
             report.when = "setup"
             self.run.add_record(self._crash_record(report), missed=False)
+            self._count(self.run.records[-1])
             return
-        record = next(
-            (v for k, v in report.user_properties if k == RECORD_KEY and isinstance(v, dict)), None
-        )
+        record = getattr(report, RECORD_ATTRIBUTE, None)
         # An item's record is final after its call phase, or after a setup that did not pass.
         if record is not None and (
             report.when == "call" or (report.when == "setup" and not report.passed)
         ):
             self.run.add_record(record, missed=report.when == "call" and report.failed)
+            self._count(record)
 
     def _crash_record(self, report: TestReport) -> dict[str, Any]:
         name = report.nodeid.split("::")[-1]
@@ -234,7 +288,8 @@ class RunReporter:
         # The threshold sits inside [...]: pytest's terminal turns '.' outside brackets into '::'.
         spec = gate.gate
         name = f"{gate.task}::{spec.metric}[{spec.op}{spec.threshold:g} {gate.model}]"
-        properties = [("llmeval_gate", gate.as_dict())]
+        facts = gate.as_dict()
+        properties = [(f"llmeval.gate.{k}", facts[k]) for k in ("value", "n", "ci95", "partial")]
         verdict: Literal["passed", "failed"] = "passed" if gate.passed else "failed"
         phases: list[tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"]]] = [
             ("setup", "passed"),
@@ -277,9 +332,13 @@ class RunReporter:
         envelope = run.envelope(int(session.exitstatus))
         self.config.hook.pytest_llmeval_update_report(config=self.config, report=envelope)
         if run.writer is not None:
-            table = run.report_path.parent / "agreement.parquet"
-            if write_agreement_table(run.records, table):
-                envelope["files"]["agreement"] = table.name
+            folder = run.report_path.parent
+            if write_agreement_table(run.records, folder / "agreement.parquet"):
+                envelope["files"]["agreement"] = "agreement.parquet"
+            write_items_parquet(run.records, folder / "items.parquet")
+            summary = summary_markdown(envelope, run.summaries(), run.gate_results)
+            (folder / "summary.md").write_text(summary, encoding="utf-8")
+            envelope["files"].update(items_parquet="items.parquet", summary="summary.md")
             run.writer.write_report(envelope)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -290,3 +349,17 @@ class RunReporter:
         for gate in self.run.gate_results:
             terminalreporter.write_line(f"{gate.name}: {gate.describe()}")
         terminalreporter.write_line(f"report: {self.run.report_path}")
+
+
+class HtmlSummary:
+    """pytest-html hooks (registered only when pytest-html is installed)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def pytest_html_results_summary(
+        self, prefix: list[str], summary: list[str], postfix: list[str], session: Any
+    ) -> None:
+        """The gates and metrics on top of the HTML report."""
+        if self.run.records:
+            prefix.append(summary_html(self.run.summaries(), self.run.gate_results))

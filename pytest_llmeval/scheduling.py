@@ -10,6 +10,7 @@ function of the collected node ids and the worker count: the same on every run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from xdist.scheduler import LoadScheduling
 from xdist.workermanage import WorkerController
@@ -69,6 +70,11 @@ class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no ty
     """
 
     up_front: bool | None = None
+
+    def __init__(self, config: Any, log: Any = None) -> None:
+        super().__init__(config, log)
+        self.share_sizes: dict[str, int] = {}  # items handed to each worker, for progress
+
     collection: list[str] | None
 
     def schedule(self) -> None:
@@ -104,6 +110,8 @@ class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no ty
                 self._give(node, leftovers)
 
     def _give(self, node: WorkerController, share: list[int]) -> None:
+        worker = str(node.gateway.id)
+        self.share_sizes[worker] = self.share_sizes.get(worker, 0) + len(share)
         self.node2pending[node].extend(share)
         if share:
             node.send_runtest_some(share)

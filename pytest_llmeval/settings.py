@@ -35,6 +35,7 @@ class Settings:
     pin_gpus: bool = True
     reference: ModelSpec | None = None
     aliases: dict[str, ModelSpec] = field(default_factory=dict)
+    progress_s: float = 30.0
     cache_mode: CacheMode = "on"
     cache_dir: Path = Path(".llmeval_cache")
 
@@ -126,6 +127,14 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="Generation cache directory (default .llmeval_cache under the rootdir)",
     )
+    group.addoption(
+        "--llmeval-progress",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help="Print a progress line at most every SECONDS (default 30; 0 turns it off)",
+    )
+    parser.addini("llmeval_progress", "Default --llmeval-progress", default="30")
     parser.addini("llmeval_cache", "Default --llmeval-cache", default="on")
     parser.addini(
         "llmeval_cache_dir", "Default --llmeval-cache-dir, relative to the rootdir", default=""
@@ -145,6 +154,28 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("llmeval_batch_size", "Default --llmeval-batch-size", default="")
     parser.addini("llmeval_strict", "Default --llmeval-strict", type="bool", default=False)
+
+
+PATH_OPTIONS = ("--llmeval-data-dir", "--llmeval-cache-dir", "--model", "--compare-backend")
+
+
+def warn_split_path_options(config: pytest.Config) -> None:
+    """Warn about `--llmeval-data-dir DIR` written with a space when DIR exists.
+
+    pytest picks its rootdir (and so its ini file) before plugins add their options, and then
+    reads an existing path after an unknown option as a test path: the rootdir can move to a
+    common ancestor and the project's ini settings are lost. `--llmeval-data-dir=DIR` is safe.
+    """
+    args = [str(arg) for arg in config.invocation_params.args]
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag in PATH_OPTIONS and Path(value).exists():
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(
+                    f"'{flag} {value}': pytest may take {value!r} for a test path when it "
+                    f"chooses its rootdir (now {config.rootpath}); write '{flag}={value}'"
+                ),
+                stacklevel=2,
+            )
 
 
 def read_settings(config: pytest.Config) -> Settings:
@@ -173,6 +204,7 @@ def read_settings(config: pytest.Config) -> Settings:
         dtype=config.option.llmeval_dtype,
         gates=gates,
         strict=bool(config.option.llmeval_strict or config.getini("llmeval_strict")),
+        progress_s=_progress(config),
         cache_mode=_cache_mode(config),
         cache_dir=_cache_dir(config),
         pin_gpus=(config.option.llmeval_pin_gpus or config.getini("llmeval_pin_gpus")) != "off",
@@ -180,6 +212,18 @@ def read_settings(config: pytest.Config) -> Settings:
         if config.option.llmeval_report
         else None,
     )
+
+
+def _progress(config: pytest.Config) -> float:
+    raw = config.option.llmeval_progress
+    if raw is None:
+        try:
+            raw = float(str(config.getini("llmeval_progress")).strip() or "30")
+        except ValueError:
+            raise pytest.UsageError("ini llmeval_progress must be a number of seconds") from None
+    if raw < 0:
+        raise pytest.UsageError(f"--llmeval-progress must be >= 0, got {raw}")
+    return float(raw)
 
 
 def _cache_mode(config: pytest.Config) -> CacheMode:

@@ -10,8 +10,26 @@ from pathlib import Path
 import pytest
 
 from pytest_llmeval import data
+from pytest_llmeval.backends.weights import CACHE_ENV, model_cache_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _preload_parquet_writer() -> None:
+    """Import pandas' parquet machinery once in this process.
+
+    In-process pytester runs drop the modules they imported when they end; pyarrow keeps its
+    registry of pandas extension types, so a second import in a later run fails. Modules
+    imported here, before any run, are kept.
+    """
+    import io
+
+    import pandas as pd
+
+    pd.DataFrame({"a": [1]}).to_parquet(io.BytesIO())
+
+
+_preload_parquet_writer()
 
 
 def shared_data_dir() -> Path:
@@ -23,8 +41,13 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tests never reach the Hub: declare it offline so nothing retries against the network."""
+    """Tests never reach the Hub: declare it offline so nothing retries against the network.
+
+    Also pins the converted embedded model's cache: pytester points HOME at a temporary
+    directory, where the user cache would be empty and every run would convert the GGUF again.
+    """
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(CACHE_ENV, str(model_cache_dir()))
     data.hub_reachable.cache_clear()
     yield
     data.hub_reachable.cache_clear()
@@ -98,8 +121,7 @@ def run_evals(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest(
         "--model",
         "callable:answers:reply",
-        "--llmeval-data-dir",
-        "data",
+        "--llmeval-data-dir=data",
         "--llmeval-report",
         "out/report.json",
         # The outer session imported the plugin already; its inner re-registration warns.

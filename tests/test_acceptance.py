@@ -142,7 +142,7 @@ def test_report_contents(evalproject: pytest.Pytester) -> None:
 
 def test_default_report_path_under_reports(evalproject: pytest.Pytester) -> None:
     evalproject.makeini("[pytest]\n")
-    evalproject.runpytest("--model", "callable:answers:reply", "--llmeval-data-dir", "data")
+    evalproject.runpytest("--model", "callable:answers:reply", "--llmeval-data-dir=data")
     reports = list((evalproject.path / "reports").glob("*/report.json"))
     assert len(reports) == 1
     assert (reports[0].parent / "items.jsonl").is_file()

@@ -103,8 +103,7 @@ def test_model_load_failure_errors_each_item_once_loaded(evalproject: pytest.Pyt
     result = evalproject.runpytest(
         "--model",
         "callable:answers:no_such_function",
-        "--llmeval-data-dir",
-        "data",
+        "--llmeval-data-dir=data",
         "--llmeval-report",
         "out/report.json",
         "-W",
@@ -114,3 +113,27 @@ def test_model_load_failure_errors_each_item_once_loaded(evalproject: pytest.Pyt
     result.stdout.fnmatch_lines(["*'answers' has no callable 'no_such_function'*"])
     report = json.loads((evalproject.path / "out" / "report.json").read_text())
     assert len(report["model_loads"]) == 1 and report["model_loads"][0]["error"]
+
+
+def test_space_separated_path_option_warns_how_to_write_it(evalproject: pytest.Pytester) -> None:
+    result = evalproject.runpytest(
+        "--model",
+        "callable:answers:reply",
+        "--llmeval-data-dir",
+        "data",
+        "--collect-only",
+        "-q",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    )
+    result.stdout.fnmatch_lines(["*'--llmeval-data-dir data'*write '--llmeval-data-dir=data'*"])
+    quiet = evalproject.runpytest(
+        "--model",
+        "callable:answers:reply",
+        "--llmeval-data-dir=data",
+        "--collect-only",
+        "-q",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    )
+    quiet.stdout.no_fnmatch_line("*write '--llmeval-data-dir=*")

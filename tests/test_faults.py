@@ -56,8 +56,7 @@ def run(pytester: pytest.Pytester, out: str, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
         "--model",
         "callable:killer:reply",
-        "--llmeval-data-dir",
-        "data",
+        "--llmeval-data-dir=data",
         "--llmeval-report",
         f"{out}/report.json",
         "--llmeval-batch-size",
@@ -131,12 +130,10 @@ def test_unwritable_cache_warns_once_and_runs_uncached(evalproject: pytest.Pytes
     result = evalproject.runpytest(
         "--model",
         "callable:answers:reply",
-        "--llmeval-data-dir",
-        "data",
+        "--llmeval-data-dir=data",
         "--llmeval-report",
         "out/report.json",
-        "--llmeval-cache-dir",
-        "not-a-dir",
+        "--llmeval-cache-dir=not-a-dir",
         "--llmeval-batch-size",
         "2",
         "-W",
@@ -155,8 +152,7 @@ def test_gpu_pinning_through_the_worker_environment(
     args = [
         "--model",
         "callable:answers:reply",
-        "--llmeval-data-dir",
-        "data",
+        "--llmeval-data-dir=data",
         "-p",
         "no:cacheprovider",
     ]

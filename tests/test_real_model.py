@@ -87,8 +87,7 @@ def test_gsm8k_items_run_end_to_end_on_the_embedded_model(pytester: pytest.Pytes
     result = pytester.runpytest(
         "--limit",
         "3",
-        "--llmeval-data-dir",
-        str(shared_data_dir()),
+        f"--llmeval-data-dir={shared_data_dir()}",
         "--llmeval-report",
         "out/report.json",
         "-W",
@@ -122,8 +121,7 @@ def test_gsm8k_items_run_end_to_end_on_the_embedded_model(pytester: pytest.Pytes
     again = pytester.runpytest(
         "--limit",
         "3",
-        "--llmeval-data-dir",
-        str(shared_data_dir()),
+        f"--llmeval-data-dir={shared_data_dir()}",
         "--llmeval-report",
         "again/report.json",
         "-W",

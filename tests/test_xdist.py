@@ -17,8 +17,7 @@ def test_two_workers_give_the_same_results_as_one_process(
     common = [
         "--model",
         "callable:answers:reply",
-        "--llmeval-data-dir",
-        "data",
+        "--llmeval-data-dir=data",
         "-p",
         "no:cacheprovider",
     ]

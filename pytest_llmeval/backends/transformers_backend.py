@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -126,9 +127,17 @@ class TransformersBackend:
             "device": self.device,
             "parameters": sum(p.numel() for p in self._model.parameters()) if loaded else None,
             "model_loads": int(loaded),
+            "model_size_bytes": _size_on_disk(self.weights.path),
+            "peak_vram_bytes": self._peak_vram(),
             "batch_limit": self.batch_limit,
             "load_time_s": None if self.load_time_s is None else round(self.load_time_s, 3),
         }
+
+    def _peak_vram(self) -> int | None:
+        """Peak CUDA memory allocated by this process so far (None on the CPU)."""
+        if not self.device.startswith("cuda") or self._model is None:
+            return None
+        return int(torch.cuda.max_memory_allocated(torch.device(self.device)))
 
     def render(self, messages: list[Message]) -> str:
         """The prompt text exactly as the model sees it (chat template applied)."""
@@ -225,6 +234,15 @@ class TransformersBackend:
         self._model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _size_on_disk(path: str) -> int | None:
+    """Bytes of weight files in a local checkpoint directory (None for a bare Hub id)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        return None
+    suffixes = {".safetensors", ".bin", ".gguf", ".pt"}
+    return sum(f.stat().st_size for f in directory.iterdir() if f.suffix in suffixes)
 
 
 def _generate_kwargs(settings: Generation) -> dict[str, Any]:

@@ -1,0 +1,79 @@
+"""pytest-html integration: each item's prompt, response, extracted answer and target in its
+row's extras, and the gate and metric summary on top of the report.
+
+Used only when pytest-html is installed and `--html` is given; the extras are plain dicts
+(pytest-html's format), so they cross the xdist channel with the report.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytest_llmeval.gates import GateResult
+
+_FIELDS = (
+    ("prompt", "Prompt (as rendered)"),
+    ("response", "Response"),
+    ("extracted", "Extracted"),
+    ("target", "Target"),
+    ("error", "Error"),
+    ("reference_raw_response", "Reference response"),
+)
+
+
+def item_extras(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One HTML extra with the item's prompt, response, extracted answer and target."""
+    parts = []
+    for key, title in _FIELDS:
+        value = record.get(key)
+        if value is None:
+            continue
+        text = html.escape(str(value))
+        parts.append(f"<div><b>{title}</b><pre style='white-space:pre-wrap'>{text}</pre></div>")
+    facts = ", ".join(
+        f"{name}={record[name]}"
+        for name in ("score", "method", "latency_s", "tokens_in", "tokens_out", "energy_j")
+        if record.get(name) is not None
+    )
+    if facts:
+        parts.append(f"<div>{html.escape(facts)}</div>")
+    return [
+        {"name": "llmeval", "format_type": "html", "content": "".join(parts),
+         "mime_type": None, "extension": None}
+    ]  # fmt: skip
+
+
+def summary_html(
+    summaries: Mapping[tuple[str, str], Mapping[str, Any]], gates: Sequence[GateResult]
+) -> str:
+    """The gates and per task x model metrics as small HTML tables."""
+    gate_rows = "".join(
+        f"<tr><td>{html.escape(g.task)}</td><td>{html.escape(g.model)}</td>"
+        f"<td>{html.escape(g.gate.text)}</td><td>{'holds' if g.passed else 'FAILS'}</td>"
+        f"<td>{html.escape(g.describe())}</td></tr>"
+        for g in gates
+    )
+    metric_rows = "".join(
+        f"<tr><td>{html.escape(task)}</td><td>{html.escape(model)}</td><td>{m['n']}</td>"
+        f"<td>{_num(m.get('accuracy'))}</td><td>{_ci(m.get('accuracy_ci95'))}</td>"
+        f"<td>{m['n_errors']}</td><td>{_num(m.get('latency_p50'))}</td>"
+        f"<td>{_num(m.get('tokens_per_s'))}</td><td>{_num(m.get('energy_wh'))}</td></tr>"
+        for (task, model), m in summaries.items()
+    )
+    return (
+        "<h2>llmeval gates</h2><table><tr><th>task</th><th>model</th><th>gate</th>"
+        f"<th>verdict</th><th>detail</th></tr>{gate_rows}</table>"
+        "<h2>llmeval metrics</h2><table><tr><th>task</th><th>model</th><th>n</th>"
+        "<th>accuracy</th><th>95% CI</th><th>errors</th><th>p50 s</th><th>tok/s</th>"
+        f"<th>energy Wh</th></tr>{metric_rows}</table>"
+    )
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _ci(interval: Sequence[float] | None) -> str:
+    return "-" if not interval else f"{interval[0]:.3f}-{interval[1]:.3f}"
