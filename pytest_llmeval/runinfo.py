@@ -46,16 +46,31 @@ def _git(directory: Path, *args: str) -> str:
 
 
 def machine() -> dict[str, Any]:
+    """Machine facts in the spirit of pytest-benchmark's `machine_info`, plus GPUs and memory,
+    so that runs on different machines can be told apart."""
     return {
         "node": platform.node(),
         "system": platform.system(),
         "release": platform.release(),
         "machine": platform.machine(),
+        "processor": platform.processor(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "memory_gb": _memory_gb(),
         "python_implementation": platform.python_implementation(),
+        "python_version": platform.python_version(),
+        "python_compiler": platform.python_compiler(),
+        "python_build": list(platform.python_build()),
         "gpus": gpus(),
     }
+
+
+def _memory_gb() -> float | None:
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return round(pages * size / 1e9, 1)
 
 
 def _cpu_model() -> str:

@@ -31,6 +31,7 @@ def test_versions_and_machine() -> None:
     assert versions["plugin"] == "0.1.0" and versions["pytest"] and versions["python"]
     facts = runinfo.machine()
     assert facts["cpu_count"] and facts["cpu"]
+    assert facts["memory_gb"] > 1 and facts["python_version"].count(".") == 2
     gpus = facts["gpus"]
     # Either NVML saw GPUs (names listed) or it says why there are none.
     assert (gpus["count"] > 0 and len(gpus["names"]) == gpus["count"]) or (
