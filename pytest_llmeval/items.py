@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_llmeval.agreement import compare_item
-from pytest_llmeval.backends import BackendError, GenerationRequest
+from pytest_llmeval.backends import GenerationRequest
 from pytest_llmeval.data import RowError
 from pytest_llmeval.engine import Engine
 from pytest_llmeval.models import ModelSpec
@@ -298,8 +298,7 @@ def miss_message(record: Mapping[str, Any]) -> str:
 
 
 def _error_message(exc: BaseException) -> str:
+    """One line: our own ItemError as is, anything else with its type name in front."""
     if isinstance(exc, ItemError):
         return str(exc)
-    if isinstance(exc, BackendError | TaskError):
-        return f"{type(exc).__name__}: {exc}"
     return f"{type(exc).__name__}: {exc}".strip()
