@@ -111,9 +111,10 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--llmeval-pin-gpus",
-        choices=["auto", "off"],
+        choices=["auto", "on", "off"],
         default=None,
-        help="With xdist, give each worker one GPU through CUDA_VISIBLE_DEVICES (default auto)",
+        help="With xdist, give each worker one GPU through CUDA_VISIBLE_DEVICES; auto (the "
+        "default) does so when the session uses llmeval options or ini keys",
     )
     group.addoption(
         "--llmeval-cache",
@@ -207,11 +208,46 @@ def read_settings(config: pytest.Config) -> Settings:
         progress_s=_progress(config),
         cache_mode=_cache_mode(config),
         cache_dir=_cache_dir(config),
-        pin_gpus=(config.option.llmeval_pin_gpus or config.getini("llmeval_pin_gpus")) != "off",
+        pin_gpus=_pin_gpus(config),
         report_path=Path(config.option.llmeval_report).resolve()
         if config.option.llmeval_report
         else None,
     )
+
+
+# The defaults given to parser.addini above, to tell whether a project configured llmeval.
+_INI_DEFAULTS: dict[str, object] = {
+    "llmeval_progress": "30",
+    "llmeval_cache": "on",
+    "llmeval_cache_dir": "",
+    "llmeval_models": [],
+    "llmeval_limit": "",
+    "llmeval_gates": [],
+    "llmeval_seed": "0",
+    "llmeval_data_dir": "",
+    "llmeval_batch_size": "",
+    "llmeval_strict": False,
+}
+
+
+def _pin_gpus(config: pytest.Config) -> bool:
+    """Whether xdist workers get one GPU each.
+
+    `auto` pins only when the session shows it is an eval run (an llmeval option on the command
+    line or an llmeval ini key): pinning is decided before collection, and a plain test suite
+    run with -n must be left as it is.
+    """
+    mode = config.option.llmeval_pin_gpus or str(config.getini("llmeval_pin_gpus")).strip()
+    if mode in ("on", "off"):
+        return mode == "on"
+    options = vars(config.option)
+    used_option = any(
+        value not in (None, False, [])
+        for name, value in options.items()
+        if name.startswith("llmeval_") and name != "llmeval_pin_gpus"
+    )
+    used_ini = any(config.getini(name) != default for name, default in _INI_DEFAULTS.items())
+    return used_option or used_ini
 
 
 def _progress(config: pytest.Config) -> float:

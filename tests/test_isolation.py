@@ -36,3 +36,27 @@ def test_plain_session_is_unchanged(pytester: pytest.Pytester) -> None:
     assert not (pytester.path / "reports").exists()
     # The plugin must be active (through its entry point) for this test to mean anything.
     result.stdout.fnmatch_lines(["plugins:*llmeval-harness*"])
+
+
+def test_plain_xdist_session_keeps_the_outer_gpu_list(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GPU pinning is for eval runs; a plain suite under -n sees the environment it was given.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_a():
+            assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+
+        def test_b():
+            assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    forced = pytester.runpytest_subprocess(
+        "-n", "2", "-p", "no:cacheprovider", "--llmeval-pin-gpus=on"
+    )
+    forced.assert_outcomes(failed=2)  # pinned: each worker sees one GPU
