@@ -161,3 +161,17 @@ def test_out_of_memory_halves_the_batch_and_remembers(backend, monkeypatch) -> N
     sizes.clear()
     backend.generate([request(q, 4) for q in questions], "after")
     assert max(sizes) == 2, "the size that worked is used from then on"
+
+
+def test_xdist_cpu_workers_share_the_cores(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from pytest_llmeval.backends.transformers_backend import _share_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+        _share_cpu_threads()
+        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // 2)
+    finally:
+        torch.set_num_threads(before)
