@@ -44,7 +44,7 @@ class Run:
     def add_record(self, record: Mapping[str, Any], missed: bool) -> None:
         """Keep one finished item's record and append it to items.jsonl at once."""
         if self.writer is None:
-            self.writer = ReportWriter(self.report_path, self.run_id)
+            self.writer = ReportWriter(self.report_path)
         self.records.append(dict(record))
         self.writer.append_item(record)
         self.misses += int(missed)
@@ -96,6 +96,12 @@ class Run:
             declared = _declared_gates(task, self.records)
             for gate in effective_gates(task, declared, self.settings.gates):
                 results.append(check_gate(gate, task, model, metrics))
+        ran = {task for task, _ in self.summaries()}
+        for gate in self.settings.gates:
+            if gate.task != "*" and gate.task not in ran:
+                # A gate the user asked for on a task that produced nothing (data missing,
+                # misspelt name, deselected) must not pass silently.
+                results.append(check_gate(gate, gate.task, "-", {}))
         self.gate_results = results
         return results
 
@@ -103,7 +109,9 @@ class Run:
         summaries = self.summaries()
         tasks: dict[str, dict[str, Any]] = {}
         for (task, model), metrics in summaries.items():
-            first = next(r for r in self.records if r["task"] == task)
+            of_task = [r for r in self.records if r["task"] == task]
+            # A crashed item's record knows little about its task: prefer one that ran.
+            first = next((r for r in of_task if r.get("task_origin")), of_task[0])
             tasks.setdefault(
                 task,
                 {
@@ -157,5 +165,9 @@ class Run:
 
 
 def _declared_gates(task: str, records: Sequence[Mapping[str, Any]]) -> list[Gate]:
-    declared = next((r.get("task_gates") or [] for r in records if r["task"] == task), [])
+    # Records of crashed items may not know the task's gates (None): take one that does.
+    declared: list[str] = next(
+        (r["task_gates"] for r in records if r["task"] == task and r.get("task_gates") is not None),
+        [],
+    )
     return [parse_gate(text, "task", task) for text in declared]

@@ -184,13 +184,17 @@ class Engine:
             self.meter = EnergyMeter.detect()
         return self.meter
 
-    def energy_description(self) -> dict[str, Any] | None:
-        return None if self.meter is None else self.meter.describe()
-
     def load_records(self) -> list[dict[str, Any]]:
         """Per model: this worker's backend facts, model loads and load time (or the error)."""
+        energy = None if self.meter is None else self.meter.describe()
         records = [
-            {"worker": self.worker, "model": name, "error": None, **backend.info()}
+            {
+                "worker": self.worker,
+                "model": name,
+                "error": None,
+                **backend.info(),
+                "energy": energy,
+            }
             for name, backend in self.backends.items()
         ]
         records += [

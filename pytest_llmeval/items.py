@@ -110,7 +110,7 @@ class EvalItem(pytest.Item):
         engine, upcoming = self._engine()
         self.record["worker"] = engine.worker
         generation = engine.result_for(self, upcoming(self))
-        score = self.task.scorer(generation.text, target, self.row)
+        score = _checked(self.task.scorer(generation.text, target, self.row), self.task.name)
         passed = score.value >= self.task.pass_threshold
         if self.reference is not None:
             passed = self._compare(engine, upcoming, generation.text, score, target)
@@ -158,7 +158,7 @@ class EvalItem(pytest.Item):
         )
         generation = engine.result_for(shadow, others)
         assert self.reference is not None and isinstance(self.row, Mapping)
-        score = self.task.scorer(generation.text, target, self.row)
+        score = _checked(self.task.scorer(generation.text, target, self.row), self.task.name)
         comparison = compare_item(
             primary_text, generation.text, primary.extracted, score.extracted, self.task.binary_of
         )
@@ -295,6 +295,14 @@ def miss_message(record: Mapping[str, Any]) -> str:
     span = record.get("span") or str(record.get("response") or "")[-60:]
     span = " ".join(span.split())
     return f'expected {record.get("target")}, got {got_text} ({record.get("method")}: "{span}")'
+
+
+def _checked(score: Score, task: str) -> Score:
+    """A scorer's result, refused unless its value is a number in [0, 1]."""
+    value = float(score.value)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ItemError(f"task {task}: scorer returned {score.value!r}; scores must be in [0, 1]")
+    return score
 
 
 def _error_message(exc: BaseException) -> str:

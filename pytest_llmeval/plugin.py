@@ -269,7 +269,7 @@ class RunReporter:
             "outcome": "error",
             "error": f"worker crashed while running this item: {first_line}",
             "task_rows": known.get("task_rows"),
-            "task_gates": known.get("task_gates", []),
+            "task_gates": known.get("task_gates"),  # None: unknown when it crashed first
         }
 
     @pytest.hookimpl(wrapper=True)
@@ -326,6 +326,8 @@ class RunReporter:
             not run.settings.strict
             and session.exitstatus == pytest.ExitCode.TESTS_FAILED
             and session.testsfailed == run.misses
+            # A run cut short (-x, --maxfail) checked no gates: it must not pass.
+            and not (session.shouldfail or session.shouldstop)
         ):
             # Only wrong answers failed: each item tells its truth, the gates decide the run.
             session.exitstatus = pytest.ExitCode.OK

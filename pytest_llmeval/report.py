@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,13 +36,12 @@ def now_iso() -> str:
 class ReportWriter:
     """Writes the run's files under one directory; created when the first record arrives."""
 
-    def __init__(self, report_path: Path, run_id: str) -> None:
+    def __init__(self, report_path: Path) -> None:
         self.report_path = report_path
-        self.run_id = run_id
         report_path.parent.mkdir(parents=True, exist_ok=True)
         self.items_path = report_path.parent / "items.jsonl"
-        self._items: IO[str] = self.items_path.open("a", encoding="utf-8")
-        self.started = time.time()
+        # A fresh file per run: a reused --llmeval-report path must not mix two runs' items.
+        self._items: IO[str] = self.items_path.open("w", encoding="utf-8")
 
     def append_item(self, record: Mapping[str, Any]) -> None:
         line = {k: v for k, v in record.items() if k not in TASK_CONTEXT_FIELDS}

@@ -244,3 +244,21 @@ def test_backend_fixture_shares_the_resident_model(evalproject: pytest.Pytester)
     run_evals(evalproject).assert_outcomes(passed=12)  # 10 items + gate + the hand-written test
     loads = read_report(evalproject)["model_loads"]
     assert len(loads) == 1, "the fixture and the items must share one model load"
+
+
+def test_run_cut_short_by_maxfail_does_not_pass(evalproject: pytest.Pytester) -> None:
+    (evalproject.path / "data" / "mini.jsonl").write_text(mini_rows(wrong=3))
+    result = run_evals(evalproject, "-x")
+    assert result.ret == 1, "no gate was checked: an aborted run must not exit 0"
+
+
+def test_gate_on_a_task_that_produced_nothing_fails(evalproject: pytest.Pytester) -> None:
+    result = run_evals(evalproject, "--gate", "gsm8k:accuracy>=0.5")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*gate accuracy>=0.5 FAILS: accuracy=no data*n=0*"])
+
+
+def test_reused_report_path_holds_one_run(evalproject: pytest.Pytester) -> None:
+    run_evals(evalproject)
+    run_evals(evalproject)
+    assert len(read_items(evalproject)) == 10

@@ -137,3 +137,21 @@ def test_space_separated_path_option_warns_how_to_write_it(evalproject: pytest.P
         "ignore::pytest.PytestAssertRewriteWarning",
     )
     quiet.stdout.no_fnmatch_line("*write '--llmeval-data-dir=*")
+
+
+def test_scorer_value_outside_0_1_is_an_item_error(evalproject: pytest.Pytester) -> None:
+    evalproject.makepyfile(
+        test_bad_scorer="""
+        from pytest_llmeval import ChatPrompt, DataSource, Score, Task
+
+        def generous(response, target, row):
+            return Score(2.0, "x", "custom")
+
+        bad = Task(name="bad", data=DataSource(files="mini.jsonl"), prompt=ChatPrompt(user="q: {question}"),
+                   target="answer", scorer=generous)
+        """
+    )
+    result = run_evals(evalproject)
+    result.assert_outcomes(passed=11, errors=10)  # the mini task and its gate still run
+    result.stdout.fnmatch_lines(["*task bad: scorer returned 2.0; scores must be in [[]0, 1[]]*"])
+    assert (evalproject.path / "out" / "report.json").is_file()

@@ -158,6 +158,8 @@ def test_out_of_memory_halves_the_batch_and_remembers(backend, monkeypatch) -> N
     assert len(results) == 5 and all(r.tokens_out > 0 for r in results)
     assert backend.batch_limit == 2
     assert sizes == [5, 2, 2, 1]
+    # Still one batch to the engine (one energy window): one id, the whole size and wall.
+    assert {(r.batch_id, r.batch_size) for r in results} == {("oom", 5)}
     sizes.clear()
     backend.generate([request(q, 4) for q in questions], "after")
     assert max(sizes) == 2, "the size that worked is used from then on"
@@ -175,3 +177,24 @@ def test_xdist_cpu_workers_share_the_cores(monkeypatch) -> None:  # type: ignore
         assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // 2)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_failed_weights_load_is_not_retried(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pytest_llmeval.backends import BackendError
+    from pytest_llmeval.backends import transformers_backend as module
+    from pytest_llmeval.backends.weights import Weights
+
+    fresh = module.TransformersBackend(resolve_model("smollm2-135m"))
+    fresh.weights = Weights(path="/nonexistent/weights", source="test")
+    calls = []
+    real_load = module.AutoModelForCausalLM.from_pretrained
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(module.AutoModelForCausalLM, "from_pretrained", counted)
+    for _ in range(3):
+        with pytest.raises(BackendError, match="cannot load .* /nonexistent/weights"):
+            fresh.generate([request("Hi", 2)], "fail")
+    assert len(calls) == 1

@@ -47,6 +47,8 @@ def test_two_workers_give_the_same_results_as_one_process(
         {k: r[k] for k in keep} for r in serial_items
     ]
     assert len(parallel_items) == 20
+    # Each worker saw its upcoming items and batched them (default batch size 8 here).
+    assert max(r.get("batch_size") or 0 for r in parallel_items) > 1
     metrics = [
         r["tasks"]["mini"]["models"]["callable:answers:reply"]["metrics"]
         for r in (serial_report, parallel_report)

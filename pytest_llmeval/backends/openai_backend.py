@@ -253,7 +253,7 @@ class OpenAIBackend:
             else:
                 if response.ok:
                     return self._parse(response)
-                excerpt = response.text[:200]
+                excerpt = self._scrub(response.text)[:200]
                 failure = f"HTTP {response.status_code} from {self.url} {after}: {excerpt}"
                 if response.status_code != 429 and response.status_code < 500:
                     raise BackendError(failure)  # the request itself is wrong: retry won't help
@@ -271,7 +271,9 @@ class OpenAIBackend:
         try:
             data = response.json()
         except ValueError:
-            raise BackendError(f"malformed JSON from {self.url}: {response.text[:200]!r}") from None
+            raise BackendError(
+                f"malformed JSON from {self.url}: {self._scrub(response.text)[:200]!r}"
+            ) from None
         try:
             choice = data["choices"][0]
             if self.endpoint == "chat":
@@ -285,7 +287,7 @@ class OpenAIBackend:
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BackendError(
                 f"unexpected response from {self.url} (no usable choices[0]: {exc!r}): "
-                f"{response.text[:200]!r}"
+                f"{self._scrub(response.text)[:200]!r}"
             ) from None
         if isinstance(reasoning, str) and reasoning:
             # Keep the server-separated reasoning where the reasoning splitter looks for it.

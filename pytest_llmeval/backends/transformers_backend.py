@@ -11,6 +11,7 @@ import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ class TransformersBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._model: Any = None
+        self._load_error: BackendError | None = None
         self.stop_ids: set[int] = set()
         self.load_time_s: float | None = None
         # CUDA starts high and halves on out-of-memory; on CPU larger batches gain little.
@@ -93,18 +95,23 @@ class TransformersBackend:
 
     @property
     def model(self) -> Any:
-        """The model, loaded on first access (once per process)."""
+        """The model, loaded on first access (once per process; a failed load is remembered
+        so that later batches fail at once instead of loading again)."""
+        if self._load_error is not None:
+            raise self._load_error
         if self._model is None:
             started = time.perf_counter()
             try:
                 loaded = AutoModelForCausalLM.from_pretrained(
                     self.weights.path, revision=self.spec.revision, dtype=self.dtype
                 )
-            except (OSError, ValueError) as exc:
-                raise BackendError(
-                    f"cannot load {self.spec.model_id} from {self.weights.path}: {exc}"
-                ) from exc
-            self._model = loaded.to(self.device).eval()  # type: ignore[arg-type]
+                self._model = loaded.to(self.device).eval()  # type: ignore[arg-type]
+            except Exception as exc:  # OSError, ValueError, CUDA out of memory, ...
+                self._load_error = BackendError(
+                    f"cannot load {self.spec.model_id} from {self.weights.path}: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                raise self._load_error from exc
             self.stop_ids = _stop_token_ids(self._model, self.tokenizer)
             self.load_time_s = time.perf_counter() - started
         return self._model
@@ -173,9 +180,12 @@ class TransformersBackend:
         self, requests: Sequence[GenerationRequest], batch_id: str, size: int
     ) -> list[GenerationResult]:
         results: list[GenerationResult] = []
-        for part, start in enumerate(range(0, len(requests), size)):
-            results += self.generate(requests[start : start + size], f"{batch_id}.{part}")
-        return results
+        started = time.perf_counter()
+        for start in range(0, len(requests), size):
+            results += self.generate(requests[start : start + size], batch_id)
+        # One batch to the engine (its energy window covers all parts): one id, the whole wall.
+        wall = round(time.perf_counter() - started, 6)
+        return [replace(r, batch_size=len(requests), batch_wall_s=wall) for r in results]
 
     @torch.inference_mode()
     def _generate_batch(
