@@ -85,7 +85,7 @@ class EvalItem(pytest.Item):
             messages = self.task.messages(self.row)
         except TaskError as exc:
             raise ItemError(f"task {self.task.name}: {exc}") from None
-        return GenerationRequest(self.nodeid, messages, self.task.generation)
+        return GenerationRequest(messages, self.task.generation)
 
     def setup(self) -> None:
         self.record = self._base_record()
@@ -238,8 +238,7 @@ class ReferenceRequest:
         return (self.spec.name, self.item.task.name, self.item.task.generation)
 
     def request(self) -> GenerationRequest:
-        request = self.item.request()
-        return GenerationRequest(self.nodeid, request.messages, request.settings)
+        return self.item.request()
 
 
 def _input_text(messages: list[dict[str, str]]) -> str:

@@ -236,7 +236,7 @@ def test_backend_fixture_shares_the_resident_model(evalproject: pytest.Pytester)
         from pytest_llmeval.tasks import Generation
 
         def test_generate_by_hand(llmeval_backend):
-            request = GenerationRequest("k", [{"role": "user", "content": "q: 2 * 21"}], Generation())
+            request = GenerationRequest([{"role": "user", "content": "q: 2 * 21"}], Generation())
             (result,) = llmeval_backend.generate([request], "hand-1")
             assert result.text.endswith("#### 42")
         """

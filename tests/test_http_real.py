@@ -29,7 +29,7 @@ def test_chat_completions_from_the_real_server(server_url: str) -> None:
     # The server is pinned to one model and wants its path as the model name.
     backend = OpenAIBackend(resolve_model(f"openai:{embedded_model_dir()}@{server_url}"))
     requests = [
-        GenerationRequest(f"k{i}", [{"role": "user", "content": q}], Generation(max_new_tokens=16))
+        GenerationRequest([{"role": "user", "content": q}], Generation(max_new_tokens=16))
         for i, q in enumerate(["What is 2 + 2?", "Name a primary color."])
     ]
     results = backend.generate(requests, "http-1")

@@ -38,7 +38,7 @@ def backend(url: str, model_id: str = "test-model", **options: Any) -> OpenAIBac
 
 def request(content: str, **settings: Any) -> GenerationRequest:
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": content}]
-    return GenerationRequest(key=content, messages=messages, settings=Generation(**settings))
+    return GenerationRequest(messages=messages, settings=Generation(**settings))
 
 
 def failure(run: OpenAIBackend, *requests: GenerationRequest) -> BatchPartiallyFailed:

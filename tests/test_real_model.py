@@ -27,7 +27,6 @@ def backend():  # type: ignore[no-untyped-def]
 
 def request(question: str, max_new_tokens: int = 24) -> GenerationRequest:
     return GenerationRequest(
-        key=question,
         messages=[{"role": "user", "content": question}],
         settings=Generation(max_new_tokens=max_new_tokens),
     )
@@ -73,7 +72,6 @@ def test_stop_sequence_cuts_the_response(backend) -> None:  # type: ignore[no-un
     free = backend.generate([request("Count from 1 to 10, separated by commas.", 40)], "s-1")[0]
     assert "3" in free.text, free.text
     stop = GenerationRequest(
-        key="stop",
         messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
         settings=Generation(max_new_tokens=40, stop=("3",)),
     )

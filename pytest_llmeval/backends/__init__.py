@@ -40,7 +40,6 @@ class BatchPartiallyFailed(BackendError):
 class GenerationRequest:
     """One item's request: its chat messages and generation settings."""
 
-    key: str
     messages: list[Message]
     settings: Generation
 
