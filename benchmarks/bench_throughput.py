@@ -22,7 +22,7 @@ import torch
 from common import gsm8k_rows, write_gsm8k_task
 
 from pytest_llmeval.backends.weights import locate_weights
-from pytest_llmeval.models import resolve_model
+from pytest_llmeval.declare.models import resolve_model
 
 
 def raw_throughput(n: int, batch_size: int, max_new_tokens: int) -> tuple[float, int, float]:

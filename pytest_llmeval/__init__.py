@@ -7,9 +7,9 @@ aggregate gates decide the exit status. Importing this package imports no torch.
 
 from __future__ import annotations
 
-from pytest_llmeval import scoring
-from pytest_llmeval.scoring import Score
-from pytest_llmeval.tasks import ChatPrompt, DataSource, Generation, Task, TaskError
+from pytest_llmeval.declare.task import ChatPrompt, DataSource, Generation, Task, TaskError
+from pytest_llmeval.score import scorers as scoring
+from pytest_llmeval.score.scorers import Score
 
 __version__ = "0.1.0"
 __all__ = ["ChatPrompt", "DataSource", "Generation", "Score", "Task", "TaskError", "scoring"]

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_llmeval import runinfo
-from pytest_llmeval.aggregate import group_records, summarize
-from pytest_llmeval.gates import Gate, GateResult, check_gate, effective_gates, parse_gate
-from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.pricing import Price, estimate_cost
-from pytest_llmeval.report import SCHEMA_VERSION, ReportWriter, new_run_id, now_iso
-from pytest_llmeval.settings import Settings
+from pytest_llmeval.analyze.aggregate import group_records, summarize
+from pytest_llmeval.analyze.cost import Price, estimate_cost
+from pytest_llmeval.analyze.gates import Gate, GateResult, check_gate, effective_gates, parse_gate
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.settings import Settings
+from pytest_llmeval.report import runinfo
+from pytest_llmeval.report.writers import SCHEMA_VERSION, ReportWriter, new_run_id, now_iso
 
 
 @dataclass

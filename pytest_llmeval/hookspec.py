@@ -8,7 +8,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_llmeval.backends import Backend
-    from pytest_llmeval.models import ModelSpec
+    from pytest_llmeval.declare.models import ModelSpec
 
 
 @pytest.hookspec(firstresult=True)

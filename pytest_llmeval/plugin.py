@@ -15,15 +15,23 @@ import pytest
 from _pytest.reports import TestReport
 
 from pytest_llmeval import hookspec
+from pytest_llmeval.analyze.cost import load_prices
+from pytest_llmeval.analyze.gates import GateResult
 from pytest_llmeval.backends import Backend, create_backend
-from pytest_llmeval.cache import GenerationCache
-from pytest_llmeval.collect import items_for_task
 from pytest_llmeval.controller import Run
-from pytest_llmeval.engine import Engine
-from pytest_llmeval.gates import GateResult
-from pytest_llmeval.gpus import VARIABLE as GPU_VARIABLE
-from pytest_llmeval.html_report import item_extras, summary_html
-from pytest_llmeval.items import (
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.settings import Settings
+from pytest_llmeval.declare.task import Task
+from pytest_llmeval.options import add_options, read_settings, warn_split_path_options
+from pytest_llmeval.report.html import item_extras, summary_html
+from pytest_llmeval.report.progress import Progress
+from pytest_llmeval.report.summary import summary_markdown, summary_table
+from pytest_llmeval.report.writers import write_agreement_table, write_items_parquet
+from pytest_llmeval.run.cache import GenerationCache
+from pytest_llmeval.run.collect import items_for_task
+from pytest_llmeval.run.engine import Engine
+from pytest_llmeval.run.gpus import VARIABLE as GPU_VARIABLE
+from pytest_llmeval.run.items import (
     RECORD_ATTRIBUTE,
     EvalItem,
     ItemError,
@@ -31,22 +39,6 @@ from pytest_llmeval.items import (
     Upcoming,
     is_eval_item,
 )
-from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.pricing import load_prices
-from pytest_llmeval.progress import Progress
-from pytest_llmeval.report import (
-    summary_markdown,
-    summary_table,
-    write_agreement_table,
-    write_items_parquet,
-)
-from pytest_llmeval.settings import (
-    Settings,
-    add_options,
-    read_settings,
-    warn_split_path_options,
-)
-from pytest_llmeval.tasks import Task
 
 SETTINGS = pytest.StashKey[Settings]()
 ENGINE = pytest.StashKey[Engine]()
@@ -68,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = read_settings(config)
     warn_split_path_options(config)
     if config.pluginmanager.has_plugin("xdist"):
-        from pytest_llmeval.xdist_plugin import XdistHooks
+        from pytest_llmeval.run.xdist_hooks import XdistHooks
 
         hooks = XdistHooks(pin_gpus=config.stash[SETTINGS].pin_gpus)
         config.pluginmanager.register(hooks, "llmeval-xdist")
@@ -138,7 +130,7 @@ def pytest_llmeval_make_backend(config: pytest.Config, spec: ModelSpec) -> Backe
 def _upcoming(config: pytest.Config, item: pytest.Item) -> Iterator[EvalItem]:
     """Eval items this process will run after `item`, lazily, so they can share its batch."""
     if not _is_controller(config):
-        from pytest_llmeval.xdist_plugin import worker_upcoming
+        from pytest_llmeval.run.xdist_hooks import worker_upcoming
 
         for candidate in worker_upcoming(config, item.session):
             if isinstance(candidate, EvalItem):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeval import data
 from pytest_llmeval.backends.weights import CACHE_ENV, model_cache_dir
+from pytest_llmeval.declare import data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -233,7 +233,7 @@ def test_backend_fixture_shares_the_resident_model(evalproject: pytest.Pytester)
     evalproject.makepyfile(
         test_handwritten="""
         from pytest_llmeval.backends import GenerationRequest
-        from pytest_llmeval.tasks import Generation
+        from pytest_llmeval.declare.task import Generation
 
         def test_generate_by_hand(llmeval_backend):
             request = GenerationRequest([{"role": "user", "content": "q: 2 * 21"}], Generation())

@@ -1,4 +1,4 @@
-"""Unit tests for pytest_llmeval.aggregate."""
+"""Unit tests for pytest_llmeval.analyze.aggregate."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.aggregate import group_records, summarize
-from pytest_llmeval.scorers import INVALID
-from pytest_llmeval.stats import wilson_interval
+from pytest_llmeval.analyze.aggregate import group_records, summarize
+from pytest_llmeval.analyze.stats import wilson_interval
+from pytest_llmeval.score.labels import INVALID
 
 
 def _record(outcome: str = "pass", **fields: Any) -> dict[str, Any]:

@@ -8,8 +8,9 @@ import textwrap
 import pandas as pd
 import pytest
 
-from pytest_llmeval.agreement import Thresholds, compare_item, summarize_agreement
-from pytest_llmeval.scorers import INVALID
+from pytest_llmeval.analyze.agreement import Thresholds, summarize_agreement
+from pytest_llmeval.score.agreement import compare_item
+from pytest_llmeval.score.labels import INVALID
 
 
 def test_compare_item_separates_reasoning_before_comparing() -> None:

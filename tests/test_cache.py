@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.cache import (
+from pytest_llmeval.declare.task import Generation
+from pytest_llmeval.run.cache import (
     CHUNK,
     DB_NAME,
     CacheUnavailableWarning,
     GenerationCache,
     cache_key,
 )
-from pytest_llmeval.tasks import Generation
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,7 +139,7 @@ def test_committed_batch_survives_sigkill(tmp_path: Path) -> None:
     code = """
         import os, signal, sys
         from pathlib import Path
-        from pytest_llmeval.cache import GenerationCache
+        from pytest_llmeval.run.cache import GenerationCache
 
         cache = GenerationCache(Path(sys.argv[1]))
         cache.put_many([(f"done{i}", {"text": str(i)}) for i in range(20)])
@@ -165,7 +165,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     code = """
         import sys, time, warnings
         from pathlib import Path
-        from pytest_llmeval.cache import GenerationCache
+        from pytest_llmeval.run.cache import GenerationCache
 
         warnings.simplefilter("error")  # a CacheUnavailableWarning fails the writer
         root, worker = Path(sys.argv[1]), int(sys.argv[2])

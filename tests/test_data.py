@@ -1,4 +1,4 @@
-"""Unit tests for pytest_llmeval.data (local files and generators only; never the network)."""
+"""Unit tests for pytest_llmeval.declare.data (local files and generators only; never the network)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeval import data
-from pytest_llmeval.data import DataUnavailable, LoadedRows, RowError, load_rows
-from pytest_llmeval.tasks import DataSource, TaskError
+from pytest_llmeval.declare import data
+from pytest_llmeval.declare.data import DataUnavailable, LoadedRows, RowError, load_rows
+from pytest_llmeval.declare.task import DataSource, TaskError
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
-"""Unit tests for pytest_llmeval.gates."""
+"""Unit tests for pytest_llmeval.analyze.gates."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_llmeval.gates import (
+from pytest_llmeval.analyze.gates import (
     METRICS,
     Gate,
     GateError,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeval import data
-from pytest_llmeval.scorers import extract_gsm8k, gsm8k_target
-from pytest_llmeval.tasks import DataSource
+from pytest_llmeval.declare import data
+from pytest_llmeval.declare.task import DataSource
+from pytest_llmeval.score.numbers import extract_gsm8k, gsm8k_target
 
 GSM8K_TEST_ROWS = 1319
 

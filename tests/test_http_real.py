@@ -12,8 +12,8 @@ from served_model import embedded_model_dir, served_embedded_model
 from conftest import REPO_ROOT, shared_data_dir
 from pytest_llmeval.backends import GenerationRequest
 from pytest_llmeval.backends.openai_backend import OpenAIBackend
-from pytest_llmeval.models import resolve_model
-from pytest_llmeval.tasks import Generation
+from pytest_llmeval.declare.models import resolve_model
+from pytest_llmeval.declare.task import Generation
 
 SECRET = "sk-test-7f3a9c1e5b2d4680aa11"  # a made-up key that must never be written anywhere
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeval.meters import (
+from pytest_llmeval.run.meters import (
     ATTRIBUTION_METHOD,
     EnergyMeter,
     PowerSampler,
@@ -273,7 +273,7 @@ def test_rapl_unreadable_or_missing_gives_reason(tmp_path: Path) -> None:
 
 def test_importing_meters_imports_neither_torch_nor_pynvml() -> None:
     code = (
-        "import sys, pytest_llmeval.meters; "
+        "import sys, pytest_llmeval.run.meters; "
         "assert 'torch' not in sys.modules and 'pynvml' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

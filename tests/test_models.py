@@ -1,4 +1,4 @@
-"""Unit tests for pytest_llmeval.models."""
+"""Unit tests for pytest_llmeval.declare.models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeval.models import (
+from pytest_llmeval.declare.models import (
     BUILTIN_ALIASES,
     DEFAULT_BACKEND,
     ModelSpec,

@@ -17,8 +17,8 @@ from pytest_llmeval.backends.openai_backend import (
     OpenAIBackend,
     _retry_after,
 )
-from pytest_llmeval.models import ModelSpec, resolve_model
-from pytest_llmeval.tasks import Generation
+from pytest_llmeval.declare.models import ModelSpec, resolve_model
+from pytest_llmeval.declare.task import Generation
 
 SECRET = "sk-test-Zq8vN3xW7pLk2JtR9mYd"  # distinctive: any leak is found by substring
 KEY_ENV = "LLMEVAL_TEST_OPENAI_KEY"

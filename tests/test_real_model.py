@@ -10,8 +10,8 @@ import torch
 
 from conftest import REPO_ROOT, shared_data_dir
 from pytest_llmeval.backends import GenerationRequest
-from pytest_llmeval.models import resolve_model
-from pytest_llmeval.tasks import Generation
+from pytest_llmeval.declare.models import resolve_model
+from pytest_llmeval.declare.task import Generation
 
 GSM8K_EVAL = (REPO_ROOT / "evals" / "test_gsm8k.py").read_text()
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from conftest import mini_rows, run_evals
-from pytest_llmeval.aggregate import summarize
+from pytest_llmeval.analyze.aggregate import summarize
+from pytest_llmeval.analyze.cost import estimate_cost, load_prices
 from pytest_llmeval.backends import GenerationResult
-from pytest_llmeval.batch_energy import with_energy
-from pytest_llmeval.meters import EnergyReading
-from pytest_llmeval.pricing import estimate_cost, load_prices
-from pytest_llmeval.progress import Progress
+from pytest_llmeval.report.progress import Progress
+from pytest_llmeval.run.batch_energy import with_energy
+from pytest_llmeval.run.meters import EnergyReading
 
 
 def result(tokens_out: int, wall: float = 2.0) -> GenerationResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pytest_llmeval import runinfo
+from pytest_llmeval.report import runinfo
 
 
 def test_git_commit_inside_and_outside_a_repo(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for pytest_llmeval.sampling."""
+"""Unit tests for pytest_llmeval.declare.sampling."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from pytest_llmeval.sampling import sample_indices
+from pytest_llmeval.declare.sampling import sample_indices
 
 
 def test_same_seed_same_sample() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llmeval.gpus import GpuPinningWarning, assign_gpus, visible_gpus
-from pytest_llmeval.items import is_eval_item, model_of
-from pytest_llmeval.scheduling import assign_shares
+from pytest_llmeval.run.gpus import GpuPinningWarning, assign_gpus, visible_gpus
+from pytest_llmeval.run.items import is_eval_item, model_of
+from pytest_llmeval.run.scheduling import assign_shares
 
 
 def ids(task: str, n: int, model: str | None = None) -> list[str]:

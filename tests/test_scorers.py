@@ -1,22 +1,19 @@
-"""Unit tests for pytest_llmeval.scorers."""
+"""Unit tests for pytest_llmeval.score (extraction, labels, numbers, reasoning, text)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_llmeval.scorers import (
-    INVALID,
-    Extraction,
-    exact_match,
+from pytest_llmeval.score.extraction import Extraction
+from pytest_llmeval.score.labels import INVALID, parse_label
+from pytest_llmeval.score.numbers import (
     extract_gsm8k,
     gsm8k_target,
     normalize_number,
-    normalize_text,
     numbers_equal,
-    parse_label,
-    similarity,
-    split_reasoning,
 )
+from pytest_llmeval.score.reasoning import split_reasoning
+from pytest_llmeval.score.text import exact_match, normalize_text, similarity
 
 HARMONY = (
     "<|channel|>analysis<|message|>We need 12 * 3 = 36, maybe 40?<|end|>"

@@ -1,4 +1,4 @@
-"""Unit tests for pytest_llmeval.stats."""
+"""Unit tests for pytest_llmeval.analyze.stats."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pytest_llmeval.stats import bootstrap_interval, mean, percentile, wilson_interval
+from pytest_llmeval.analyze.stats import bootstrap_interval, mean, percentile, wilson_interval
 
 # --- wilson_interval ---------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Unit tests for pytest_llmeval.tasks."""
+"""Unit tests for pytest_llmeval.declare.task."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.scoring import Score, exact
-from pytest_llmeval.tasks import ChatPrompt, DataSource, Generation, Task, TaskError
+from pytest_llmeval.declare.task import ChatPrompt, DataSource, Generation, Task, TaskError
+from pytest_llmeval.score.scorers import Score, exact
 
 
 def _score(response: str, target: str, row: Any) -> Score:

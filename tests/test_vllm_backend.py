@@ -14,8 +14,8 @@ from pytest_llmeval.backends.vllm_backend import (
     request_latency,
     sampling_kwargs,
 )
-from pytest_llmeval.models import ModelSpec, resolve_model
-from pytest_llmeval.tasks import Generation
+from pytest_llmeval.declare.models import ModelSpec, resolve_model
+from pytest_llmeval.declare.task import Generation
 
 
 def test_greedy_maps_to_temperature_zero_without_seed() -> None:

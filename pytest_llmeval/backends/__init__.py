@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.tasks import Generation, Message
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.task import Generation, Message
 
 
 class BackendError(RuntimeError):

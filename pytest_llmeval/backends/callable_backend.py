@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
-from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.tasks import Generation, Message
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.task import Generation, Message
 
 Responder = Callable[[list[Message], Generation], str]
 LATENCY_METHOD = "per-call: wall time of the function call for this item"

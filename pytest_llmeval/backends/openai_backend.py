@@ -47,8 +47,8 @@ from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
 )
-from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.tasks import Message
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.task import Message
 
 log = logging.getLogger(__name__)
 

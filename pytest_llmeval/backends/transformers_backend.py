@@ -20,8 +20,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, L
 
 from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
 from pytest_llmeval.backends.weights import locate_weights
-from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.tasks import Generation, Message
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.task import Generation, Message
 
 LATENCY_METHOD = "sequence-finish: batch start until the item's last token (per-step clock)"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

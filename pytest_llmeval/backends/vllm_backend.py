@@ -16,8 +16,8 @@ from typing import Any
 
 from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
 from pytest_llmeval.backends.weights import locate_weights
-from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.tasks import Generation, Message
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.task import Generation, Message
 
 INSTALL_HINT = "the vllm backend needs vLLM on a CUDA machine: pip install vllm"
 LATENCY_METHOD = "vllm request metrics: first scheduled until finished (else batch wall time)"

@@ -11,7 +11,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_llmeval.gates import GateResult
+from pytest_llmeval.analyze.gates import GateResult
 
 _FIELDS = (
     ("prompt", "Prompt (as rendered)"),

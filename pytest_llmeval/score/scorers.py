@@ -10,8 +10,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pytest_llmeval import scorers
-from pytest_llmeval.scorers import gsm8k_target
+from pytest_llmeval.score.labels import parse_label
+from pytest_llmeval.score.numbers import extract_gsm8k, gsm8k_target, numbers_equal
+from pytest_llmeval.score.reasoning import split_reasoning
+from pytest_llmeval.score.text import exact_match, normalize_text
 
 __all__ = ["Score", "exact", "gsm8k_target", "label", "numeric"]
 
@@ -33,19 +35,17 @@ class Score:
 
 def numeric(response: str, target: str, row: Mapping[str, Any]) -> Score:
     """GSM8K-style numeric answer: strict `#### <n>` first, else the last number."""
-    reasoning, _ = scorers.split_reasoning(response)
-    found = scorers.extract_gsm8k(response)
-    right = scorers.numbers_equal(found.value, target)
+    reasoning, _ = split_reasoning(response)
+    found = extract_gsm8k(response)
+    right = numbers_equal(found.value, target)
     return Score(1.0 if right else 0.0, found.value, found.method, found.span, reasoning)
 
 
 def exact(response: str, target: str, row: Mapping[str, Any]) -> Score:
     """Normalised exact match of the final answer (reasoning removed)."""
-    reasoning, answer = scorers.split_reasoning(response)
-    right = scorers.exact_match(response, target)
-    return Score(
-        1.0 if right else 0.0, scorers.normalize_text(answer), "exact", answer[:60], reasoning
-    )
+    reasoning, answer = split_reasoning(response)
+    right = exact_match(response, target)
+    return Score(1.0 if right else 0.0, normalize_text(answer), "exact", answer[:60], reasoning)
 
 
 def label(labels: Sequence[str]) -> Callable[[str, str, Mapping[str, Any]], Score]:
@@ -56,8 +56,8 @@ def label(labels: Sequence[str]) -> Callable[[str, str, Mapping[str, Any]], Scor
         raise ValueError("label() needs at least one label")
 
     def score_label(response: str, target: str, row: Mapping[str, Any]) -> Score:
-        reasoning, _ = scorers.split_reasoning(response)
-        found = scorers.parse_label(response, choices)
+        reasoning, _ = split_reasoning(response)
+        found = parse_label(response, choices)
         right = found.value is not None and found.value.casefold() == str(target).casefold()
         return Score(1.0 if right else 0.0, found.value, found.method, found.span, reasoning)
 

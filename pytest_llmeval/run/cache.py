@@ -33,13 +33,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pytest_llmeval.declare.settings import CacheMode
 
 if TYPE_CHECKING:
-    from pytest_llmeval.tasks import Generation
+    from pytest_llmeval.declare.task import Generation
 
-CacheMode = Literal["on", "off", "read"]
-"""on: read and write; off: neither (never touches the disk); read: read only, never write."""
 
 KEY_VERSION = 1
 """Bumped whenever the meaning of a key or of a stored value changes, orphaning old entries."""

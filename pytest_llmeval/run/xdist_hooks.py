@@ -13,8 +13,8 @@ from typing import Any
 import execnet
 import pytest
 
-from pytest_llmeval.gpus import VARIABLE, GpuPinningWarning, assign_gpus, visible_gpus
-from pytest_llmeval.scheduling import EvalScheduling
+from pytest_llmeval.run.gpus import VARIABLE, GpuPinningWarning, assign_gpus, visible_gpus
+from pytest_llmeval.run.scheduling import EvalScheduling
 
 # How far ahead a worker looks into its queue for items to batch with the current one.
 LOOKAHEAD = 1024

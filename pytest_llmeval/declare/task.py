@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from pytest_llmeval.scoring import Score
+from pytest_llmeval.score.scorers import Score
 
 Row = Mapping[str, Any]
 Message = dict[str, str]

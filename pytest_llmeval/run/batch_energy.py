@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from pytest_llmeval.backends import GenerationResult
-from pytest_llmeval.meters import ATTRIBUTION_METHOD, EnergyReading, attribute_by_tokens
+from pytest_llmeval.run.meters import ATTRIBUTION_METHOD, EnergyReading, attribute_by_tokens
 
 
 def _total(readings: Sequence[EnergyReading]) -> tuple[float | None, str | None]:

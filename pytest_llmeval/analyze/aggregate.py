@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pytest_llmeval.agreement import summarize_agreement
-from pytest_llmeval.scorers import INVALID
-from pytest_llmeval.stats import percentile, wilson_interval
+from pytest_llmeval.analyze.agreement import summarize_agreement
+from pytest_llmeval.analyze.stats import percentile, wilson_interval
+from pytest_llmeval.score.labels import INVALID
 
 Record = Mapping[str, Any]
 

@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from pytest_llmeval.cache import CacheMode
-from pytest_llmeval.data import DATA_DIR_ENV
-from pytest_llmeval.gates import Gate, GateError, parse_gate
-from pytest_llmeval.models import (
+from pytest_llmeval.analyze.gates import Gate, GateError, parse_gate
+from pytest_llmeval.declare.data import DATA_DIR_ENV
+from pytest_llmeval.declare.models import (
     DEFAULT_MODEL,
-    ModelSpec,
     UnknownModel,
     load_user_aliases,
     resolve_model,
 )
-
-
-@dataclass(frozen=True)
-class Settings:
-    models: list[ModelSpec]
-    limit: int | None
-    seed: int
-    data_dir: Path | None
-    batch_size: int | None
-    device: str | None
-    dtype: str | None
-    gates: list[Gate] = field(default_factory=list)
-    strict: bool = False
-    report_path: Path | None = None
-    pin_gpus: bool = True
-    reference: ModelSpec | None = None
-    aliases: dict[str, ModelSpec] = field(default_factory=dict)
-    progress_s: float = 30.0
-    cache_mode: CacheMode = "on"
-    cache_dir: Path = Path(".llmeval_cache")
+from pytest_llmeval.declare.settings import CacheMode, Settings
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.agreement import compare_item
 from pytest_llmeval.backends import GenerationRequest
-from pytest_llmeval.data import RowError
-from pytest_llmeval.engine import Engine
-from pytest_llmeval.models import ModelSpec
-from pytest_llmeval.scoring import Score
-from pytest_llmeval.tasks import Task, TaskError
+from pytest_llmeval.declare.data import RowError
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.task import Task, TaskError
+from pytest_llmeval.run.engine import Engine
+from pytest_llmeval.score.agreement import compare_item
+from pytest_llmeval.score.scorers import Score
 
 RECORD_ATTRIBUTE = "llmeval_record"
 # Record fields shown as JUnit properties (prefixed "llmeval.").

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.data import DataUnavailable, LoadedRows, RowError, load_rows
-from pytest_llmeval.engine import Engine
-from pytest_llmeval.gates import GateError, parse_gate
-from pytest_llmeval.items import EvalItem, TaskProblemItem, Upcoming
-from pytest_llmeval.models import ModelSpec, UnknownModel, resolve_model
-from pytest_llmeval.sampling import sample_indices
-from pytest_llmeval.settings import Settings
-from pytest_llmeval.tasks import Task, TaskError
+from pytest_llmeval.analyze.gates import GateError, parse_gate
+from pytest_llmeval.declare.data import DataUnavailable, LoadedRows, RowError, load_rows
+from pytest_llmeval.declare.models import ModelSpec, UnknownModel, resolve_model
+from pytest_llmeval.declare.sampling import sample_indices
+from pytest_llmeval.declare.settings import Settings
+from pytest_llmeval.declare.task import Task, TaskError
+from pytest_llmeval.run.engine import Engine
+from pytest_llmeval.run.items import EvalItem, TaskProblemItem, Upcoming
 
 
 def items_for_task(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_llmeval.tasks import DataSource, TaskError
+from pytest_llmeval.declare.task import DataSource, TaskError
 
 DATA_DIR_ENV = "LLMEVAL_DATA_DIR"
 LOCAL_FORMATS = (".jsonl", ".json", ".csv", ".parquet")

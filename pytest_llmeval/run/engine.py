@@ -24,10 +24,10 @@ from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
 )
-from pytest_llmeval.batch_energy import with_energy
-from pytest_llmeval.cache import GenerationCache, cache_key
-from pytest_llmeval.meters import EnergyMeter
-from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.run.batch_energy import with_energy
+from pytest_llmeval.run.cache import GenerationCache, cache_key
+from pytest_llmeval.run.meters import EnergyMeter
 
 WINDOW_BATCHES = 4
 

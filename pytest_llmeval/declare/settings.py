@@ -1,0 +1,37 @@
+"""What one run is asked to do: models, item selection, gates, generation and cache settings.
+
+Parsed once from the command line and ini (`pytest_llmeval.options`); plain data, so that the
+worker side, the controller and the report builder read the same values without pytest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pytest_llmeval.analyze.gates import Gate
+from pytest_llmeval.declare.models import ModelSpec
+
+CacheMode = Literal["on", "off", "read"]
+"""on: read and write; off: neither (never touches the disk); read: read only, never write."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: list[ModelSpec]
+    limit: int | None
+    seed: int
+    data_dir: Path | None
+    batch_size: int | None
+    device: str | None
+    dtype: str | None
+    gates: list[Gate] = field(default_factory=list)
+    strict: bool = False
+    report_path: Path | None = None
+    pin_gpus: bool = True
+    reference: ModelSpec | None = None
+    aliases: dict[str, ModelSpec] = field(default_factory=dict)
+    progress_s: float = 30.0
+    cache_mode: CacheMode = "on"
+    cache_dir: Path = Path(".llmeval_cache")
