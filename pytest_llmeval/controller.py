@@ -1,173 +1,254 @@
-"""Controller-side run state: collects item records, checks gates, writes the report.
+"""The controller: one plugin object holding the run's state and the hooks that feed it.
 
 Lives only in the process that owns the session's reports (the only process without xdist,
-the xdist controller with it). Records arrive through test reports; the writer is created on
-the first record, so a session without eval items writes nothing.
+the xdist controller with it) and only in sessions that use pytest_llmeval (see
+`pytest_llmeval.plugin.activate_controller`). Records arrive with the items' teardown
+reports, once each; the report files are written from the first record on. Aggregation,
+gates and the report itself are pure functions of `pytest_llmeval.analyze` and
+`pytest_llmeval.report`; this object only gathers, calls them and writes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pytest_llmeval.analyze.aggregate import group_records, summarize
-from pytest_llmeval.analyze.cost import Price, estimate_cost
-from pytest_llmeval.analyze.gates import Gate, GateResult, check_gate, effective_gates, parse_gate
-from pytest_llmeval.declare.models import ModelSpec
+import pytest
+from _pytest.reports import TestReport
+
+from pytest_llmeval.analyze.aggregate import summarize_run
+from pytest_llmeval.analyze.cost import Price
+from pytest_llmeval.analyze.gates import GateResult, check_run
+from pytest_llmeval.analyze.hardware import ModelLoad
+from pytest_llmeval.analyze.metrics import Metrics
+from pytest_llmeval.analyze.record import ItemRecord, TaskInfo, from_json, task_info_from_json
+from pytest_llmeval.declare.ids import is_eval_item
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.report import runinfo
-from pytest_llmeval.report.writers import SCHEMA_VERSION, ReportWriter, new_run_id, now_iso
+from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo
+from pytest_llmeval.report.html import summary_html
+from pytest_llmeval.report.progress import Progress
+from pytest_llmeval.report.summary import summary_markdown, summary_table
+from pytest_llmeval.report.writers import ReportWriter, write_agreement_table, write_items_parquet
+from pytest_llmeval.run import records
+from pytest_llmeval.run.xdist_hooks import XdistHooks
+
+PAYLOAD_ATTRIBUTE = "llmeval"
+"""Attribute of an item's teardown report holding its records (plain JSON; crosses xdist)."""
+GATE_PREFIX = "gates"
 
 
-@dataclass
-class Run:
-    settings: Settings
-    rootdir: Path
-    run_id: str = field(default_factory=new_run_id)
-    started_iso: str = field(default_factory=now_iso)
-    started: float = field(default_factory=time.time)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    gate_results: list[GateResult] = field(default_factory=list)
-    loads: list[dict[str, Any]] = field(default_factory=list)
-    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    misses: int = 0
-    prices: dict[str, Price] = field(default_factory=dict)
-    writer: ReportWriter | None = None
+class Controller:
+    """Gathers records, model loads and workers; checks gates; writes the report files."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        prices: dict[str, Price],
+        xdist: XdistHooks | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.prices = prices
+        self.xdist = xdist
+        self.run_id = runinfo.new_run_id()
+        self.started_iso = runinfo.now_iso()
+        self.started = time.time()
+        self.records: list[ItemRecord] = []
+        self.tasks: dict[str, TaskInfo] = {}
+        self.loads: list[ModelLoad] = []
+        self.workers: dict[str, WorkerInfo] = {}
+        self.misses = 0
+        self.total = 0
+        self.gate_results: list[GateResult] = []
+        self.writer: ReportWriter | None = None
+        self.progress = Progress(
+            interval_s=settings.progress_s, total=lambda: self.total, shares=self._shares
+        )
 
     @property
     def report_path(self) -> Path:
-        return self.settings.report_path or self.rootdir / "reports" / self.run_id / "report.json"
+        """Where report.json goes (items.jsonl and the other files beside it)."""
+        default = self.config.rootpath / "reports" / self.run_id / "report.json"
+        return self.settings.report_path or default
 
-    def add_record(self, record: Mapping[str, Any], missed: bool) -> None:
-        """Keep one finished item's record and append it to items.jsonl at once."""
+    # ---- gathering ---------------------------------------------------------------------
+
+    def add(self, record: ItemRecord, task: TaskInfo | None) -> None:
+        """Keep one finished record, append it to items.jsonl at once, count progress."""
+        if task is not None and (task.name not in self.tasks or task.gates is not None):
+            self.tasks[task.name] = task
         if self.writer is None:
             self.writer = ReportWriter(self.report_path)
-        self.records.append(dict(record))
+        self.records.append(record)
         self.writer.append_item(record)
-        self.misses += int(missed)
+        # Only wrong answers of task items are misses; a failed hand-written test is a failure.
+        self.misses += int(record.source == "task" and record.outcome == "fail")
+        line = self.progress.add(record)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if line and reporter is not None:
+            reporter.write_line(line)
 
-    def summaries(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """Per task x model: metrics from the records plus the model's hardware and cost."""
-        summaries = {}
-        for (task, model), group in group_records(self.records).items():
-            metrics = summarize(group)
-            metrics.update(self._hardware(model))
-            spec = next((s for s in self._specs() if s.name == model), None)
-            if spec is not None:
-                metrics.update(
-                    estimate_cost(
-                        spec.backend,
-                        spec.model_id,
-                        metrics["tokens_in"],
-                        metrics["tokens_out"],
-                        self.prices,
-                    )
+    def add_loads(self, loads: Sequence[ModelLoad], worker: str, info: WorkerInfo) -> None:
+        """Keep a process's model loads and its GPU pinning."""
+        self.loads.extend(loads)
+        self.workers[worker] = info
+
+    def count_collection(self, nodeids: Sequence[str]) -> None:
+        """xdist: the eval items in a worker's collection (all workers collect the same)."""
+        if not self.total:
+            self.total = sum(1 for nodeid in nodeids if is_eval_item(nodeid))
+
+    def _shares(self) -> dict[str, int]:
+        scheduler = self.xdist.scheduler if self.xdist else None
+        return dict(scheduler.share_sizes) if scheduler else {}
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """In-process runs: the number of eval items, for the progress line."""
+        self.total = sum(1 for item in session.items if is_eval_item(item.nodeid))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
+        """xdist: the number of eval items, from a worker's collection."""
+        self.count_collection(ids)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: TestReport) -> None:
+        """Take the records of a finished item; turn a crashed worker's item into an error."""
+        if str(report.when) == "???" and report.failed and is_eval_item(report.nodeid):
+            # xdist's report for the item a crashed worker was running: the model work died,
+            # not the answer, so it is an error (reported as a setup failure) with a record.
+            report.when = "setup"
+            first_line = str(report.longrepr).strip().splitlines()[0] if report.longrepr else ""
+            default_model = self.settings.models[0].name
+            self.add(records.crashed(report.nodeid, first_line, default_model), None)
+            return
+        payload = getattr(report, PAYLOAD_ATTRIBUTE, None)
+        if report.when == "teardown" and payload is not None:
+            task = payload.get("task")
+            for record in payload["records"]:
+                self.add(from_json(record), task_info_from_json(task) if task else None)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: keep a finished worker's model loads and its GPU."""
+        output = getattr(node, "workeroutput", {})
+        if "llmeval_worker" in output:
+            worker = str(node.workerinput["workerid"])
+            loads = [ModelLoad(**load) for load in output.get("llmeval_loads", [])]
+            self.add_loads(loads, worker, WorkerInfo(**output["llmeval_worker"]))
+
+    # ---- end of the items: gates -----------------------------------------------------
+
+    def summaries(self) -> dict[tuple[str, str], Metrics]:
+        """Per task x model: metrics, hardware and cost."""
+        specs = [*self.settings.models, *filter(None, [self.settings.reference])]
+        models = {spec.name: (spec.backend, spec.model_id) for spec in specs}
+        return summarize_run(self.records, self.tasks, self.loads, models, self.prices)
+
+    def log_gates(self, session: pytest.Session) -> None:
+        """Check the gates and report each like a test (called after the run loop)."""
+        if not self.records:
+            return
+        declared = {name: info.gates for name, info in self.tasks.items()}
+        self.gate_results = check_run(self.summaries(), declared, self.settings.gates)
+        # Gates are reported as tests; count them so progress ends at 100%, not 110%.
+        session.testscollected += len(self.gate_results)
+        for gate in self.gate_results:
+            self._log_gate(gate)
+
+    def _log_gate(self, gate: GateResult) -> None:
+        """Report a gate like a test: terminal, JUnit, and the session's failure count."""
+        # The threshold sits inside [...]: pytest's terminal turns '.' outside brackets into '::'.
+        spec = gate.gate
+        name = f"{gate.task}::{spec.metric}[{spec.op}{spec.threshold:g} {gate.model}]"
+        facts = asdict(gate.as_record())
+        properties = [(f"llmeval.gate.{k}", facts[k]) for k in ("value", "n", "ci95", "partial")]
+        verdict: Literal["passed", "failed"] = "passed" if gate.passed else "failed"
+        phases: list[tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"]]] = [
+            ("setup", "passed"),
+            ("call", verdict),
+            ("teardown", "passed"),
+        ]
+        for when, outcome in phases:
+            failed_call = when == "call" and not gate.passed
+            self.config.hook.pytest_runtest_logreport(
+                report=TestReport(
+                    nodeid=f"{GATE_PREFIX}::{name}",
+                    location=(GATE_PREFIX, None, name),
+                    keywords={},
+                    outcome=outcome,
+                    longrepr=gate.describe() if failed_call else None,
+                    when=when,
+                    user_properties=properties,
                 )
-            summaries[(task, model)] = metrics
-        return summaries
-
-    def _specs(self) -> list[ModelSpec]:
-        reference = [self.settings.reference] if self.settings.reference else []
-        return [*self.settings.models, *reference]
-
-    def _hardware(self, model: str) -> dict[str, Any]:
-        """Load time, size on disk and peak VRAM of `model` across the workers that ran it."""
-        loads = [entry for entry in self.loads if entry.get("model") == model]
-
-        def largest(key: str) -> float | None:
-            values = [float(e[key]) for e in loads if e.get(key) is not None]
-            return max(values) if values else None
-
-        size, vram = largest("model_size_bytes"), largest("peak_vram_bytes")
-        return {
-            "load_time_s": largest("load_time_s"),
-            "model_loads": sum(int(e.get("model_loads") or 0) for e in loads),
-            "model_size_gb": None if size is None else round(size / 1e9, 3),
-            "peak_vram_gb": None if vram is None else round(vram / 1e9, 3),
-        }
-
-    def check_gates(self) -> list[GateResult]:
-        """Check every task x model against its effective gates (task < ini < cli)."""
-        results = []
-        for (task, model), metrics in self.summaries().items():
-            declared = _declared_gates(task, self.records)
-            for gate in effective_gates(task, declared, self.settings.gates):
-                results.append(check_gate(gate, task, model, metrics))
-        ran = {task for task, _ in self.summaries()}
-        for gate in self.settings.gates:
-            if gate.task != "*" and gate.task not in ran:
-                # A gate the user asked for on a task that produced nothing (data missing,
-                # misspelt name, deselected) must not pass silently.
-                results.append(check_gate(gate, gate.task, "-", {}))
-        self.gate_results = results
-        return results
-
-    def envelope(self, exitstatus: int) -> dict[str, Any]:
-        summaries = self.summaries()
-        tasks: dict[str, dict[str, Any]] = {}
-        for (task, model), metrics in summaries.items():
-            of_task = [r for r in self.records if r["task"] == task]
-            # A crashed item's record knows little about its task: prefer one that ran.
-            first = next((r for r in of_task if r.get("task_origin")), of_task[0])
-            tasks.setdefault(
-                task,
-                {
-                    "origin": first.get("task_origin"),
-                    "split": first.get("split"),
-                    "rows": first.get("task_rows"),
-                    "models": {},
-                },
             )
-            tasks[task]["models"][model] = {
-                "metrics": metrics,
-                "gates": [
-                    g.as_dict() for g in self.gate_results if g.task == task and g.model == model
-                ],
-            }
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "started": self.started_iso,
-            "finished": now_iso(),
-            "duration_s": round(time.time() - self.started, 3),
-            "argv": runinfo.argv(),
-            "exit_status": int(exitstatus),
-            "versions": runinfo.versions(),
-            "git": runinfo.git_commit(self.rootdir),
-            "machine": runinfo.machine(),
-            "settings": {
-                "models": [spec.as_dict() for spec in self.settings.models],
-                "limit": self.settings.limit,
-                "seed": self.settings.seed,
-                "data_dir": str(self.settings.data_dir) if self.settings.data_dir else None,
-                "batch_size": self.settings.batch_size or "auto",
-                "gates": [
-                    g.text if g.task == "*" else f"{g.task}:{g.text}" for g in self.settings.gates
-                ],
-                "strict": self.settings.strict,
-            },
-            "model_loads": self.loads,
-            "workers": self.workers,
-            "tasks": tasks,
-            "gates": [g.as_dict() for g in self.gate_results],
-            "totals": {
-                "items": len(self.records),
-                "passed": sum(r["outcome"] == "pass" for r in self.records),
-                "failed": sum(r["outcome"] == "fail" for r in self.records),
-                "errors": sum(r["outcome"] == "error" for r in self.records),
-                "gates_failed": sum(not g.passed for g in self.gate_results),
-            },
-            "files": {"items": "items.jsonl"},
-        }
 
+    # ---- session end: exit status and files ------------------------------------------
 
-def _declared_gates(task: str, records: Sequence[Mapping[str, Any]]) -> list[Gate]:
-    # Records of crashed items may not know the task's gates (None): take one that does.
-    declared: list[str] = next(
-        (r["task_gates"] for r in records if r["task"] == task and r.get("task_gates") is not None),
-        [],
-    )
-    return [parse_gate(text, "task", task) for text in declared]
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Decide the exit status, then build, hook-edit and write the report files."""
+        if not self.records:
+            return
+        if (
+            not self.settings.strict
+            and session.exitstatus == pytest.ExitCode.TESTS_FAILED
+            and session.testsfailed == self.misses
+            # A run cut short (-x, --maxfail) checked no gates: it must not pass.
+            and not (session.shouldfail or session.shouldstop)
+        ):
+            # Only wrong answers failed: each item tells its truth, the gates decide the run.
+            session.exitstatus = pytest.ExitCode.OK
+        facts = RunFacts(
+            run_id=self.run_id,
+            started_iso=self.started_iso,
+            started=self.started,
+            settings=self.settings,
+            records=self.records,
+            tasks=self.tasks,
+            loads=self.loads,
+            workers=self.workers,
+            summaries=self.summaries(),
+            gate_results=self.gate_results,
+        )
+        hook = self.config.hook
+        report: RunReport = hook.pytest_llmeval_generate_report(
+            config=self.config, facts=facts, exitstatus=int(session.exitstatus)
+        )
+        hook.pytest_llmeval_update_report(config=self.config, report=report)
+        if self.writer is not None:
+            self._write(report, facts)
+
+    def _write(self, report: RunReport, facts: RunFacts) -> None:
+        assert self.writer is not None
+        folder = self.report_path.parent
+        if write_agreement_table(self.records, folder / "agreement.parquet"):
+            report.files["agreement"] = "agreement.parquet"
+        write_items_parquet(self.records, folder / "items.parquet")
+        summary = summary_markdown(report, facts.summaries, self.gate_results)
+        (folder / "summary.md").write_text(summary, encoding="utf-8")
+        report.files.update(items_parquet="items.parquet", summary="summary.md")
+        self.writer.write_report(report)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """The llmeval summary table, the gates and where the report is."""
+        if not self.records:
+            return
+        terminalreporter.section("llmeval summary")
+        terminalreporter.write_line(summary_table(self.summaries(), self.gate_results))
+        for gate in self.gate_results:
+            terminalreporter.write_line(f"{gate.name}: {gate.describe()}")
+        terminalreporter.write_line(f"report: {self.report_path}")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(
+        self, prefix: list[str], summary: list[str], postfix: list[str], session: Any
+    ) -> None:
+        """pytest-html: the gates and metrics on top of the HTML report."""
+        if self.records:
+            prefix.append(summary_html(self.summaries(), self.gate_results))

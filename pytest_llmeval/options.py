@@ -19,6 +19,7 @@ from pytest_llmeval.declare.settings import CacheMode, Settings
 
 
 def add_options(parser: pytest.Parser) -> None:
+    """Register the `llmeval` option group and its ini keys."""
     group = parser.getgroup("llmeval", "LLM evaluations (pytest_llmeval)")
     group.addoption(
         "--model",
@@ -205,27 +206,33 @@ _INI_DEFAULTS: dict[str, object] = {
     "llmeval_data_dir": "",
     "llmeval_batch_size": "",
     "llmeval_strict": False,
+    "llmeval_pin_gpus": "auto",
 }
+
+
+def uses_llmeval(config: pytest.Config) -> bool:
+    """Whether the command line or the ini file shows an eval run (any llmeval option or
+    ini key set). Decisions made before collection (GPU pinning, the xdist scheduler, the
+    controller at configure time) depend on it."""
+    used_option = any(
+        value not in (None, False, [])
+        for name, value in vars(config.option).items()
+        if name.startswith("llmeval_")
+    )
+    used_ini = any(config.getini(name) != default for name, default in _INI_DEFAULTS.items())
+    return used_option or used_ini
 
 
 def _pin_gpus(config: pytest.Config) -> bool:
     """Whether xdist workers get one GPU each.
 
-    `auto` pins only when the session shows it is an eval run (an llmeval option on the command
-    line or an llmeval ini key): pinning is decided before collection, and a plain test suite
-    run with -n must be left as it is.
+    `auto` pins only when the session shows it is an eval run (`uses_llmeval`): pinning is
+    decided before collection, and a plain test suite run with -n must be left as it is.
     """
     mode = config.option.llmeval_pin_gpus or str(config.getini("llmeval_pin_gpus")).strip()
     if mode in ("on", "off"):
         return mode == "on"
-    options = vars(config.option)
-    used_option = any(
-        value not in (None, False, [])
-        for name, value in options.items()
-        if name.startswith("llmeval_") and name != "llmeval_pin_gpus"
-    )
-    used_ini = any(config.getini(name) != default for name, default in _INI_DEFAULTS.items())
-    return used_option or used_ini
+    return uses_llmeval(config)
 
 
 def _progress(config: pytest.Config) -> float:

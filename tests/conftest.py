@@ -6,9 +6,11 @@ import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pytest_llmeval.analyze.record import ItemRecord
 from pytest_llmeval.backends.weights import CACHE_ENV, model_cache_dir
 from pytest_llmeval.declare import data
 
@@ -30,6 +32,24 @@ def _preload_parquet_writer() -> None:
 
 
 _preload_parquet_writer()
+
+
+def item_record(outcome: str = "pass", **fields: Any) -> ItemRecord:
+    """An item record of task `gsm8k` on model `m`: right when it passes, then `fields`."""
+    values: dict[str, Any] = {
+        "id": "gsm8k/test/0000",
+        "nodeid": "test_gsm8k.py::gsm8k/test/0000",
+        "task": "gsm8k",
+        "model": "m",
+        "split": "test",
+        "row_index": 0,
+        "source": "task",
+        "outcome": outcome,
+        "score": 1.0 if outcome == "pass" else 0.0,
+        "extracted": "42",
+    }
+    values.update(fields)
+    return ItemRecord(**values)
 
 
 def shared_data_dir() -> Path:

@@ -232,18 +232,41 @@ def test_batching_groups_upcoming_items(evalproject: pytest.Pytester) -> None:
 def test_backend_fixture_shares_the_resident_model(evalproject: pytest.Pytester) -> None:
     evalproject.makepyfile(
         test_handwritten="""
-        from pytest_llmeval.backends import GenerationRequest
-        from pytest_llmeval.declare.task import Generation
+        import pytest
 
         def test_generate_by_hand(llmeval_backend):
-            request = GenerationRequest([{"role": "user", "content": "q: 2 * 21"}], Generation())
-            (result,) = llmeval_backend.generate([request], "hand-1")
-            assert result.text.endswith("#### 42")
+            assert llmeval_backend.generate("q: 2 * 21").endswith("#### 42")
+            assert llmeval_backend.last.tokens_out > 0
+
+        def test_chat_messages_and_settings(llmeval_backend):
+            messages = [{"role": "user", "content": "q: 2 * 21"}]
+            assert llmeval_backend.generate(messages, max_new_tokens=8).endswith("#### 41")
+
+        def test_unknown_setting_names_the_known_ones(llmeval_backend):
+            with pytest.raises(TypeError, match="max_tokens; known: max_new_tokens"):
+                llmeval_backend.generate("q: 1 + 1", max_tokens=5)
         """
     )
-    run_evals(evalproject).assert_outcomes(passed=12)  # 10 items + gate + the hand-written test
-    loads = read_report(evalproject)["model_loads"]
-    assert len(loads) == 1, "the fixture and the items must share one model load"
+    # 10 items + gate + 2 hand-written tests pass; the one expecting 41 fails as a test.
+    result = run_evals(evalproject)
+    result.assert_outcomes(passed=13, failed=1)
+    assert result.ret == 1, "a failing hand-written test fails the run, unlike a miss"
+    report = read_report(evalproject)
+    assert len(report["model_loads"]) == 1, "the fixture and the items must share one model load"
+    by_hand = [r for r in read_items(evalproject) if r["source"] == "test"]
+    assert sorted((r["id"], r["outcome"], r["score"]) for r in by_hand) == [
+        ("test_chat_messages_and_settings", "fail", 0.0),
+        ("test_generate_by_hand", "pass", 1.0),
+    ]
+    assert all(r["task"] == "test_handwritten" and r["cached"] is False for r in by_hand)
+    assert all(r["response"].endswith("#### 42") and r["tokens_out"] for r in by_hand)
+    model = report["tasks"]["test_handwritten"]["models"]["callable:answers:reply"]
+    assert model["metrics"]["n"] == 2 and model["metrics"]["accuracy"] == 0.5
+
+    # A rerun serves the hand-written generations from the cache, like the items.
+    run_evals(evalproject).assert_outcomes(passed=13, failed=1)
+    again = [r for r in read_items(evalproject) if r["source"] == "test"]
+    assert len(again) == 2 and all(r["cached"] is True for r in again)
 
 
 def test_run_cut_short_by_maxfail_does_not_pass(evalproject: pytest.Pytester) -> None:

@@ -8,9 +8,28 @@ import textwrap
 import pandas as pd
 import pytest
 
-from pytest_llmeval.analyze.agreement import Thresholds, summarize_agreement
+from pytest_llmeval.analyze.agreement import summarize_agreement
+from pytest_llmeval.analyze.metrics import AgreementThresholds, Assessment
+from pytest_llmeval.analyze.record import Comparison
 from pytest_llmeval.score.agreement import compare_item
 from pytest_llmeval.score.labels import INVALID
+
+
+def compared(primary: str, reference: str, primary_label: str, reference_label: str) -> Comparison:
+    """A record's comparison part for two responses (the reference side's own facts are dummies)."""
+    labels = compare_item(primary, reference, primary_label, reference_label)
+    return Comparison(
+        reference_model="ref",
+        reference_raw_response=reference,
+        reference_extracted=reference_label,
+        reference_score=1.0,
+        reference_latency_s=None,
+        reference_tokens_in=None,
+        reference_tokens_out=None,
+        reference_cached=None,
+        text="a message",
+        **labels,
+    )
 
 
 def test_compare_item_separates_reasoning_before_comparing() -> None:
@@ -37,17 +56,17 @@ def test_binary_mapping_and_unparsed_sides() -> None:
 
 
 def test_summary_rates_and_assessment_bands() -> None:
-    agree = compare_item("Label: toxic", "Label: toxic", "toxic", "toxic")
-    differ = compare_item("Label: toxic", "Label: non-toxic", "toxic", "non-toxic")
+    agree = compared("Label: toxic", "Label: toxic", "toxic", "toxic")
+    differ = compared("Label: toxic", "Label: non-toxic", "toxic", "non-toxic")
     summary = summarize_agreement([agree] * 19 + [differ])
     assert summary["agreement"] == pytest.approx(0.95)
-    assert summary["assessment"]["labels"] == "PASS"
+    assert summary["assessment"].labels == "PASS"
     summary = summarize_agreement([agree] * 18 + [differ] * 2)
-    assert summary["assessment"]["labels"] == "CAUTION"
+    assert summary["assessment"].labels == "CAUTION"
     summary = summarize_agreement([agree] * 17 + [differ] * 3)
-    assert summary["assessment"] == {"labels": "FAIL", "similarity": "PASS", "overall": "FAIL"}
-    strict = summarize_agreement([agree] * 19 + [differ], Thresholds(labels_pass=0.99))
-    assert strict["assessment"]["labels"] == "CAUTION"
+    assert summary["assessment"] == Assessment(labels="FAIL", similarity="PASS", overall="FAIL")
+    strict = summarize_agreement([agree] * 19 + [differ], AgreementThresholds(labels_pass=0.99))
+    assert strict["assessment"].labels == "CAUTION"
     low, high = summarize_agreement([agree] * 19 + [differ])["agreement_ci95"]
     assert low < 0.95 < high
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 
+from pytest_llmeval.analyze.aggregate import summarize
 from pytest_llmeval.analyze.gates import (
     METRICS,
     Gate,
     GateError,
     GateResult,
     check_gate,
+    check_run,
     effective_gates,
     parse_gate,
 )
+from pytest_llmeval.analyze.metrics import METRIC_FIELDS, Metrics
 
 # --- parse_gate ----------------------------------------------------------------
 
@@ -137,15 +143,16 @@ def test_declared_gates_of_other_tasks_are_ignored() -> None:
 # --- check_gate / GateResult -------------------------------------------------------
 
 
-def _metrics(**overrides: object) -> dict[str, object]:
-    metrics: dict[str, object] = {
-        "n": 40,
-        "accuracy": 0.55,
-        "accuracy_ci95": [0.4, 0.7],
-        "partial": False,
-    }
-    metrics.update(overrides)
-    return metrics
+def _metrics(**overrides: Any) -> Metrics:
+    """Metrics of 40 scored items at accuracy 0.55 (other fields empty), then `overrides`."""
+    values: dict[str, Any] = {"n": 40, "accuracy": 0.55, "accuracy_ci95": [0.4, 0.7]}
+    return replace(summarize([]), **{"partial": False, **values, **overrides})
+
+
+def test_every_gate_metric_is_a_metrics_field_with_an_interval_when_a_proportion() -> None:
+    for metric, proportion in METRICS.items():
+        assert metric in METRIC_FIELDS
+        assert (f"{metric}_ci95" in METRIC_FIELDS) is proportion, metric
 
 
 def test_check_gate_pass() -> None:
@@ -185,7 +192,7 @@ def test_check_gate_partial_propagates() -> None:
 
 def test_non_proportion_metric_has_no_interval() -> None:
     assert METRICS["latency_p50"] is False
-    metrics = _metrics(latency_p50=1.2, latency_p50_ci95=[1.0, 1.4])
+    metrics = _metrics(latency_p50=1.2)
     result = check_gate(parse_gate("latency_p50<=2", "cli"), "t", "m", metrics)
     assert result.passed is True
     assert result.interval is None
@@ -202,12 +209,23 @@ def test_describe_contains_n_and_ci() -> None:
     assert "holds" in passing.describe()
 
 
-def test_as_dict_round_trips_fields() -> None:
+def test_as_record_keeps_the_fields() -> None:
     result = check_gate(parse_gate("gsm8k:accuracy>=0.5", "ini"), "gsm8k", "m", _metrics())
     assert isinstance(result, GateResult)
-    data = result.as_dict()
-    assert data["gate"] == "accuracy>=0.5"
-    assert data["origin"] == "ini"
-    assert data["ci95"] == [0.4, 0.7]
-    assert data["passed"] is True
-    assert data["n"] == 40
+    data = result.as_record()
+    assert data.gate == "accuracy>=0.5"
+    assert data.origin == "ini"
+    assert data.ci95 == [0.4, 0.7]
+    assert data.passed is True
+    assert data.n == 40
+
+
+def test_check_run_fails_a_gate_on_a_task_that_produced_nothing() -> None:
+    summaries = {("gsm8k", "m"): _metrics()}
+    cli = [parse_gate("gsm8k:accuracy>=0.5", "cli"), parse_gate("gsm8x:accuracy>=0.5", "cli")]
+    results = check_run(summaries, {"gsm8k": ["parse_rate>=0.9"]}, cli)
+    by_task = {(r.task, r.gate.metric): r for r in results}
+    assert by_task[("gsm8k", "accuracy")].passed
+    assert not by_task[("gsm8k", "parse_rate")].passed  # declared by the task; no data
+    misspelt = by_task[("gsm8x", "accuracy")]
+    assert not misspelt.passed and misspelt.model == "-" and misspelt.value is None

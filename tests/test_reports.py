@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import mini_rows, run_evals
+from conftest import item_record, mini_rows, run_evals
 from pytest_llmeval.analyze.aggregate import summarize
 from pytest_llmeval.analyze.cost import estimate_cost, load_prices
 from pytest_llmeval.backends import GenerationResult
@@ -65,27 +65,24 @@ def test_unmeasurable_energy_is_null_with_the_reason() -> None:
 
 def test_task_energy_metrics_count_each_batch_once() -> None:
     records = [
-        {
-            "task": "t",
-            "model": "m",
-            "outcome": "pass",
-            "score": 1.0,
-            "tokens_out": t,
-            "tokens_in": 1,
-            "batch_id": b,
-            "batch_wall_s": 2.0,
-            "batch_energy_j": e,
-            "batch_peak_w": 80.0,
-            "latency_s": 1.0,
-            "cpu_energy_j": None,
-        }
+        item_record(
+            "pass",
+            tokens_out=t,
+            tokens_in=1,
+            batch_id=b,
+            batch_wall_s=2.0,
+            batch_energy_j=e,
+            batch_peak_w=80.0,
+            latency_s=1.0,
+            cpu_energy_j=None,
+        )
         for t, b, e in ((10, "a", 100.0), (30, "a", 100.0), (60, "b", 260.0))
     ]
     metrics = summarize(records)
-    assert metrics["energy_wh"] == pytest.approx(360 / 3600)
-    assert metrics["j_per_token"] == pytest.approx(3.6)
-    assert metrics["avg_power_w"] == pytest.approx(90.0)  # 360 J over 4 s of batches
-    assert metrics["peak_power_w"] == 80.0 and metrics["items_per_min"] == pytest.approx(45.0)
+    assert metrics.energy_wh == pytest.approx(360 / 3600)
+    assert metrics.j_per_token == pytest.approx(3.6)
+    assert metrics.avg_power_w == pytest.approx(90.0)  # 360 J over 4 s of batches
+    assert metrics.peak_power_w == 80.0 and metrics.items_per_min == pytest.approx(45.0)
 
 
 def test_progress_lines_come_at_most_once_per_interval() -> None:
@@ -96,13 +93,13 @@ def test_progress_lines_come_at_most_once_per_interval() -> None:
     lines = []
     for step in range(100):
         now[0] = step * 2.0  # an item every 2 s, 200 s in all
-        line = progress.add({"worker": "gw0" if step % 2 else "gw1", "tokens_out": 20})
+        line = progress.add(item_record(worker="gw0" if step % 2 else "gw1", tokens_out=20))
         if line:
             lines.append(line)
     assert len(lines) == 6  # at 30, 60, ... 180 s
     assert lines[0].startswith("llmeval progress 30s: 16/100 items (16%)")
     assert "gw0 8/50 (" in lines[0] and "items/min" in lines[0] and "tok/s" in lines[0]
-    assert Progress(interval_s=0, total=lambda: 1, shares=dict).add({"worker": "w"}) is None
+    assert Progress(interval_s=0, total=lambda: 1, shares=dict).add(item_record(worker="w")) is None
 
 
 def test_price_table_is_extensible(tmp_path: Path) -> None:

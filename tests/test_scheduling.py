@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_llmeval.declare.ids import is_eval_item, model_of
 from pytest_llmeval.run.gpus import GpuPinningWarning, assign_gpus, visible_gpus
-from pytest_llmeval.run.items import is_eval_item, model_of
 from pytest_llmeval.run.scheduling import assign_shares
 
 

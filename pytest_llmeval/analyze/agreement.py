@@ -5,42 +5,35 @@ an assessment (PASS / CAUTION / FAIL). Pure functions: no pytest, no backends.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
+from pytest_llmeval.analyze.metrics import AgreementThresholds, Assessment, Band
+from pytest_llmeval.analyze.record import Comparison
 from pytest_llmeval.analyze.stats import mean, wilson_interval
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Assessment bands: at or above `*_pass` is PASS, at or above `*_caution` is CAUTION."""
-
-    labels_pass: float = 0.95
-    labels_caution: float = 0.90
-    similarity_pass: float = 0.80
-    similarity_caution: float = 0.60
-
-
 def summarize_agreement(
-    comparisons: Sequence[Mapping[str, Any]], thresholds: Thresholds | None = None
+    comparisons: Sequence[Comparison], thresholds: AgreementThresholds | None = None
 ) -> dict[str, Any]:
-    """Rates (with Wilson intervals), means and the assessment over a task's compared items."""
-    limits = thresholds or Thresholds()
+    """The agreement fields of `Metrics` over a task's compared items: rates with Wilson
+    intervals, mean similarities and lengths, and the assessment."""
+    limits = thresholds or AgreementThresholds()
     n = len(comparisons)
+    rows = [asdict(c) for c in comparisons]
 
     def rate(field: str) -> float | None:
-        return sum(1 for c in comparisons if c.get(field)) / n if n else None
+        return sum(1 for c in rows if c[field]) / n if n else None
 
     def interval(field: str) -> list[float] | None:
-        hits = sum(1 for c in comparisons if c.get(field))
+        hits = sum(1 for c in rows if c[field])
         return list(wilson_interval(hits, n)) if n else None
 
     def average(field: str) -> float | None:
-        return mean([float(c[field]) for c in comparisons if c.get(field) is not None])
+        return mean([float(c[field]) for c in rows if c[field] is not None])
 
     summary: dict[str, Any] = {
-        "n": n,
         "agreement": rate("binary_match"),
         "agreement_ci95": interval("binary_match"),
         "finegrain_agreement": rate("finegrain_match"),
@@ -48,6 +41,7 @@ def summarize_agreement(
         "primary_parse_rate": rate("primary_parsed"),
         "reference_parse_rate": rate("reference_parsed"),
         "both_parse_rate": rate("both_parsed"),
+        "both_parse_rate_ci95": interval("both_parsed"),
         "response_similarity": average("response_similarity"),
         "reasoning_similarity": average("reasoning_similarity"),
         "primary_response_chars": average("primary_response_chars"),
@@ -55,23 +49,23 @@ def summarize_agreement(
         "primary_reasoning_chars": average("primary_reasoning_chars"),
         "reference_reasoning_chars": average("reference_reasoning_chars"),
     }
-    summary["assessment"] = assess(summary, limits)
-    summary["thresholds"] = vars(limits)
+    summary["assessment"] = assess(summary["agreement"], summary["response_similarity"], limits)
+    summary["thresholds"] = limits
     return summary
 
 
-def assess(summary: Mapping[str, Any], limits: Thresholds) -> dict[str, str]:
+def assess(
+    agreement: float | None, similarity: float | None, limits: AgreementThresholds
+) -> Assessment:
     """PASS / CAUTION / FAIL for labels and for similarity, and overall (the worse of the two)."""
-    labels = _band(summary.get("agreement"), limits.labels_pass, limits.labels_caution)
-    text = _band(
-        summary.get("response_similarity"), limits.similarity_pass, limits.similarity_caution
-    )
-    order = ["PASS", "CAUTION", "FAIL", "NO DATA"]
+    labels = _band(agreement, limits.labels_pass, limits.labels_caution)
+    text = _band(similarity, limits.similarity_pass, limits.similarity_caution)
+    order: list[Band] = ["PASS", "CAUTION", "FAIL", "NO DATA"]
     overall = max(labels, text, key=order.index)
-    return {"labels": labels, "similarity": text, "overall": overall}
+    return Assessment(labels=labels, similarity=text, overall=overall)
 
 
-def _band(value: float | None, passing: float, caution: float) -> str:
+def _band(value: float | None, passing: float, caution: float) -> Band:
     if value is None:
         return "NO DATA"
     if value >= passing:

@@ -11,7 +11,9 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from pytest_llmeval.analyze.metrics import Metrics
+from pytest_llmeval.analyze.record import SCHEMA_CONFIG
 
 # Metric name -> whether it is a proportion (then it gets a Wilson interval).
 METRICS: dict[str, bool] = {
@@ -88,21 +90,48 @@ class GateResult:
             f"gate {self.gate.text} {verdict}: {self.gate.metric}={value}{ci}, n={self.n}{partial}"
         )
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "gate": self.gate.text,
-            "origin": self.gate.origin,
-            "task": self.task,
-            "model": self.model,
-            "metric": self.gate.metric,
-            "op": self.gate.op,
-            "threshold": self.gate.threshold,
-            "value": self.value,
-            "n": self.n,
-            "ci95": list(self.interval) if self.interval else None,
-            "partial": self.partial,
-            "passed": self.passed,
-        }
+    def as_record(self) -> GateRecord:
+        """The plain-JSON form kept in the report."""
+        return GateRecord(
+            gate=self.gate.text,
+            origin=self.gate.origin,
+            task=self.task,
+            model=self.model,
+            metric=self.gate.metric,
+            op=self.gate.op,
+            threshold=self.gate.threshold,
+            value=self.value,
+            n=self.n,
+            ci95=list(self.interval) if self.interval else None,
+            partial=self.partial,
+            passed=self.passed,
+        )
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """A checked gate as the report keeps it."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    gate: str
+    """The gate as written, e.g. `accuracy>=0.6`."""
+    origin: str
+    """Where it was declared: `task`, `ini` or `cli`."""
+    task: str
+    model: str
+    """`-` when the gated task produced no items at all."""
+    metric: str
+    op: str
+    threshold: float
+    value: float | None
+    """The metric's value; None when it had no data (the gate then fails)."""
+    n: int
+    ci95: list[float] | None
+    """The 95% interval of a proportion metric."""
+    partial: bool
+    """Whether the gate was checked on a partial selection of the task's items."""
+    passed: bool
 
 
 def parse_gate(text: str, origin: str, task: str | None = None) -> Gate:
@@ -138,17 +167,40 @@ def effective_gates(task: str, declared: Iterable[Gate], overrides: Sequence[Gat
     return list(by_metric.values())
 
 
-def check_gate(gate: Gate, task: str, model: str, metrics: Mapping[str, Any]) -> GateResult:
-    """Check one gate against a task x model summary (see aggregate.summarize)."""
-    value = metrics.get(gate.metric)
-    interval = metrics.get(f"{gate.metric}_ci95") if METRICS[gate.metric] else None
+def check_gate(gate: Gate, task: str, model: str, metrics: Metrics | None) -> GateResult:
+    """Check one gate against a task x model's metrics (None: the task produced nothing)."""
+    value = getattr(metrics, gate.metric) if metrics is not None else None
+    interval = getattr(metrics, f"{gate.metric}_ci95", None) if METRICS[gate.metric] else None
     return GateResult(
         gate=gate,
         task=task,
         model=model,
-        value=value,
-        n=int(metrics.get("n", 0)),
-        interval=tuple(interval) if interval else None,
-        partial=bool(metrics.get("partial", False)),
+        value=None if value is None else float(value),
+        n=metrics.n if metrics is not None else 0,
+        interval=(interval[0], interval[1]) if interval else None,
+        partial=metrics.partial if metrics is not None else False,
         passed=value is not None and gate.holds(float(value)),
     )
+
+
+def check_run(
+    summaries: Mapping[tuple[str, str], Metrics],
+    declared: Mapping[str, Sequence[str] | None],
+    overrides: Sequence[Gate],
+) -> list[GateResult]:
+    """Check every task x model against its effective gates (task < ini < cli).
+
+    `declared` maps a task to the gates it declares (None: unknown). A gate the user asked for
+    on a task that produced nothing (data missing, misspelt name, deselected) fails rather
+    than passing silently.
+    """
+    results = []
+    for (task, model), metrics in summaries.items():
+        own = [parse_gate(text, "task", task) for text in declared.get(task) or []]
+        for gate in effective_gates(task, own, overrides):
+            results.append(check_gate(gate, task, model, metrics))
+    ran = {task for task, _ in summaries}
+    for gate in overrides:
+        if gate.task != "*" and gate.task not in ran:
+            results.append(check_gate(gate, gate.task, "-", None))
+    return results

@@ -140,8 +140,10 @@ class Task:
 
     `target` is a row field name or a function of the row returning the expected answer as a
     string. `scorer(response, target, row)` returns a `Score`; an item passes when its score
-    value is at least `pass_threshold`. `label_field` names the field used for stratified
-    sampling under `--limit`. `gates` are strings such as `"accuracy >= 0.6"`.
+    value is at least `pass_threshold`. `scorer` may also be the name of a registered scorer
+    (`"numeric"`, `"exact"`, or one a `pytest_llmeval_make_scorer` hook provides).
+    `label_field` names the field used for stratified sampling under `--limit`. `gates` are
+    strings such as `"accuracy >= 0.6"`.
 
     Agreement runs: `reference` names a second model (same syntax as `--model`, overridden by
     `--compare-backend`); every item then runs on both and passes when their labels agree.
@@ -152,7 +154,7 @@ class Task:
     data: DataSource
     prompt: PromptBuilder | ChatPrompt
     target: str | Callable[[Row], str]
-    scorer: ScoreFn
+    scorer: ScoreFn | str
     generation: Generation = field(default_factory=Generation)
     gates: Sequence[str] = ()
     label_field: str | None = None
@@ -206,6 +208,11 @@ class Task:
             raise TaskError(f"Task {self.name}: data= must be a DataSource")
         if not isinstance(self.generation, Generation):
             raise TaskError(f"Task {self.name}: generation= must be a Generation")
+        if not (callable(self.scorer) or isinstance(self.scorer, str)):
+            raise TaskError(
+                f"Task {self.name}: scorer= must be a function (response, target, row) -> Score "
+                f"or the name of a registered scorer, got {type(self.scorer).__name__}"
+            )
         object.__setattr__(self, "gates", tuple(self.gates))
 
     def messages(self, row: Row) -> list[Message]:

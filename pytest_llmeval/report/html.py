@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_llmeval.analyze.gates import GateResult
+from pytest_llmeval.analyze.metrics import Metrics
+from pytest_llmeval.analyze.record import ItemRecord, to_json
 
 _FIELDS = (
     ("prompt", "Prompt (as rendered)"),
@@ -23,19 +25,22 @@ _FIELDS = (
 )
 
 
-def item_extras(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+def item_extras(record: ItemRecord) -> list[dict[str, Any]]:
     """One HTML extra with the item's prompt, response, extracted answer and target."""
     parts = []
+    values = to_json(record)
+    if record.comparison is not None:
+        values["reference_raw_response"] = record.comparison.reference_raw_response
     for key, title in _FIELDS:
-        value = record.get(key)
+        value = values.get(key)
         if value is None:
             continue
         text = html.escape(str(value))
         parts.append(f"<div><b>{title}</b><pre style='white-space:pre-wrap'>{text}</pre></div>")
     facts = ", ".join(
-        f"{name}={record[name]}"
+        f"{name}={values[name]}"
         for name in ("score", "method", "latency_s", "tokens_in", "tokens_out", "energy_j")
-        if record.get(name) is not None
+        if values[name] is not None
     )
     if facts:
         parts.append(f"<div>{html.escape(facts)}</div>")
@@ -45,9 +50,7 @@ def item_extras(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def summary_html(
-    summaries: Mapping[tuple[str, str], Mapping[str, Any]], gates: Sequence[GateResult]
-) -> str:
+def summary_html(summaries: Mapping[tuple[str, str], Metrics], gates: Sequence[GateResult]) -> str:
     """The gates and per task x model metrics as small HTML tables."""
     gate_rows = "".join(
         f"<tr><td>{html.escape(g.task)}</td><td>{html.escape(g.model)}</td>"
@@ -56,10 +59,10 @@ def summary_html(
         for g in gates
     )
     metric_rows = "".join(
-        f"<tr><td>{html.escape(task)}</td><td>{html.escape(model)}</td><td>{m['n']}</td>"
-        f"<td>{_num(m.get('accuracy'))}</td><td>{_ci(m.get('accuracy_ci95'))}</td>"
-        f"<td>{m['n_errors']}</td><td>{_num(m.get('latency_p50'))}</td>"
-        f"<td>{_num(m.get('tokens_per_s'))}</td><td>{_num(m.get('energy_wh'))}</td></tr>"
+        f"<tr><td>{html.escape(task)}</td><td>{html.escape(model)}</td><td>{m.n}</td>"
+        f"<td>{_num(m.accuracy)}</td><td>{_ci(m.accuracy_ci95)}</td>"
+        f"<td>{m.n_errors}</td><td>{_num(m.latency_p50)}</td>"
+        f"<td>{_num(m.tokens_per_s)}</td><td>{_num(m.energy_wh)}</td></tr>"
         for (task, model), m in summaries.items()
     )
     return (

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from pytest_llmeval.analyze.record import ItemRecord
 
 
 @dataclass
@@ -33,11 +34,11 @@ class Progress:
     def __post_init__(self) -> None:
         self.started = self.clock()
 
-    def add(self, record: Mapping[str, Any]) -> str | None:
+    def add(self, record: ItemRecord) -> str | None:
         """Count one finished item; return a progress line when one is due, else None."""
-        worker = self.workers.setdefault(str(record.get("worker") or "main"), _Worker())
+        worker = self.workers.setdefault(record.worker or "main", _Worker())
         worker.done += 1
-        worker.tokens += int(record.get("tokens_out") or 0) if not record.get("cached") else 0
+        worker.tokens += int(record.tokens_out or 0) if not record.cached else 0
         now = self.clock()
         worker.recent.append((now, worker.done, worker.tokens))
         # Throughput over the last interval: the current rate, not the run's average.

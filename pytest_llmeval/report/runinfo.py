@@ -8,17 +8,77 @@ from __future__ import annotations
 
 import os
 import platform
+import secrets
 import subprocess
 import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+
+from pytest_llmeval.analyze.record import SCHEMA_CONFIG
 
 DISTRIBUTION = "pytest-llmeval-harness"
 _PACKAGES = ("torch", "transformers", "datasets", "pytest", "pytest-xdist", DISTRIBUTION)
 
 
+@dataclass
+class GitInfo:
+    """The checkout a run came from."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    commit: str
+    dirty: bool
+    """Whether tracked files had uncommitted changes."""
+
+
+@dataclass
+class GpuInfo:
+    """The GPUs NVML sees; `reason` says why there are none."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    count: int
+    names: list[str]
+    driver: str | None
+    reason: str | None
+
+
+@dataclass
+class MachineInfo:
+    """Machine facts in the spirit of pytest-benchmark's `machine_info`, plus GPUs and memory,
+    so that runs on different machines can be told apart."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    node: str
+    system: str
+    release: str
+    machine: str
+    processor: str
+    cpu: str
+    cpu_count: int | None
+    memory_gb: float | None
+    python_implementation: str
+    python_version: str
+    python_compiler: str
+    python_build: list[str]
+    gpus: GpuInfo
+
+
+def new_run_id() -> str:
+    """A run id that sorts by start time: `20261124-101500-1a2b`."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def versions() -> dict[str, str | None]:
+    """Versions of Python and the packages that decide results, from package metadata."""
     found: dict[str, str | None] = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -28,14 +88,14 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def git_commit(directory: Path) -> dict[str, Any] | None:
+def git_commit(directory: Path) -> GitInfo | None:
     """HEAD commit and whether the tree is dirty, or None outside a git checkout."""
     try:
         commit = _git(directory, "rev-parse", "HEAD")
         dirty = bool(_git(directory, "status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         return None
-    return {"commit": commit, "dirty": dirty}
+    return GitInfo(commit=commit, dirty=dirty)
 
 
 def _git(directory: Path, *args: str) -> str:
@@ -45,24 +105,23 @@ def _git(directory: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def machine() -> dict[str, Any]:
-    """Machine facts in the spirit of pytest-benchmark's `machine_info`, plus GPUs and memory,
-    so that runs on different machines can be told apart."""
-    return {
-        "node": platform.node(),
-        "system": platform.system(),
-        "release": platform.release(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "memory_gb": _memory_gb(),
-        "python_implementation": platform.python_implementation(),
-        "python_version": platform.python_version(),
-        "python_compiler": platform.python_compiler(),
-        "python_build": list(platform.python_build()),
-        "gpus": gpus(),
-    }
+def machine() -> MachineInfo:
+    """This machine's facts (see MachineInfo)."""
+    return MachineInfo(
+        node=platform.node(),
+        system=platform.system(),
+        release=platform.release(),
+        machine=platform.machine(),
+        processor=platform.processor(),
+        cpu=_cpu_model(),
+        cpu_count=os.cpu_count(),
+        memory_gb=_memory_gb(),
+        python_implementation=platform.python_implementation(),
+        python_version=platform.python_version(),
+        python_compiler=platform.python_compiler(),
+        python_build=list(platform.python_build()),
+        gpus=gpus(),
+    )
 
 
 def _memory_gb() -> float | None:
@@ -83,16 +142,16 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def gpus() -> dict[str, Any]:
-    """GPU names and driver through NVML; `{"count": 0, "reason": ...}` when there are none."""
+def gpus() -> GpuInfo:
+    """GPU names and driver through NVML; count 0 with the reason when there are none."""
     try:
         import pynvml
     except ImportError:
-        return {"count": 0, "names": [], "driver": None, "reason": "nvidia-ml-py not installed"}
+        return GpuInfo(count=0, names=[], driver=None, reason="nvidia-ml-py not installed")
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        return {"count": 0, "names": [], "driver": None, "reason": f"no NVML ({exc})"}
+        return GpuInfo(count=0, names=[], driver=None, reason=f"no NVML ({exc})")
     try:
         count = pynvml.nvmlDeviceGetCount()
         names = [
@@ -102,7 +161,7 @@ def gpus() -> dict[str, Any]:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
     finally:
         pynvml.nvmlShutdown()
-    return {"count": count, "names": names, "driver": driver, "reason": None}
+    return GpuInfo(count=count, names=names, driver=driver, reason=None)
 
 
 def _text(value: str | bytes) -> str:
@@ -110,4 +169,5 @@ def _text(value: str | bytes) -> str:
 
 
 def argv() -> list[str]:
+    """The command line of this process."""
     return list(sys.argv)

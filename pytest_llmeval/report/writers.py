@@ -1,32 +1,21 @@
 """Report files (controller only): items.jsonl as items finish, report.json at the end, and
 the parquet tables.
 
-`items.jsonl` is appended and flushed per item so that a crash keeps every finished item;
-`report.json` is the envelope: run id, times, argv, versions, git, machine, models, and per
-task x model the metrics with intervals and the gates.
+`items.jsonl` holds one `ItemRecord` per line, appended and flushed per item so that a crash
+keeps every finished item; `report.json` is the `RunReport`. Both follow the JSON schemas in
+`pytest_llmeval/report/schemas/`.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-SCHEMA_VERSION = 1
-# Repeated per record so that workers can tell the controller about the task; kept out of
-# items.jsonl because report.json holds them once per task.
-TASK_CONTEXT_FIELDS = ("task_rows", "task_origin", "task_gates", "split")
-
-
-def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+from pytest_llmeval.analyze.record import ItemRecord, to_json
+from pytest_llmeval.report.envelope import RunReport
 
 
 class ReportWriter:
@@ -39,15 +28,16 @@ class ReportWriter:
         # A fresh file per run: a reused --llmeval-report path must not mix two runs' items.
         self._items: IO[str] = self.items_path.open("w", encoding="utf-8")
 
-    def append_item(self, record: Mapping[str, Any]) -> None:
-        line = {k: v for k, v in record.items() if k not in TASK_CONTEXT_FIELDS}
-        self._items.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+    def append_item(self, record: ItemRecord) -> None:
+        """Append one record to items.jsonl and flush it to the OS."""
+        self._items.write(json.dumps(to_json(record), ensure_ascii=False) + "\n")
         self._items.flush()
 
-    def write_report(self, envelope: Mapping[str, Any]) -> None:
+    def write_report(self, report: RunReport) -> None:
+        """Close items.jsonl and write report.json atomically (a reader never sees half)."""
         self._items.close()
         scratch = self.report_path.with_suffix(".json.tmp")
-        scratch.write_text(json.dumps(envelope, indent=2, ensure_ascii=False, default=str))
+        scratch.write_text(json.dumps(asdict(report), indent=2, ensure_ascii=False))
         scratch.replace(self.report_path)
 
 
@@ -60,31 +50,29 @@ AGREEMENT_COLUMNS = [
 ]  # fmt: skip
 
 
-def write_agreement_table(records: Sequence[Mapping[str, Any]], path: Path) -> bool:
+def write_agreement_table(records: Sequence[ItemRecord], path: Path) -> bool:
     """Write the per-item agreement table (parquet) when the run compared backends, so that
     `df[~df.binary_match]` shows the disagreements. Returns whether a table was written."""
-    compared = [r for r in records if r.get("reference_model")]
+    compared = [r for r in records if r.comparison is not None]
     if not compared:
         return False
     import pandas as pd  # controller only, at the end of a comparison run
 
-    rows = [
-        {
-            **{column: record.get(column) for column in AGREEMENT_COLUMNS},
-            "ground_truth": record.get("target"),
-            "primary_score": record.get("score"),
-        }
-        for record in compared
-    ]
+    rows = []
+    for record in compared:
+        fields = {**to_json(record), **asdict(record.comparison)}  # type: ignore[arg-type]
+        fields.update(ground_truth=record.target, primary_score=record.score)
+        rows.append({column: fields.get(column) for column in AGREEMENT_COLUMNS})
     pd.DataFrame(rows, columns=AGREEMENT_COLUMNS).to_parquet(path, index=False)
     return True
 
 
-def write_items_parquet(records: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """All item records as a parquet table for pandas (one row per item and model)."""
+def write_items_parquet(records: Sequence[ItemRecord], path: Path) -> None:
+    """All item records as a parquet table for pandas (one row per item and model); the
+    comparison fields of agreement runs become `comparison.<field>` columns."""
     import pandas as pd  # controller only, at the end of the run
 
-    frame = pd.DataFrame([dict(record) for record in records])
+    frame = pd.DataFrame([_flat(record) for record in records])
     for column in frame.columns:
         if frame[column].dtype == object:
             kinds = {type(v) for v in frame[column] if v is not None}
@@ -96,3 +84,11 @@ def write_items_parquet(records: Sequence[Mapping[str, Any]], path: Path) -> Non
                     for v in frame[column]
                 ]
     frame.to_parquet(path, index=False)
+
+
+def _flat(record: ItemRecord) -> dict[str, Any]:
+    row = to_json(record)
+    comparison = row.pop("comparison")
+    if comparison is not None:
+        row.update({f"comparison.{key}": value for key, value in comparison.items()})
+    return row

@@ -13,27 +13,33 @@ from typing import Any
 import pytest
 
 from pytest_llmeval.analyze.gates import GateError, parse_gate
+from pytest_llmeval.analyze.record import TaskInfo
 from pytest_llmeval.declare.data import DataUnavailable, LoadedRows, RowError, load_rows
+from pytest_llmeval.declare.ids import item_id, node_name
 from pytest_llmeval.declare.models import ModelSpec, UnknownModel, resolve_model
 from pytest_llmeval.declare.sampling import sample_indices
 from pytest_llmeval.declare.settings import Settings
-from pytest_llmeval.declare.task import Task, TaskError
-from pytest_llmeval.run.engine import Engine
-from pytest_llmeval.run.items import EvalItem, TaskProblemItem, Upcoming
+from pytest_llmeval.declare.task import ScoreFn, Task, TaskError
+from pytest_llmeval.run.items import EvalItem, TaskProblemItem
 
 
 def items_for_task(
     collector: pytest.Collector,
     task: Task,
     settings: Settings,
-    engine: Callable[[], tuple[Engine, Upcoming]],
+    resolve_scorer: Callable[[Task], ScoreFn],
 ) -> list[pytest.Item]:
-    """All items of `task` for every selected model (or one problem item)."""
+    """All items of `task` for every selected model (or one problem item).
+
+    `resolve_scorer` turns the task's scorer (a function or a registered name) into a
+    function; it raises TaskError for an unknown name.
+    """
     try:
         if task.problem:
             raise TaskError(task.problem)
         for gate in task.gates:
             parse_gate(gate, "task", task.name)
+        scorer = resolve_scorer(task)
         loaded = load_rows(task.data, settings.data_dir)
         _check_fields(task, loaded)
     except DataUnavailable as exc:
@@ -49,29 +55,29 @@ def items_for_task(
         return [_problem(collector, task, f"task {task.name}: reference: {exc}", skip=False)]
     labels = _labels(task, loaded.rows)
     chosen = sample_indices(len(loaded.rows), settings.limit, settings.seed, labels)
-    context = {
-        "split": loaded.split,
-        "task_rows": len(loaded.rows),
-        "task_origin": loaded.origin,
-        "task_gates": list(task.gates),
-    }
+    info = TaskInfo(
+        name=task.name,
+        origin=loaded.origin,
+        split=loaded.split,
+        rows=len(loaded.rows),
+        gates=list(task.gates),
+    )
     several = len(settings.models) > 1
     items: list[pytest.Item] = []
     for spec in settings.models:
         for index in chosen:
-            item_id = f"{task.name}/{loaded.split}/{index:04d}"
-            name = f"{item_id}[{spec.name}]" if several else item_id
+            identity = item_id(task.name, loaded.split, index)
             items.append(
                 EvalItem.from_parent(
                     collector,
-                    name=name,
+                    name=node_name(identity, spec.name if several else None),
                     task=task,
+                    task_info=info,
+                    scorer=scorer,
                     spec=spec,
                     row_index=index,
                     row=loaded.rows[index],
-                    item_id=item_id,
-                    context=context,
-                    engine=engine,
+                    item_id=identity,
                     reference=reference,
                 )
             )

@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pytest_llmeval.analyze.hardware import ModelLoad
 from pytest_llmeval.backends import (
     Backend,
     BatchPartiallyFailed,
@@ -184,32 +185,27 @@ class Engine:
             self.meter = EnergyMeter.detect()
         return self.meter
 
-    def load_records(self) -> list[dict[str, Any]]:
+    def load_records(self) -> list[ModelLoad]:
         """Per model: this worker's backend facts, model loads and load time (or the error)."""
         energy = None if self.meter is None else self.meter.describe()
-        records = [
-            {
-                "worker": self.worker,
-                "model": name,
-                "error": None,
-                **backend.info(),
-                "energy": energy,
-            }
+        loads = [
+            ModelLoad.from_info(self.worker, name, backend.info(), energy)
             for name, backend in self.backends.items()
         ]
-        records += [
-            {
-                "worker": self.worker,
-                "model": name,
-                "error": str(exc),
-                "model_loads": 0,
-                "load_time_s": round(seconds, 3),
-            }
+        loads += [
+            ModelLoad(
+                worker=self.worker,
+                model=name,
+                error=str(exc),
+                model_loads=0,
+                load_time_s=round(seconds, 3),
+            )
             for name, (exc, seconds) in self.failed.items()
         ]
-        return records
+        return loads
 
     def close(self) -> None:
+        """Release every backend, the cache and the meter."""
         for backend in self.backends.values():
             backend.close()
         if self.cache is not None:

@@ -2,37 +2,28 @@
 
 An item does its model work in `setup`, so a backend or data problem is a pytest *error*, and
 only the verdict in `runtest`, so a wrong answer is a *failure* with a one-line message (no
-traceback) that `--lf` reruns. Each item leaves one plain-JSON record, attached to its test
-reports as `report.llmeval_record` (extra report attributes cross the xdist channel), which
-feeds the controller's aggregation and reports; a few flat values also go into
+traceback) that `--lf` reruns. Each item leaves one `ItemRecord`; the plugin sends it to the
+controller once, with the item's teardown report, and a few flat values go into
 `user_properties`, where JUnit XML shows them.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
-from pytest_llmeval.backends import GenerationRequest
+from pytest_llmeval.analyze.record import Comparison, ItemRecord, TaskInfo
+from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.declare.data import RowError
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import Task, TaskError
-from pytest_llmeval.run.engine import Engine
+from pytest_llmeval.declare.task import ScoreFn, Task, TaskError
+from pytest_llmeval.report.junit import junit_properties
+from pytest_llmeval.run import records
+from pytest_llmeval.run.worker import Worker, worker_of
 from pytest_llmeval.score.agreement import compare_item
 from pytest_llmeval.score.scorers import Score
-
-RECORD_ATTRIBUTE = "llmeval_record"
-# Record fields shown as JUnit properties (prefixed "llmeval.").
-JUNIT_FIELDS = (
-    "score", "extracted", "target", "method", "outcome", "latency_s", "tokens_in",
-    "tokens_out", "energy_j", "cached", "reference_model", "binary_match",
-)  # fmt: skip
-# `path::<task>/<split>/<row>[<model>]`: the model suffix exists when several models run.
-_EVAL_ITEM = re.compile(r"::[\w.\-]+/[^/\[\]]+/\d+(?:\[(?P<model>.+)\])?$")
-Upcoming = Callable[[pytest.Item], Iterable[Any]]
 
 
 class ItemMiss(Exception):
@@ -50,31 +41,33 @@ class EvalItem(pytest.Item):
         self,
         *,
         task: Task,
+        task_info: TaskInfo,
+        scorer: ScoreFn,
         spec: ModelSpec,
         row_index: int,
         row: Mapping[str, Any] | RowError,
         item_id: str,
-        context: Mapping[str, Any],
-        engine: Callable[[], tuple[Engine, Upcoming]],
         reference: ModelSpec | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.task = task
+        self.task_info = task_info
+        self.scorer = scorer
         self.spec = spec
         self.reference = reference
         self.row_index = row_index
         self.row = row
         self.item_id = item_id
-        self.context = context
-        self._engine = engine
-        self.record: dict[str, Any] = {}
+        self.record: ItemRecord | None = None
 
     @property
     def model_spec(self) -> ModelSpec:
+        """The model this item runs on (the engine batches items by it)."""
         return self.spec
 
     def batch_key(self) -> Hashable:
+        """Items with equal keys may share a generation batch."""
         return (self.spec.name, self.task.name, self.task.generation)
 
     def request(self) -> GenerationRequest:
@@ -87,135 +80,98 @@ class EvalItem(pytest.Item):
             raise ItemError(f"task {self.task.name}: {exc}") from None
         return GenerationRequest(messages, self.task.generation)
 
+    def facts(self) -> records.ItemFacts:
+        """What this item is, for its record."""
+        label = None
+        if self.task.label_field and isinstance(self.row, Mapping):
+            label = self.row.get(self.task.label_field)
+        split = self.task_info.split or ""
+        return records.ItemFacts(
+            self.item_id, self.nodeid, self.task.name, self.spec.name, split, self.row_index, label
+        )
+
     def setup(self) -> None:
-        self.record = self._base_record()
+        """Generate (batched with the upcoming items), score, and keep the record."""
+        worker = worker_of(self.config)
+        target: str | None = None
         try:
-            self._evaluate()
+            if isinstance(self.row, RowError):
+                raise ItemError(f"data error: {self.row.message}")
+            target = self.task.target_for(self.row)
+            self.record = self._evaluate(worker, self.row, target)
         except Exception as exc:
             message = _error_message(exc)
-            self.record.update(outcome="error", error=message)
+            self.record = records.errored(
+                self.facts(), worker=worker.name, target=target, error=message
+            )
             raise ItemError(message) from exc
         finally:
-            self.user_properties.extend(
-                (f"llmeval.{name}", self.record[name])
-                for name in JUNIT_FIELDS
-                if self.record.get(name) is not None
-            )
+            if self.record is not None:
+                self.user_properties.extend(junit_properties(self.record))
 
-    def _evaluate(self) -> None:
-        if isinstance(self.row, RowError):
-            raise ItemError(f"data error: {self.row.message}")
-        target = self.task.target_for(self.row)
-        self.record["target"] = target
-        engine, upcoming = self._engine()
-        self.record["worker"] = engine.worker
-        generation = engine.result_for(self, upcoming(self))
-        score = _checked(self.task.scorer(generation.text, target, self.row), self.task.name)
+    def _evaluate(self, worker: Worker, row: Mapping[str, Any], target: str) -> ItemRecord:
+        generation = worker.engine.result_for(self, worker.upcoming(self))
+        score = _checked(self.scorer(generation.text, target, row), self.task.name)
         passed = score.value >= self.task.pass_threshold
+        comparison = None
         if self.reference is not None:
-            passed = self._compare(engine, upcoming, generation.text, score, target)
-        self.record.update(
-            prompt=generation.prompt,
-            response=generation.text,
-            reasoning=score.reasoning,
-            extracted=score.extracted,
-            method=score.method,
-            span=score.span,
-            score=score.value,
-            outcome="pass" if passed else "fail",
-            latency_s=generation.latency_s,
-            latency_method=generation.latency_method,
-            tokens_in=generation.tokens_in,
-            tokens_out=generation.tokens_out,
-            finish_reason=generation.finish_reason,
-            batch_id=generation.batch_id,
-            batch_size=generation.batch_size,
-            batch_wall_s=generation.batch_wall_s,
-            cached=generation.cached,
-            energy_j=generation.energy_j,
-            cpu_energy_j=generation.cpu_energy_j,
-            energy_reason=generation.energy_reason,
-            energy_method=generation.energy_method,
-            batch_energy_j=generation.batch_energy_j,
-            batch_avg_w=generation.batch_avg_w,
-            batch_peak_w=generation.batch_peak_w,
+            comparison = self._compare(worker, row, generation, score, target)
+            passed = comparison.binary_match
+        return records.evaluated(
+            self.facts(),
+            worker=worker.name,
+            target=target,
+            generation=generation,
+            score=score,
+            passed=passed,
+            comparison=comparison,
         )
 
     def _compare(
         self,
-        engine: Engine,
-        upcoming: Upcoming,
-        primary_text: str,
+        worker: Worker,
+        row: Mapping[str, Any],
+        primary_generation: GenerationResult,
         primary: Score,
         target: str,
-    ) -> bool:
+    ) -> Comparison:
         """Generate on the reference backend too; the item passes when the labels agree."""
-        shadow = ReferenceRequest(self)
+        assert self.reference is not None
         others = (
-            ReferenceRequest(item)
-            for item in upcoming(self)
-            if isinstance(item, EvalItem) and item.reference is not None
+            ReferenceRequest(item) for item in worker.upcoming(self) if item.reference is not None
         )
-        generation = engine.result_for(shadow, others)
-        assert self.reference is not None and isinstance(self.row, Mapping)
-        score = _checked(self.task.scorer(generation.text, target, self.row), self.task.name)
-        comparison = compare_item(
-            primary_text, generation.text, primary.extracted, score.extracted, self.task.binary_of
+        generation = worker.engine.result_for(ReferenceRequest(self), others)
+        score = _checked(self.scorer(generation.text, target, row), self.task.name)
+        labels = compare_item(
+            primary_generation.text,
+            generation.text,
+            primary.extracted,
+            score.extracted,
+            self.task.binary_of,
         )
-        self.record.update(
-            reference_model=self.reference.name,
-            reference_raw_response=generation.text,
-            reference_extracted=score.extracted,
-            reference_score=score.value,
-            reference_latency_s=generation.latency_s,
-            reference_tokens_in=generation.tokens_in,
-            reference_tokens_out=generation.tokens_out,
-            reference_cached=generation.cached,
-            text=_input_text(self.request().messages),
-            **comparison,
-        )
-        return bool(comparison["binary_match"])
+        text = _input_text(self.request().messages)
+        return records.compared(self.reference.name, generation, score, text, labels)
 
     def runtest(self) -> None:
-        if self.record.get("outcome") == "fail":
-            if self.reference is not None:
-                raise ItemMiss(disagreement_message(self.record))
-            raise ItemMiss(miss_message(self.record))
+        """Fail with a one-line message when the answer was wrong (or the labels differ)."""
+        record = self.record
+        if record is not None and record.outcome == "fail":
+            if record.comparison is not None:
+                raise ItemMiss(disagreement_message(record))
+            raise ItemMiss(miss_message(record))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        # A miss is its one-line message. Returning it here, rather than replacing the
-        # report's longrepr afterwards, skips building a traceback (source parsing included)
-        # for every wrong answer: that cost ~0.17 s per miss.
+        """A miss or a known error is its one-line message."""
+        # Returning it here, rather than replacing the report's longrepr afterwards, skips
+        # building a traceback (source parsing included) for every wrong answer: that cost
+        # ~0.17 s per miss.
         if isinstance(excinfo.value, ItemMiss | ItemError):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
+        """Where pytest says the item lives: its module, no line, its item id."""
         return self.path, None, self.item_id
-
-    def _base_record(self) -> dict[str, Any]:
-        label = None
-        if self.task.label_field and isinstance(self.row, Mapping):
-            label = self.row.get(self.task.label_field)
-        return {
-            "id": self.item_id,
-            "nodeid": self.nodeid,
-            "task": self.task.name,
-            "model": self.spec.name,
-            "row_index": self.row_index,
-            "label": label,
-            "target": None,
-            "prompt": None,
-            "response": None,
-            "extracted": None,
-            "score": None,
-            "outcome": "error",
-            "error": None,
-            "latency_s": None,
-            "tokens_in": None,
-            "tokens_out": None,
-            **self.context,
-        }
 
 
 class ReferenceRequest:
@@ -228,32 +184,21 @@ class ReferenceRequest:
 
     @property
     def nodeid(self) -> str:
+        """The engine's key for this request (not a pytest node)."""
         return f"{self.item.nodeid}@reference"
 
     @property
     def model_spec(self) -> ModelSpec:
+        """The reference model."""
         return self.spec
 
     def batch_key(self) -> Hashable:
+        """Reference requests batch with each other, never with primary ones."""
         return (self.spec.name, self.item.task.name, self.item.task.generation)
 
     def request(self) -> GenerationRequest:
+        """The same request as the item's."""
         return self.item.request()
-
-
-def _input_text(messages: list[dict[str, str]]) -> str:
-    """The item's own input: the content of the last user message."""
-    users = [m.get("content", "") for m in messages if m.get("role") == "user"]
-    return users[-1] if users else ""
-
-
-def disagreement_message(record: Mapping[str, Any]) -> str:
-    """`labels differ: primary toxic, reference non-toxic (similarity 0.42)`."""
-    return (
-        f"labels differ: {record.get('model')} {record.get('primary_label')}, "
-        f"{record.get('reference_model')} {record.get('reference_label')} "
-        f"(response similarity {record.get('response_similarity', 0):.2f})"
-    )
 
 
 class TaskProblemItem(pytest.Item):
@@ -265,35 +210,48 @@ class TaskProblemItem(pytest.Item):
         self.skip = skip
 
     def setup(self) -> None:
+        """Skip with the reason, or error with the problem."""
         if self.skip:
             pytest.skip(self.problem)
         raise ItemError(self.problem)
 
-    def runtest(self) -> None:  # never reached: setup always skips or raises
+    def runtest(self) -> None:
+        """Never reached: setup always skips or raises."""
         raise AssertionError("unreachable")
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
+        """Its module, no line, the task's name."""
         return self.path, None, self.name
 
 
-def is_eval_item(nodeid: str) -> bool:
-    """Whether a node id names an eval item (works where only ids are known: xdist controller)."""
-    return _EVAL_ITEM.search(nodeid) is not None
+def eval_items(items: Iterator[pytest.Item]) -> Iterator[EvalItem]:
+    """The eval items among `items`."""
+    return (item for item in items if isinstance(item, EvalItem))
 
 
-def model_of(nodeid: str) -> str | None:
-    """The `[model]` suffix of an eval item id (None with a single model)."""
-    match = _EVAL_ITEM.search(nodeid)
-    return match["model"] if match else None
+def _input_text(messages: list[dict[str, str]]) -> str:
+    """The item's own input: the content of the last user message."""
+    users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+    return users[-1] if users else ""
 
 
-def miss_message(record: Mapping[str, Any]) -> str:
+def disagreement_message(record: ItemRecord) -> str:
+    """`labels differ: primary toxic, reference non-toxic (similarity 0.42)`."""
+    comparison = record.comparison
+    assert comparison is not None
+    return (
+        f"labels differ: {record.model} {comparison.primary_label}, "
+        f"{comparison.reference_model} {comparison.reference_label} "
+        f"(response similarity {comparison.response_similarity:.2f})"
+    )
+
+
+def miss_message(record: ItemRecord) -> str:
     """`expected 18, got 32 (flexible: "... = 32")`."""
-    got = record.get("extracted")
-    got_text = "nothing" if got is None else str(got)
-    span = record.get("span") or str(record.get("response") or "")[-60:]
+    got = "nothing" if record.extracted is None else str(record.extracted)
+    span = record.span or str(record.response or "")[-60:]
     span = " ".join(span.split())
-    return f'expected {record.get("target")}, got {got_text} ({record.get("method")}: "{span}")'
+    return f'expected {record.target}, got {got} ({record.method}: "{span}")'
 
 
 def _checked(score: Score, task: str) -> Score:

@@ -15,7 +15,7 @@ from typing import Any
 from xdist.scheduler import LoadScheduling
 from xdist.workermanage import WorkerController
 
-from pytest_llmeval.run.items import is_eval_item, model_of
+from pytest_llmeval.declare.ids import is_eval_item, model_of
 
 
 def assign_shares(nodeids: Sequence[str], workers: int) -> list[list[int]]:

@@ -1,13 +1,14 @@
-"""Hooks that exist only when pytest-xdist is active: GPU pinning and up-front scheduling.
+"""xdist hooks of an eval run: GPU pinning before workers start, up-front scheduling.
 
-Registered by the main plugin when xdist is installed, so that its hook names are known.
+Registered by the plugin only when pytest-xdist is installed and the session shows at
+configure time that it is an eval run (an llmeval option or ini key): both decisions come
+before any test is collected, and an unrelated suite run with `-n` keeps xdist's own
+behaviour. An explicit `--dist` always wins over the up-front scheduler.
 """
 
 from __future__ import annotations
 
-import itertools
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import execnet
@@ -16,14 +17,13 @@ import pytest
 from pytest_llmeval.run.gpus import VARIABLE, GpuPinningWarning, assign_gpus, visible_gpus
 from pytest_llmeval.run.scheduling import EvalScheduling
 
-# How far ahead a worker looks into its queue for items to batch with the current one.
-LOOKAHEAD = 1024
-
 
 class XdistHooks:
+    """Pinning and scheduling for one session; `scheduler` is the one it made, if any."""
+
     def __init__(self, pin_gpus: bool) -> None:
         self.pin_gpus = pin_gpus
-        self.assigned: dict[str, str | None] = {}
+        self.scheduler: EvalScheduling | None = None
 
     def pytest_xdist_setupnodes(self, config: pytest.Config, specs: list[execnet.XSpec]) -> None:
         """Give each worker spec its GPU before the workers start (nothing without GPUs)."""
@@ -51,25 +51,19 @@ class XdistHooks:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-        if config.getvalue("dist") == "load":  # the default for -n; an explicit --dist wins
-            return EvalScheduling(config, log)
-        return None
+        """Up-front shares when `-n` runs with xdist's default distribution, else xdist's own."""
+        if not dist_left_to_default(config):
+            return None
+        self.scheduler = EvalScheduling(config, log)
+        return self.scheduler
 
 
-def worker_upcoming(config: pytest.Config, session: pytest.Session) -> Iterator[pytest.Item]:
-    """Items queued for this xdist worker after the running one, read from its queue."""
-    interactor = next(
-        (p for p in config.pluginmanager.get_plugins() if type(p).__name__ == "WorkerInteractor"),
-        None,
-    )
-    queue = getattr(interactor, "torun", None)
-    if interactor is None or queue is None:
-        return
-    indices: list[int] = []
-    following = getattr(interactor, "nextitem_index", None)
-    if isinstance(following, int):
-        indices.append(following)
-    with queue.lock() as pending:
-        indices.extend(i for i in itertools.islice(pending, LOOKAHEAD) if isinstance(i, int))
-    for index in indices:
-        yield session.items[index]
+def dist_left_to_default(config: pytest.Config) -> bool:
+    """Whether `--dist` was left unset (xdist then uses `load` for `-n`).
+
+    xdist rewrites `config.option.dist` from "no" to "load" for `-n`, so an explicit
+    `--dist load` is told apart by the arguments as parsed before that (command line,
+    PYTEST_ADDOPTS and the addopts ini key).
+    """
+    raw = getattr(config.known_args_namespace, "dist", "no")
+    return raw == "no" and config.getvalue("dist") == "load"

@@ -63,3 +63,10 @@ def label(labels: Sequence[str]) -> Callable[[str, str, Mapping[str, Any]], Scor
 
     score_label.__name__ = f"label({', '.join(choices)})"
     return score_label
+
+
+BUILTIN_SCORERS: dict[str, Callable[[str, str, Mapping[str, Any]], Score]] = {
+    "numeric": numeric,
+    "exact": exact,
+}
+"""Scorers a task can name as a string (`Task(scorer="numeric")`)."""

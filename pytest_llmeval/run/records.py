@@ -1,0 +1,170 @@
+"""Building item records: every `ItemRecord` of a run is made by one of these functions.
+
+An evaluated item, an item that errored, an item whose worker crashed (built on the controller
+from its node id alone) and a hand-written test's generation. The type itself is
+`pytest_llmeval.analyze.record.ItemRecord`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_llmeval.analyze.record import Comparison, ItemRecord, Label, Outcome
+from pytest_llmeval.backends import GenerationResult
+from pytest_llmeval.declare.ids import parse_nodeid
+from pytest_llmeval.score.scorers import Score
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """What an item is, known before it runs."""
+
+    id: str
+    nodeid: str
+    task: str
+    model: str
+    split: str
+    row_index: int
+    label: Any = None
+
+
+def evaluated(
+    facts: ItemFacts,
+    *,
+    worker: str,
+    target: str,
+    generation: GenerationResult,
+    score: Score,
+    passed: bool,
+    comparison: Comparison | None = None,
+) -> ItemRecord:
+    """The record of an item that was generated and scored."""
+    return ItemRecord(
+        **_identity(facts),
+        source="task",
+        outcome="pass" if passed else "fail",
+        worker=worker,
+        target=target,
+        reasoning=score.reasoning,
+        extracted=score.extracted,
+        method=score.method,
+        span=score.span,
+        score=float(score.value),
+        comparison=comparison,
+        **_generation(generation),
+    )
+
+
+def errored(facts: ItemFacts, *, worker: str | None, target: str | None, error: str) -> ItemRecord:
+    """The record of an item that could not be evaluated (`error` is the one-line message)."""
+    return ItemRecord(
+        **_identity(facts),
+        source="task",
+        outcome="error",
+        error=error,
+        worker=worker,
+        target=target,
+    )
+
+
+def crashed(nodeid: str, message: str, default_model: str) -> ItemRecord:
+    """The record of an item whose worker died while running it, from its node id alone."""
+    parsed = parse_nodeid(nodeid)
+    name = nodeid.split("::")[-1]
+    return ItemRecord(
+        id=parsed.item_id if parsed else name,
+        nodeid=nodeid,
+        task=parsed.task if parsed else name.split("/")[0],
+        model=(parsed.model if parsed else None) or default_model,
+        split=parsed.split if parsed else "",
+        row_index=parsed.row if parsed else 0,
+        source="task",
+        outcome="error",
+        error=f"worker crashed while running this item: {message}",
+    )
+
+
+def compared(
+    reference_model: str,
+    generation: GenerationResult,
+    score: Score,
+    text: str,
+    labels: Mapping[str, Any],
+) -> Comparison:
+    """The comparison part of an agreement run's record: the reference backend's result and
+    the per-item comparison fields (`pytest_llmeval.score.agreement.compare_item`)."""
+    return Comparison(
+        reference_model=reference_model,
+        reference_raw_response=generation.text,
+        reference_extracted=score.extracted,
+        reference_score=float(score.value),
+        reference_latency_s=generation.latency_s,
+        reference_tokens_in=generation.tokens_in,
+        reference_tokens_out=generation.tokens_out,
+        reference_cached=generation.cached,
+        text=text,
+        **labels,
+    )
+
+
+def from_test(
+    facts: ItemFacts, *, worker: str, outcome: Outcome, generation: GenerationResult
+) -> ItemRecord:
+    """A generation made by a hand-written test; its outcome and score are the test's."""
+    return ItemRecord(
+        **_identity(facts),
+        source="test",
+        outcome=outcome,
+        worker=worker,
+        score={"pass": 1.0, "fail": 0.0}.get(outcome),
+        **_generation(generation),
+    )
+
+
+def _identity(facts: ItemFacts) -> dict[str, Any]:
+    return {
+        "id": facts.id,
+        "nodeid": facts.nodeid,
+        "task": facts.task,
+        "model": facts.model,
+        "split": facts.split,
+        "row_index": facts.row_index,
+        "label": _json_label(facts.label),
+    }
+
+
+def _json_label(value: Any) -> Label:
+    """A row's label as a JSON scalar (numpy scalars from parquet/csv rows become Python)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    item = getattr(value, "item", None)  # numpy scalar
+    if callable(item):
+        converted = item()
+        if isinstance(converted, str | bool | int | float):
+            return converted
+    return str(value)
+
+
+def _generation(generation: GenerationResult) -> dict[str, Any]:
+    return {
+        "prompt": generation.prompt,
+        "response": generation.text,
+        "latency_s": generation.latency_s,
+        "latency_method": generation.latency_method,
+        "tokens_in": generation.tokens_in,
+        "tokens_out": generation.tokens_out,
+        "finish_reason": generation.finish_reason,
+        "batch_id": generation.batch_id,
+        "batch_size": generation.batch_size,
+        "batch_wall_s": generation.batch_wall_s,
+        "cached": generation.cached,
+        "energy_j": generation.energy_j,
+        "cpu_energy_j": generation.cpu_energy_j,
+        "energy_reason": generation.energy_reason,
+        "energy_method": generation.energy_method,
+        "batch_energy_j": generation.batch_energy_j,
+        "batch_avg_w": generation.batch_avg_w,
+        "batch_peak_w": generation.batch_peak_w,
+    }
