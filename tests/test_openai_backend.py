@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 from fault_server import Fault, FaultServer, down_url
 
-from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.backends import (
+    BackendError,
+    GenerationRequest,
+    GenerationResult,
+    create_backend,
+)
 from pytest_llmeval.backends.openai_backend import (
     BatchPartiallyFailed,
     OpenAIBackend,
@@ -31,9 +36,16 @@ def server() -> Iterator[FaultServer]:
         yield running
 
 
+def make(spec: ModelSpec, **overrides: Any) -> OpenAIBackend:
+    """The backend as the plugin creates it: options parsed, command-line overrides applied."""
+    made = create_backend(spec, overrides)
+    assert isinstance(made, OpenAIBackend)
+    return made
+
+
 def backend(url: str, model_id: str = "test-model", **options: Any) -> OpenAIBackend:
     spec = ModelSpec("served", "openai", f"{model_id}@{url}", options={**FAST, **options})
-    return OpenAIBackend(spec, device="cpu", dtype="auto")  # engine-wide options are ignored
+    return make(spec, device="cpu", dtype="auto")  # engine-wide options are ignored
 
 
 def request(content: str, **settings: Any) -> GenerationRequest:
@@ -52,7 +64,7 @@ def failure(run: OpenAIBackend, *requests: GenerationRequest) -> BatchPartiallyF
 
 def test_model_id_splits_at_last_at_sign_and_options_apply() -> None:
     spec = resolve_model("openai:gpt-4o@http://127.0.0.1:8000/v1")
-    plain = OpenAIBackend(spec)
+    plain = make(spec)
     assert (plain.model, plain.base_url, plain.url) == (
         "gpt-4o",
         "http://127.0.0.1:8000/v1",
@@ -73,7 +85,7 @@ def test_model_id_splits_at_last_at_sign_and_options_apply() -> None:
     assert tuned.default_batch_size == 3
 
     spec = ModelSpec("x", "openai", "llama", options={"base_url": "http://h:1/v1"})
-    assert OpenAIBackend(spec).url == "http://h:1/v1/chat/completions"
+    assert make(spec).url == "http://h:1/v1/chat/completions"
 
 
 @pytest.mark.parametrize(
@@ -99,7 +111,7 @@ def test_bad_configuration_names_the_option(
     model_id: str, options: dict[str, Any], named: str
 ) -> None:
     with pytest.raises(BackendError, match="openai backend") as caught:
-        OpenAIBackend(ModelSpec("served", "openai", model_id, options=options))
+        make(ModelSpec("served", "openai", model_id, options=options))
     assert named in str(caught.value)
 
 

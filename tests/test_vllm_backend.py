@@ -8,8 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_llmeval.backends import BackendError, create_backend
+from pytest_llmeval.backends.options import parse_options
 from pytest_llmeval.backends.vllm_backend import (
     INSTALL_HINT,
+    VLLMOptions,
     engine_kwargs,
     request_latency,
     sampling_kwargs,
@@ -43,16 +45,18 @@ def test_engine_kwargs_pass_through_alias_options() -> None:
         backend="vllm",
         model_id="Qwen/Qwen2.5-7B-Instruct",
         revision="abc",
-        options={"gpu_memory_utilization": 0.8, "max_model_len": 4096, "unrelated": 1},
+        options={"gpu_memory_utilization": 0.8, "max_model_len": 4096},
     )
-    assert engine_kwargs(spec, "/models/q", "bfloat16") == {
+    bfloat16 = parse_options(VLLMOptions, spec, {"dtype": "bfloat16"})
+    assert engine_kwargs(spec, "/models/q", bfloat16) == {
         "model": "/models/q",
         "dtype": "bfloat16",
         "revision": "abc",
         "gpu_memory_utilization": 0.8,
         "max_model_len": 4096,
     }
-    assert engine_kwargs(spec, "/m", None)["dtype"] == "auto"
+    no_dtype = parse_options(VLLMOptions, spec, {"dtype": None})
+    assert engine_kwargs(spec, "/m", no_dtype)["dtype"] == "auto"
 
 
 def test_request_latency_from_metrics_or_fallback() -> None:

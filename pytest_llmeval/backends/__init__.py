@@ -70,10 +70,13 @@ class GenerationResult:
     batch_peak_w: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain JSON of every field, as stored in the cache and in items.jsonl."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, stored: Mapping[str, Any], *, cached: bool) -> GenerationResult:
+        """A result read back from `as_dict` output; unknown keys (from other versions) are
+        dropped and `cached` says whether it came from the cache."""
         known = {name: stored[name] for name in cls.__dataclass_fields__ if name in stored}
         return cls(**{**known, "cached": cached})
 
@@ -134,11 +137,22 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
 
 
 def registered_backends() -> list[str]:
+    """The built-in backend names, sorted (what `--model <backend>:...` accepts)."""
     return sorted(_REGISTRY)
 
 
-def create_backend(spec: ModelSpec, options: Mapping[str, Any]) -> Backend:
-    """Instantiate the registered backend for `spec` (loading its model)."""
+def create_backend(spec: ModelSpec, overrides: Mapping[str, Any]) -> Backend:
+    """Instantiate the registered backend for `spec`; called once per model and process.
+
+    The backend class's `options_type` (a frozen dataclass) is filled from `spec.options` (the
+    alias's extra keys) and then from `overrides`, the command-line settings (`device`, `dtype`;
+    None when not given), which win over the alias and are ignored where the backend has no such
+    option. Raises `BackendError` for an unknown backend, an unknown option or a value of the
+    wrong type, and `BackendUnavailable` (with the install hint) for a missing package.
+    """
+    # Imported here: options.py imports BackendError from this module.
+    from pytest_llmeval.backends.options import parse_options
+
     if spec.backend not in _REGISTRY:
         raise BackendError(
             f"unknown backend {spec.backend!r} for model {spec.name!r}; "
@@ -151,5 +165,7 @@ def create_backend(spec: ModelSpec, options: Mapping[str, Any]) -> Backend:
         raise BackendUnavailable(
             f"backend {spec.backend!r} needs a missing package ({exc.name}): {hint}"
         ) from None
-    backend: Backend = getattr(module, class_name)(spec, **options)
+    backend_class = getattr(module, class_name)
+    options = parse_options(backend_class.options_type, spec, overrides)
+    backend: Backend = backend_class(spec, options)
     return backend

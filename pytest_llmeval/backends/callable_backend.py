@@ -13,6 +13,7 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
@@ -23,11 +24,20 @@ Responder = Callable[[list[Message], Generation], str]
 LATENCY_METHOD = "per-call: wall time of the function call for this item"
 
 
+@dataclass(frozen=True)
+class CallableOptions:
+    """The callable backend takes no per-model options: the function owns its configuration,
+    so any alias key is reported as unknown rather than silently ignored."""
+
+
 class CallableBackend:
     """Calls `module:function` once per request, in order."""
 
-    def __init__(self, spec: ModelSpec, **_: Any) -> None:
+    options_type = CallableOptions
+
+    def __init__(self, spec: ModelSpec, options: CallableOptions) -> None:
         self.spec = spec
+        self.options = options
         self.default_batch_size = 8
         started = time.perf_counter()
         self.function = _import_function(spec.model_id)
@@ -35,6 +45,7 @@ class CallableBackend:
         self.calls = 0
 
     def identity(self) -> Mapping[str, Any]:
+        """The target and a hash of the function's source (part of the cache key)."""
         # The function's source is part of the identity: editing the pipeline invalidates
         # its cached outputs.
         try:
@@ -48,9 +59,11 @@ class CallableBackend:
         }
 
     def render(self, messages: list[Message]) -> str:
+        """The messages as `[role] content` lines (the function receives them unrendered)."""
         return "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in messages)
 
     def info(self) -> Mapping[str, Any]:
+        """The identity plus import time and the token count method, for the report."""
         return {
             **self.identity(),
             "model_loads": int(self.calls > 0),
@@ -61,6 +74,7 @@ class CallableBackend:
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str
     ) -> list[GenerationResult]:
+        """Call the function once per request, in order; results in request order."""
         timed: list[tuple[GenerationRequest, str, float]] = []
         batch_started = time.perf_counter()
         for request in requests:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -53,17 +53,24 @@ from pytest_llmeval.declare.task import Message
 log = logging.getLogger(__name__)
 
 ENDPOINTS = {"chat": "chat/completions", "completions": "completions"}
-DEFAULTS: dict[str, Any] = {
-    "base_url": None,
-    "api_key_env": None,
-    "endpoint": "chat",
-    "concurrency": 8,
-    "connect_timeout": 5.0,
-    "read_timeout": 120.0,
-    "max_retries": 4,
-    "backoff_s": 0.5,
-    "headers": {},
-}
+
+
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """Per-model options of the openai backend: the extra keys of its pyproject alias (see the
+    module docstring). `--llmeval-device` and `--llmeval-dtype` do not apply to a server."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    endpoint: str = "chat"
+    concurrency: int = 8
+    connect_timeout: float = 5.0
+    read_timeout: float = 120.0
+    max_retries: int = 4
+    backoff_s: float = 0.5
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 60.0
 
@@ -71,36 +78,27 @@ MAX_RETRY_AFTER_S = 60.0
 class OpenAIBackend:
     """Sends each request to an OpenAI-compatible endpoint, `concurrency` at a time."""
 
-    def __init__(self, spec: ModelSpec, **_: Any) -> None:
+    options_type = OpenAIOptions
+
+    def __init__(self, spec: ModelSpec, options: OpenAIOptions) -> None:
         self.spec = spec
-        options = dict(spec.options)
-        unknown = sorted(set(options) - set(DEFAULTS))
-        if unknown:
-            raise BackendError(
-                f"openai backend: unknown option(s) {', '.join(unknown)} for model "
-                f"{spec.name!r}; known: {', '.join(DEFAULTS)}"
-            )
-        opts = {**DEFAULTS, **options}
-        self.model, self.base_url = _split_model_id(spec.model_id, opts["base_url"])
-        self.endpoint = str(opts["endpoint"])
+        self.options = options
+        self.model, self.base_url = _split_model_id(spec.model_id, options.base_url)
+        self.endpoint = options.endpoint
         if self.endpoint not in ENDPOINTS:
             raise BackendError(
                 f"openai backend: option 'endpoint' must be chat or completions, "
-                f"got {opts['endpoint']!r}"
+                f"got {options.endpoint!r}"
             )
-        self.concurrency = int(_number(opts, "concurrency", minimum=1, integer=True))
-        self.connect_timeout = _number(opts, "connect_timeout", minimum=0.001)
-        self.read_timeout = _number(opts, "read_timeout", minimum=0.001)
-        self.max_retries = int(_number(opts, "max_retries", minimum=0, integer=True))
-        self.backoff_s = _number(opts, "backoff_s", minimum=0)
+        self.concurrency = int(_at_least("concurrency", options.concurrency, 1))
+        self.connect_timeout = _at_least("connect_timeout", options.connect_timeout, 0.001)
+        self.read_timeout = _at_least("read_timeout", options.read_timeout, 0.001)
+        self.max_retries = int(_at_least("max_retries", options.max_retries, 0))
+        self.backoff_s = _at_least("backoff_s", options.backoff_s, 0)
         self.url = f"{self.base_url}/{ENDPOINTS[self.endpoint]}"
         self.default_batch_size = self.concurrency
-        headers = opts["headers"]
-        if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise BackendError("openai backend: option 'headers' must be a table of strings")
-        self.api_key_env = opts["api_key_env"]
+        headers = dict(options.headers)
+        self.api_key_env = options.api_key_env
         key = _api_key(self.api_key_env, self.base_url)
         self._headers = {**headers, **({"Authorization": f"Bearer {key}"} if key else {})}
         # Scrubbed from every message: servers echo requests in error bodies, and a long
@@ -120,6 +118,7 @@ class OpenAIBackend:
         return f"OpenAIBackend(model={self.model!r}, url={self.url!r})"
 
     def identity(self) -> Mapping[str, Any]:
+        """Server URL, model name and endpoint (part of the cache key; never the API key)."""
         return {
             "backend": "openai",
             "base_url": self.base_url,
@@ -137,6 +136,7 @@ class OpenAIBackend:
         return "\n".join([*lines, "assistant:"])
 
     def info(self) -> Mapping[str, Any]:
+        """The identity plus the connection settings and request counters, for the report."""
         method = "usage where the server sent it, else whitespace words"
         if not (self._words_counted and self._usage_counted):
             method = "whitespace words" if self._words_counted else "usage"
@@ -174,6 +174,7 @@ class OpenAIBackend:
         return done
 
     def close(self) -> None:
+        """Close the HTTP connection pool."""
         self._session.close()
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
@@ -306,37 +307,37 @@ class OpenAIBackend:
         return text
 
 
-def _split_model_id(model_id: str, base_url: Any) -> tuple[str, str]:
+def _split_model_id(model_id: str, base_url: str | None) -> tuple[str, str]:
     """`MODEL@URL` split at the last '@', or a bare `MODEL` with option `base_url`."""
-    model, sep, url = model_id.rpartition("@")
+    model, sep, embedded = model_id.rpartition("@")
+    url = embedded if sep else base_url
     if not sep:
-        model, url = model_id, base_url
-    elif base_url is not None and str(base_url).rstrip("/") != url.rstrip("/"):
+        model = model_id
+    elif base_url is not None and base_url.rstrip("/") != embedded.rstrip("/"):
         raise BackendError(f"openai backend: option 'base_url' contradicts the URL in {model_id!r}")
     if url is None:
         raise BackendError(
             f"openai backend: no server URL for {model_id!r}: use MODEL@BASE_URL "
             "(e.g. gpt-4o@http://127.0.0.1:8000/v1) or set option 'base_url'"
         )
-    if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url):
+    if not re.match(r"https?://[^/\s]+", url):
         raise BackendError(f"openai backend: option 'base_url' must be an http(s) URL, got {url!r}")
     if not model:
         raise BackendError(f"openai backend: no model name before '@' in {model_id!r}")
     return model, url.rstrip("/")
 
 
-def _number(opts: Mapping[str, Any], name: str, *, minimum: float, integer: bool = False) -> float:
-    value = opts[name]
-    numeric = isinstance(value, int) or (not integer and isinstance(value, float))
-    if isinstance(value, bool) or not numeric or not math.isfinite(value) or value < minimum:
-        kind = "an integer" if integer else "a number"
+def _at_least(name: str, value: float, minimum: float) -> float:
+    """A numeric option checked against its lower bound (its type was checked on parsing)."""
+    if not math.isfinite(value) or value < minimum:
+        kind = "an integer" if isinstance(value, int) else "a number"
         raise BackendError(
             f"openai backend: option {name!r} must be {kind} >= {minimum}, got {value!r}"
         )
     return float(value)
 
 
-def _api_key(env_name: Any, base_url: str) -> str | None:
+def _api_key(env_name: str | None, base_url: str) -> str | None:
     """The key from the environment variable named by option `api_key_env` (None: no key)."""
     if env_name is None:
         return None

@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,15 @@ class _StepClock(LogitsProcessor):
 
 
 def pick_device(requested: str | None) -> str:
+    """The requested device, or for None / "auto": "cuda" when available, else "cpu"."""
     if requested and requested != "auto":
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def pick_dtype(requested: str | None, device: str) -> torch.dtype:
+    """The requested dtype (float32, float16, bfloat16), or for None / "auto": bfloat16 on a
+    CUDA device that supports it, float16 on other CUDA devices, float32 elsewhere."""
     if requested and requested != "auto":
         if requested not in _DTYPES:
             raise BackendError(f"unknown dtype {requested!r}; use one of {', '.join(_DTYPES)}")
@@ -54,6 +57,17 @@ def pick_dtype(requested: str | None, device: str) -> torch.dtype:
     return torch.float32
 
 
+@dataclass(frozen=True)
+class TransformersOptions:
+    """Per-model options of the transformers backend (alias keys; `--llmeval-device` and
+    `--llmeval-dtype` override them). None or "auto": CUDA when available, else the CPU;
+    bfloat16 on a CUDA device that supports it, float16 on other CUDA devices, float32 on the CPU.
+    """
+
+    device: str | None = None  # "cpu", "cuda", "cuda:1", "mps", ...
+    dtype: str | None = None  # "float32", "float16", "bfloat16"
+
+
 class TransformersBackend:
     """A Hugging Face causal LM, loaded on first use and kept for the session.
 
@@ -61,13 +75,14 @@ class TransformersBackend:
     key); the weights load on the first `generate`, so a fully cached run loads none.
     """
 
-    def __init__(
-        self, spec: ModelSpec, device: str | None = None, dtype: str | None = None, **_: Any
-    ) -> None:
+    options_type = TransformersOptions
+
+    def __init__(self, spec: ModelSpec, options: TransformersOptions) -> None:
         self.spec = spec
+        self.options = options
         self.weights = locate_weights(spec.model_id, spec.revision)
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.device = pick_device(options.device)
+        self.dtype = pick_dtype(options.dtype, self.device)
         if self.device == "cpu":
             _share_cpu_threads()
         try:
@@ -117,6 +132,7 @@ class TransformersBackend:
         return self._model
 
     def identity(self) -> Mapping[str, Any]:
+        """Model id, weights fingerprint, device type, dtype and chat template hash."""
         template = str(self.tokenizer.chat_template)
         return {
             "backend": "transformers",
@@ -128,6 +144,7 @@ class TransformersBackend:
         }
 
     def info(self) -> Mapping[str, Any]:
+        """The identity plus weights location, size, memory and load time, for the report."""
         loaded = self._model is not None
         return {
             **self.identity(),
@@ -244,6 +261,7 @@ class TransformersBackend:
         return len(tokens), False
 
     def close(self) -> None:
+        """Drop the model and return cached CUDA memory."""
         self._model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -1,10 +1,11 @@
 """The vLLM backend: the offline `vllm.LLM` engine, resident per worker (GPU).
 
-`--model vllm:<hub id, alias or local dir>`. vLLM is an optional dependency
-(`pip install vllm`); without it the backend reports a one-line install hint. The engine
-batches internally, so a whole window of requests goes in one `generate` call; the chat template
-is applied by our tokenizer call, the same way the transformers backend does, so that the two
-backends see identical prompts and can be compared.
+`--model vllm:<hub id, alias or local dir>`, or an alias with `backend = "vllm"` whose extra
+keys are `VLLMOptions`. vLLM is an optional dependency (`pip install vllm`); without it the
+backend reports a one-line install hint. The engine batches internally, so a whole window of
+requests goes in one `generate` call; the chat template is applied by our tokenizer call, the
+same way the transformers backend does, so that the two backends see identical prompts and can
+be compared.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
@@ -42,22 +44,37 @@ def sampling_kwargs(settings: Generation) -> dict[str, Any]:
     return kwargs
 
 
-def engine_kwargs(spec: ModelSpec, path: str, dtype: str | None) -> dict[str, Any]:
-    """`vllm.LLM` keyword arguments: our dtype names map to vLLM's, other options pass through
-    from the alias (e.g. `gpu_memory_utilization`, `max_model_len`, `tensor_parallel_size`)."""
+@dataclass(frozen=True)
+class VLLMOptions:
+    """Per-model options of the vllm backend (alias keys; `--llmeval-dtype` overrides `dtype`).
+    None leaves the choice to vLLM; the others are `vllm.LLM` arguments of the same name."""
+
+    dtype: str | None = None  # "auto", "float16", "bfloat16", "float32"
+    gpu_memory_utilization: float | None = None  # fraction of GPU memory for weights + KV cache
+    max_model_len: int | None = None  # context length (a smaller one needs less KV cache)
+    tensor_parallel_size: int | None = None  # GPUs to split the model over
+    enforce_eager: bool | None = None  # no CUDA graphs: starts faster, generates slower
+
+
+# Passed to `vllm.LLM` only when set, so that vLLM's own defaults stay in charge otherwise.
+_PASSTHROUGH = ("gpu_memory_utilization", "max_model_len", "tensor_parallel_size", "enforce_eager")
+
+
+def engine_kwargs(spec: ModelSpec, path: str, options: VLLMOptions) -> dict[str, Any]:
+    """`vllm.LLM` keyword arguments: our dtype names map to vLLM's; the other options that are
+    set pass through (`gpu_memory_utilization`, `max_model_len`, `tensor_parallel_size`,
+    `enforce_eager`)."""
+    dtype = options.dtype
     kwargs: dict[str, Any] = {
         "model": path,
         "dtype": dtype if dtype and dtype != "auto" else "auto",
     }
     if spec.revision:
         kwargs["revision"] = spec.revision
-    passthrough = (
-        "gpu_memory_utilization",
-        "max_model_len",
-        "tensor_parallel_size",
-        "enforce_eager",
-    )
-    kwargs.update({key: spec.options[key] for key in passthrough if key in spec.options})
+    for key in _PASSTHROUGH:
+        value = getattr(options, key)
+        if value is not None:
+            kwargs[key] = value
     return kwargs
 
 
@@ -74,7 +91,9 @@ def request_latency(output: Any, fallback: float) -> float:
 class VLLMBackend:
     """A vLLM offline engine, created on first `generate` and kept for the session."""
 
-    def __init__(self, spec: ModelSpec, dtype: str | None = None, **_: Any) -> None:
+    options_type = VLLMOptions
+
+    def __init__(self, spec: ModelSpec, options: VLLMOptions) -> None:
         try:
             import vllm  # noqa: F401 - fail early with the hint, not at the first batch
         except ImportError:
@@ -83,7 +102,8 @@ class VLLMBackend:
 
         self.spec = spec
         self.weights = locate_weights(spec.model_id, spec.revision)
-        self.dtype = dtype
+        self.options = options
+        self.dtype = options.dtype
         self.tokenizer = AutoTokenizer.from_pretrained(self.weights.path, revision=spec.revision)
         if not self.tokenizer.chat_template:
             raise BackendError(f"{spec.model_id} has no chat template; use an instruction model")
@@ -93,15 +113,17 @@ class VLLMBackend:
 
     @property
     def engine(self) -> Any:
+        """The `vllm.LLM` engine, created on first access and kept."""
         if self._engine is None:
             import vllm
 
             started = time.perf_counter()
-            self._engine = vllm.LLM(**engine_kwargs(self.spec, self.weights.path, self.dtype))
+            self._engine = vllm.LLM(**engine_kwargs(self.spec, self.weights.path, self.options))
             self.load_time_s = time.perf_counter() - started
         return self._engine
 
     def identity(self) -> Mapping[str, Any]:
+        """Model id, weights fingerprint, dtype and chat template hash (part of the cache key)."""
         template = str(self.tokenizer.chat_template)
         return {
             "backend": "vllm",
@@ -112,12 +134,14 @@ class VLLMBackend:
         }
 
     def render(self, messages: list[Message]) -> str:
+        """The prompt text exactly as the model sees it (chat template applied)."""
         rendered = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
         return str(rendered)
 
     def info(self) -> Mapping[str, Any]:
+        """The identity plus weights source and load time, for the report."""
         return {
             **self.identity(),
             "weights_source": self.weights.source,
@@ -128,6 +152,7 @@ class VLLMBackend:
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str
     ) -> list[GenerationResult]:
+        """The whole batch in one engine call; results in request order."""
         import vllm
 
         engine = self.engine
@@ -156,4 +181,5 @@ class VLLMBackend:
         return results
 
     def close(self) -> None:
+        """Drop the engine."""
         self._engine = None

@@ -35,6 +35,7 @@ class Weights:
 
     @property
     def fingerprint(self) -> str:
+        """The weights' identity for the cache key: Hub commit, or a hash of file stats."""
         return weights_fingerprint(Path(self.path))
 
 
