@@ -52,6 +52,26 @@ def item_record(outcome: str = "pass", **fields: Any) -> ItemRecord:
     return ItemRecord(**values)
 
 
+def assert_valid_run(folder: Path) -> dict[str, Any]:
+    """Check a run's report.json and every items.jsonl line against the shipped JSON schemas
+    (with jsonschema, independently of the code that generated them); returns the report."""
+    import json
+
+    import jsonschema
+
+    from pytest_llmeval.report.schema import shipped_schema
+
+    report: dict[str, Any] = json.loads((folder / "report.json").read_text())
+    jsonschema.Draft202012Validator(shipped_schema("run-report")).validate(report)
+    items = jsonschema.Draft202012Validator(shipped_schema("item-record"))
+    lines = (folder / "items.jsonl").read_text().splitlines()
+    assert lines, f"{folder}/items.jsonl is empty"
+    for line in lines:
+        items.validate(json.loads(line))
+    assert report["totals"]["items"] == len(lines)
+    return report
+
+
 def shared_data_dir() -> Path:
     """The offline benchmark copies (../shared/data beside the checkout, or LLMEVAL_DATA_DIR)."""
     if os.environ.get(data.DATA_DIR_ENV):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import mini_rows, run_evals
+from conftest import assert_valid_run, mini_rows, run_evals
 
 
 def read_report(pytester: pytest.Pytester) -> dict[str, Any]:
@@ -31,6 +31,8 @@ def test_correct_items_pass_and_gate_holds(evalproject: pytest.Pytester) -> None
             "*llmeval summary*",
         ]
     )
+    report = assert_valid_run(evalproject.path / "out")
+    assert report["schema_version"] == 2 and report["totals"]["passed"] == 10
 
 
 def test_wrong_items_fail_with_one_line_but_gate_decides_exit(evalproject: pytest.Pytester) -> None:

@@ -8,6 +8,7 @@ import textwrap
 import pandas as pd
 import pytest
 
+from conftest import assert_valid_run
 from pytest_llmeval.analyze.agreement import summarize_agreement
 from pytest_llmeval.analyze.metrics import AgreementThresholds, Assessment
 from pytest_llmeval.analyze.record import Comparison
@@ -161,7 +162,7 @@ def test_comparison_run_gates_on_agreement_and_writes_the_table(
             "*tox*callable:responders:primary vs callable:responders:reference*0.900*CAUTION*",
         ]
     )
-    report = json.loads((toxproject.path / "out" / "report.json").read_text())
+    report = assert_valid_run(toxproject.path / "out")
     metrics = report["tasks"]["tox"]["models"]["callable:responders:primary"]["metrics"]
     assert metrics["agreement"] == pytest.approx(0.9)
     assert metrics["reference_parse_rate"] == pytest.approx(0.95)

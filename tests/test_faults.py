@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TASK_MODULE, mini_rows
+from conftest import TASK_MODULE, assert_valid_run, mini_rows
 
 # Answers like conftest's responder, logs every call, and kills its own process (SIGKILL) the
 # first time it sees KILL in a question: a whole pytest run, or one xdist worker, dies mid-batch.
@@ -117,7 +117,7 @@ def test_crashed_worker_loses_only_its_batch(killproject: pytest.Pytester) -> No
     assert len(records) == 24 and len({r["id"] for r in records}) == 24
     (crashed,) = [r for r in records if r["outcome"] == "error"]
     assert "worker crashed" in crashed["error"]
-    report = json.loads((killproject.path / "out" / "report.json").read_text())
+    report = assert_valid_run(killproject.path / "out")
     assert report["totals"]["errors"] == 1 and report["totals"]["passed"] == 23
     # Items finished before the crash were not generated again by the replacement worker.
     asked = calls(killproject)

@@ -3,15 +3,14 @@ serving the embedded model), and agreement between local transformers and that s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 from served_model import embedded_model_dir, served_embedded_model
 
-from conftest import REPO_ROOT, shared_data_dir
+from conftest import REPO_ROOT, assert_valid_run, shared_data_dir
 from pytest_llmeval.backends import GenerationRequest
-from pytest_llmeval.backends.openai_backend import OpenAIBackend
+from pytest_llmeval.backends.openai_backend import OpenAIBackend, OpenAIOptions
 from pytest_llmeval.declare.models import resolve_model
 from pytest_llmeval.declare.task import Generation
 
@@ -27,7 +26,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_chat_completions_from_the_real_server(server_url: str) -> None:
     # The server is pinned to one model and wants its path as the model name.
-    backend = OpenAIBackend(resolve_model(f"openai:{embedded_model_dir()}@{server_url}"))
+    spec = resolve_model(f"openai:{embedded_model_dir()}@{server_url}")
+    backend = OpenAIBackend(spec, OpenAIOptions())
     requests = [
         GenerationRequest([{"role": "user", "content": q}], Generation(max_new_tokens=16))
         for i, q in enumerate(["What is 2 + 2?", "Name a primary color."])
@@ -77,7 +77,7 @@ def test_local_and_served_model_agree_on_toxicity(
         "toxicity:agreement>=0.95",
         "-rA",
     )
-    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    report = assert_valid_run(pytester.path / "out")
     metrics = report["tasks"]["toxicity"]["models"]["smollm2-135m"]["metrics"]
     assert metrics["n"] == 8 and metrics["n_errors"] == 0, result.stdout.str()[-3000:]
     # Same weights, same chat template, greedy decoding: measured identical responses on all 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO_ROOT, shared_data_dir
+from conftest import REPO_ROOT, assert_valid_run, shared_data_dir
 from pytest_llmeval.backends import GenerationRequest
 from pytest_llmeval.declare.models import resolve_model
 from pytest_llmeval.declare.task import Generation
@@ -18,9 +18,12 @@ GSM8K_EVAL = (REPO_ROOT / "evals" / "test_gsm8k.py").read_text()
 
 @pytest.fixture(scope="module")
 def backend():  # type: ignore[no-untyped-def]
-    from pytest_llmeval.backends.transformers_backend import TransformersBackend
+    from pytest_llmeval.backends.transformers_backend import (
+        TransformersBackend,
+        TransformersOptions,
+    )
 
-    loaded = TransformersBackend(resolve_model("smollm2-135m"))
+    loaded = TransformersBackend(resolve_model("smollm2-135m"), TransformersOptions())
     yield loaded
     loaded.close()
 
@@ -95,7 +98,7 @@ def test_gsm8k_items_run_end_to_end_on_the_embedded_model(pytester: pytest.Pytes
     outcomes = result.parseoutcomes()
     assert outcomes.get("errors", 0) == 0, result.stdout.str()
     assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 4  # 3 items + 1 gate
-    report = json.loads(Path(pytester.path / "out" / "report.json").read_text())
+    report = assert_valid_run(pytester.path / "out")
     items = [
         json.loads(x) for x in (pytester.path / "out" / "items.jsonl").read_text().splitlines()
     ]
@@ -182,7 +185,7 @@ def test_a_failed_weights_load_is_not_retried(monkeypatch) -> None:  # type: ign
     from pytest_llmeval.backends import transformers_backend as module
     from pytest_llmeval.backends.weights import Weights
 
-    fresh = module.TransformersBackend(resolve_model("smollm2-135m"))
+    fresh = module.TransformersBackend(resolve_model("smollm2-135m"), module.TransformersOptions())
     fresh.weights = Weights(path="/nonexistent/weights", source="test")
     calls = []
     real_load = module.AutoModelForCausalLM.from_pretrained

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import mini_rows
+from conftest import assert_valid_run, mini_rows
 
 
 def test_two_workers_give_the_same_results_as_one_process(
@@ -31,7 +31,7 @@ def test_two_workers_give_the_same_results_as_one_process(
             f"{report}/junit.xml",
             *extra,
         )
-        envelope = json.loads((evalproject.path / report / "report.json").read_text())
+        envelope = assert_valid_run(evalproject.path / report)
         items = [
             json.loads(x)
             for x in (evalproject.path / report / "items.jsonl").read_text().splitlines()
