@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from pytest_llmeval.analyze.stats import bootstrap_interval, mean, percentile, wilson_interval
+from pytest_llmeval.analyze.stats import mean, percentile, wilson_interval
 
 # --- wilson_interval ---------------------------------------------------------
 
@@ -93,48 +91,3 @@ def test_mean() -> None:
     assert mean([0.1] * 10) == 0.1  # fsum: no accumulated rounding error
     assert mean(x for x in (1.0, 0.0)) == 0.5
     assert mean([]) is None
-
-
-# --- bootstrap_interval ------------------------------------------------------
-
-SCORES = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.5, 1.0]
-
-
-def test_bootstrap_is_deterministic_with_seed() -> None:
-    # Continuous scores, so different seeds can't land on the same quantiles.
-    values = [0.12, 0.93, 0.47, 0.66, 0.05, 0.81, 0.39, 0.72, 0.28, 0.58]
-    first = bootstrap_interval(values, seed=42)
-    assert bootstrap_interval(values, seed=42) == first
-    assert bootstrap_interval(values, seed=7) != first
-
-
-def test_bootstrap_contains_mean_and_is_sane() -> None:
-    low, high = bootstrap_interval(SCORES)
-    centre = mean(SCORES)
-    assert centre is not None
-    assert 0.0 <= low < centre < high <= 1.0
-    # Roughly comparable to the Wilson interval for the same pass rate.
-    w_low, w_high = wilson_interval(centre * len(SCORES), len(SCORES))
-    assert abs(low - w_low) < 0.15 and abs(high - w_high) < 0.15
-
-
-def test_bootstrap_higher_confidence_is_wider() -> None:
-    low90, high90 = bootstrap_interval(SCORES, confidence=0.90)
-    low99, high99 = bootstrap_interval(SCORES, confidence=0.99)
-    assert high99 - low99 > high90 - low90
-
-
-def test_bootstrap_constant_and_single_values() -> None:
-    assert bootstrap_interval([3.0, 3.0, 3.0]) == (3.0, 3.0)
-    assert bootstrap_interval([0.25]) == (0.25, 0.25)
-
-
-def test_bootstrap_empty_is_nan() -> None:
-    low, high = bootstrap_interval([])
-    assert math.isnan(low) and math.isnan(high)
-
-
-@pytest.mark.parametrize(("confidence", "n_resamples"), [(1.0, 100), (0.95, 0)])
-def test_bootstrap_invalid(confidence: float, n_resamples: int) -> None:
-    with pytest.raises(ValueError):
-        bootstrap_interval(SCORES, confidence=confidence, n_resamples=n_resamples)

@@ -30,10 +30,13 @@ BUILTIN_PRICES: dict[str, tuple[float, float]] = {
 
 @dataclass(frozen=True)
 class Price:
+    """A model's list price in USD per million input and output tokens."""
+
     input_per_mtok: float
     output_per_mtok: float
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
+        """USD for this many input and output tokens."""
         return (tokens_in * self.input_per_mtok + tokens_out * self.output_per_mtok) / 1e6
 
 

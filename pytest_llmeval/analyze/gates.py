@@ -50,6 +50,8 @@ class GateError(ValueError):
 
 @dataclass(frozen=True)
 class Gate:
+    """A parsed gate: `threshold` compared with `metric` of `task` by `op`."""
+
     task: str  # "*" for every task
     metric: str
     op: str
@@ -58,9 +60,11 @@ class Gate:
 
     @property
     def text(self) -> str:
+        """The gate as written, without its task: `accuracy>=0.6`."""
         return f"{self.metric}{self.op}{self.threshold:g}"
 
     def holds(self, value: float) -> bool:
+        """Whether `value` satisfies the gate."""
         return _OPS[self.op](value, self.threshold)
 
 
@@ -79,9 +83,11 @@ class GateResult:
 
     @property
     def name(self) -> str:
+        """`task[model]::metric op threshold`, as the terminal summary lists it."""
         return f"{self.task}[{self.model}]::{self.gate.text}"
 
     def describe(self) -> str:
+        """One line: verdict, value, interval, n, and whether the selection was partial."""
         value = "no data" if self.value is None else f"{self.value:.4g}"
         ci = f" (95% CI {self.interval[0]:.3f}-{self.interval[1]:.3f})" if self.interval else ""
         partial = ", partial selection" if self.partial else ""

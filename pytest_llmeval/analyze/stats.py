@@ -1,19 +1,17 @@
 """Pure statistics helpers for summarising eval results.
 
 Stdlib only (no numpy/scipy) so the plugin stays light to install. Use
-:func:`wilson_interval` for pass rates, :func:`bootstrap_interval` for the mean
-of arbitrary scores, and :func:`percentile` / :func:`mean` for latency and
-token summaries.
+:func:`wilson_interval` for pass rates, and :func:`percentile` / :func:`mean`
+for latency and token summaries.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterable, Sequence
 from statistics import NormalDist
 
-__all__ = ["bootstrap_interval", "mean", "percentile", "wilson_interval"]
+__all__ = ["mean", "percentile", "wilson_interval"]
 
 
 def _check_confidence(confidence: float) -> None:
@@ -84,37 +82,3 @@ def mean(values: Iterable[float]) -> float | None:
     if not items:
         return None
     return math.fsum(items) / len(items)
-
-
-def bootstrap_interval(
-    values: Sequence[float],
-    confidence: float = 0.95,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Return a percentile-bootstrap confidence interval for the mean.
-
-    Resamples ``values`` with replacement ``n_resamples`` times using
-    ``random.Random(seed)``, so the same inputs always give the same interval
-    (reports and tests stay reproducible). Returns ``(nan, nan)`` for no
-    values, since no interval exists; check with ``math.isnan``. Raises
-    ``ValueError`` for ``n_resamples < 1`` or a confidence outside ``(0, 1)``.
-    """
-    _check_confidence(confidence)
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
-    if not values:
-        return math.nan, math.nan
-    n = len(values)
-    if n == 1:
-        # Every resample is the single value; skip the pointless loop.
-        return float(values[0]), float(values[0])
-    rng = random.Random(seed)
-    population = list(values)
-    means = [math.fsum(rng.choices(population, k=n)) / n for _ in range(n_resamples)]
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low = percentile(means, tail)
-    high = percentile(means, 100.0 - tail)
-    # percentile() only returns None for empty input, which can't happen here.
-    assert low is not None and high is not None
-    return low, high

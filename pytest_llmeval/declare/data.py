@@ -35,6 +35,8 @@ class RowError:
 
 @dataclass(frozen=True)
 class LoadedRows:
+    """A task's rows in file order (unreadable ones as RowError), and where they came from."""
+
     rows: list[Mapping[str, Any] | RowError]
     origin: str
     split: str

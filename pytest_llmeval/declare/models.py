@@ -30,6 +30,7 @@ class ModelSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """Name, backend, model id, VRAM estimate and revision as plain JSON."""
         return {
             "name": self.name,
             "backend": self.backend,

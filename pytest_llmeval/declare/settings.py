@@ -19,6 +19,8 @@ CacheMode = Literal["on", "off", "read"]
 
 @dataclass(frozen=True)
 class Settings:
+    """The run's settings after command line, ini and defaults were merged."""
+
     models: list[ModelSpec]
     limit: int | None
     seed: int

@@ -89,9 +89,11 @@ class Generation:
 
     @property
     def greedy(self) -> bool:
+        """Whether decoding is greedy (temperature 0)."""
         return self.temperature == 0
 
     def as_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON (part of the generation cache key)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -115,6 +117,7 @@ class ChatPrompt:
         return {re.split(r"[.\[]", name, maxsplit=1)[0] for name in names}
 
     def __call__(self, row: Row) -> list[Message]:
+        """The chat messages for `row` (raises TaskError naming a missing field)."""
         messages: list[Message] = []
         if self.system:
             messages.append({"role": "system", "content": self.system})

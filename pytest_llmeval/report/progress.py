@@ -51,6 +51,7 @@ class Progress:
         return self.line(now)
 
     def line(self, now: float) -> str:
+        """The progress line: items done of the total, then per worker its count and rates."""
         done = sum(w.done for w in self.workers.values())
         total = self.total()
         percent = f" ({100 * done / total:.0f}%)" if total else ""

@@ -109,7 +109,7 @@ def _validated(kind: str, data: Any, where: Path) -> Any:
         first = exc.errors()[0]
         location = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise ReportError(
-            f"{where}: not a {kind} of schema version {SCHEMA_VERSION}: {location}: "
+            f"{where}: not a valid {kind} (schema version {SCHEMA_VERSION}): {location}: "
             f"{first['msg']} ({exc.error_count()} problem(s))"
         ) from None
 

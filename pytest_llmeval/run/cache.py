@@ -108,6 +108,7 @@ class CacheStats:
     writes: int = 0
 
     def as_dict(self) -> dict[str, int]:
+        """The counters as plain JSON."""
         return asdict(self)
 
 
@@ -144,6 +145,7 @@ class GenerationCache:
 
     @property
     def mode(self) -> CacheMode:
+        """on, read or off (off once the cache proved unusable)."""
         return self._mode
 
     @property

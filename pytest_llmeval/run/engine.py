@@ -37,12 +37,18 @@ class Pending(Protocol):
     """What the engine needs of an item waiting for its generation."""
 
     @property
-    def nodeid(self) -> str: ...
+    def nodeid(self) -> str:
+        """The key of this request's result (unique in the process)."""
+        ...
 
     @property
-    def model_spec(self) -> ModelSpec: ...
+    def model_spec(self) -> ModelSpec:
+        """The model to generate with."""
+        ...
 
-    def batch_key(self) -> Hashable: ...
+    def batch_key(self) -> Hashable:
+        """Requests with equal keys may share a batch."""
+        ...
 
     def request(self) -> GenerationRequest:
         """The item's request; raises when the item cannot be prompted (e.g. bad row)."""

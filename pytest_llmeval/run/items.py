@@ -9,7 +9,7 @@ controller once, with the item's teardown report, and a few flat values go into
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import pytest
@@ -222,11 +222,6 @@ class TaskProblemItem(pytest.Item):
     def reportinfo(self) -> tuple[Any, int | None, str]:
         """Its module, no line, the task's name."""
         return self.path, None, self.name
-
-
-def eval_items(items: Iterator[pytest.Item]) -> Iterator[EvalItem]:
-    """The eval items among `items`."""
-    return (item for item in items if isinstance(item, EvalItem))
 
 
 def _input_text(messages: list[dict[str, str]]) -> str:

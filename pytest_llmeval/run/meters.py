@@ -56,14 +56,28 @@ class EnergySource(Protocol):
     `wrap_j` is a counter's range (None: no wrap); `source`, `name` label its readings."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The device, e.g. `gpu0` or `package-0`."""
+        ...
+
     @property
-    def kind(self) -> str: ...
+    def kind(self) -> str:
+        """`counter` (joules) or `power` (watts)."""
+        ...
+
     @property
-    def source(self) -> str: ...
+    def source(self) -> str:
+        """What is read: `nvml-energy-counter`, `nvml-power-sampling` or `rapl`."""
+        ...
+
     @property
-    def wrap_j(self) -> float | None: ...
-    def read(self) -> float: ...
+    def wrap_j(self) -> float | None:
+        """A counter's range in joules before it wraps (None: no wrap)."""
+        ...
+
+    def read(self) -> float:
+        """The current reading (joules or watts, by `kind`)."""
+        ...
 
 
 def trapezoid_energy(samples: Sequence[Sample]) -> tuple[float | None, float | None, float | None]:

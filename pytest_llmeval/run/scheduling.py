@@ -78,6 +78,7 @@ class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no ty
     collection: list[str] | None
 
     def schedule(self) -> None:
+        """Hand every worker its whole share once all collected (leftovers after a crash)."""
         assert self.collection_is_completed
         if self.up_front is None:
             some_collection = next(iter(self.node2collection.values()))
@@ -99,6 +100,7 @@ class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no ty
             self._give(node, share)
 
     def check_schedule(self, node: WorkerController, duration: float = 0) -> None:
+        """Nothing to top up: the shares went out at the start (LoadScheduling otherwise)."""
         if not self.up_front:
             super().check_schedule(node, duration)
         # Up front: shares went out at the start, nothing to top up while workers run.

@@ -30,6 +30,7 @@ class Score:
     reasoning: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The score as plain JSON."""
         return asdict(self)
 
 
