@@ -24,7 +24,7 @@ from _pytest.reports import TestReport
 
 from pytest_llmeval import hookspec
 from pytest_llmeval.analyze.cost import load_prices
-from pytest_llmeval.analyze.record import to_json
+from pytest_llmeval.analyze.record import task_info_to_json, to_json
 from pytest_llmeval.backends import Backend, create_backend
 from pytest_llmeval.controller import PAYLOAD_ATTRIBUTE, Controller
 from pytest_llmeval.declare.ids import is_eval_item
@@ -175,7 +175,10 @@ def pytest_runtest_makereport(
     report = yield
     if isinstance(item, EvalItem) and item.record is not None:
         if call.when == "teardown":
-            payload = {"records": [to_json(item.record)], "task": asdict(item.task_info)}
+            payload = {
+                "records": [to_json(item.record)],
+                "task": task_info_to_json(item.task_info),
+            }
             setattr(report, PAYLOAD_ATTRIBUTE, payload)
         elif item.config.getoption("htmlpath", None) and (call.when == "call" or not report.passed):
             extras = [*getattr(report, "extras", []), *item_extras(item.record)]
@@ -197,7 +200,7 @@ def _client_payload(item: pytest.Item, when: str, report: TestReport) -> None:
         outcome = item.stash.get(CALL_OUTCOME, "error")
         made, task = client_records(item, outcome, worker_of(item.config).name)
         if made:
-            payload = {"records": [to_json(r) for r in made], "task": asdict(task)}
+            payload = {"records": [to_json(r) for r in made], "task": task_info_to_json(task)}
             setattr(report, PAYLOAD_ATTRIBUTE, payload)
 
 

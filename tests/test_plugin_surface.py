@@ -145,7 +145,7 @@ def test_a_conftest_backend_wins_and_a_conftest_edits_the_report(
     result.assert_outcomes(passed=1, failed=10)  # row 3; 9 misses + the accuracy gate
     report = assert_valid_run(evalproject.path / "out")
     assert report["metadata"] == {"patch": "hooked-v2", "items_seen": 10}
-    assert report["model_loads"][0]["backend"]["backend"] == "conftest-echo"
+    assert report["model_loads"][0]["backend_info"]["backend"] == "conftest-echo"
 
 
 def test_a_task_alone_makes_an_eval_run(pytester: pytest.Pytester) -> None:

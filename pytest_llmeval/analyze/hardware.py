@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_llmeval.analyze.record import SCHEMA_CONFIG
 
-# Keys of a backend's `info()` that have their own field; everything else goes to `backend`.
+# Keys of a backend's `info()` that have their own field; the rest goes to `backend_info`.
 _TYPED = ("model_loads", "load_time_s", "model_size_bytes", "peak_vram_bytes", "parameters")
 
 
@@ -31,7 +31,7 @@ class ModelLoad:
     parameters: int | None = None
     energy: dict[str, Any] | None = None
     """The worker's energy meter: sources in use and why others are unavailable."""
-    backend: dict[str, Any] = field(default_factory=dict)
+    backend_info: dict[str, Any] = field(default_factory=dict)
     """Everything else the backend reports: identity (model id, revision or weights hash,
     dtype, chat template hash), device, and backend-specific settings."""
 
@@ -51,7 +51,7 @@ class ModelLoad:
             peak_vram_bytes=info.get("peak_vram_bytes"),
             parameters=info.get("parameters"),
             energy=energy,
-            backend=rest,
+            backend_info=rest,
         )
 
 

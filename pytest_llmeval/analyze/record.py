@@ -15,7 +15,7 @@ imported only there.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SCHEMA_VERSION = 2
@@ -159,7 +159,19 @@ class TaskInfo:
 
 def to_json(record: ItemRecord) -> dict[str, Any]:
     """The record as plain JSON types (a dict of str, numbers, bools, None, lists, dicts)."""
-    return asdict(record)
+    # Every field is a scalar or the flat Comparison: a shallow copy is the whole conversion,
+    # and it runs several times per item (dataclasses.asdict deep-copies each value).
+    data = dict(vars(record))
+    if record.comparison is not None:
+        data["comparison"] = dict(vars(record.comparison))
+    return data
+
+
+def task_info_to_json(info: TaskInfo) -> dict[str, Any]:
+    """A TaskInfo as plain JSON types."""
+    data = dict(vars(info))
+    data["gates"] = None if info.gates is None else list(info.gates)
+    return data
 
 
 def from_json(data: dict[str, Any]) -> ItemRecord:
@@ -171,5 +183,5 @@ def from_json(data: dict[str, Any]) -> ItemRecord:
 
 
 def task_info_from_json(data: dict[str, Any]) -> TaskInfo:
-    """A TaskInfo from `asdict` output."""
+    """A TaskInfo from `task_info_to_json` output."""
     return TaskInfo(**data)

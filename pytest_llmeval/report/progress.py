@@ -7,6 +7,7 @@ heartbeat without flooding CI logs; a short run prints nothing.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from pytest_llmeval.analyze.record import ItemRecord
 class _Worker:
     done: int = 0
     tokens: int = 0
-    recent: list[tuple[float, int, int]] = field(default_factory=list)  # (time, items, tokens)
+    recent: deque[tuple[float, int, int]] = field(default_factory=deque)  # (time, items, tokens)
 
 
 @dataclass
@@ -41,8 +42,10 @@ class Progress:
         worker.tokens += int(record.tokens_out or 0) if not record.cached else 0
         now = self.clock()
         worker.recent.append((now, worker.done, worker.tokens))
-        # Throughput over the last interval: the current rate, not the run's average.
-        worker.recent = [entry for entry in worker.recent if now - entry[0] <= self.interval_s]
+        # Throughput over the last interval: the current rate, not the run's average. Entries
+        # arrive in time order, so the stale ones are at the left.
+        while now - worker.recent[0][0] > self.interval_s:
+            worker.recent.popleft()
         if self.interval_s <= 0:
             return None
         if now - (self.last_printed or self.started) < self.interval_s:

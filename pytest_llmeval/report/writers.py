@@ -60,7 +60,8 @@ def write_agreement_table(records: Sequence[ItemRecord], path: Path) -> bool:
 
     rows = []
     for record in compared:
-        fields = {**to_json(record), **asdict(record.comparison)}  # type: ignore[arg-type]
+        fields = to_json(record)
+        fields.update(fields.pop("comparison"))
         fields.update(ground_truth=record.target, primary_score=record.score)
         rows.append({column: fields.get(column) for column in AGREEMENT_COLUMNS})
     pd.DataFrame(rows, columns=AGREEMENT_COLUMNS).to_parquet(path, index=False)
