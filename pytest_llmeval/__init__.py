@@ -8,9 +8,9 @@ aggregate gates decide the exit status. Importing this package imports no torch 
 
 from __future__ import annotations
 
+from pytest_llmeval import scoring
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.declare.task import ChatPrompt, DataSource, Generation, Task, TaskError
-from pytest_llmeval.score import scorers as scoring
 from pytest_llmeval.score.scorers import Score
 
 __version__ = "0.1.0"

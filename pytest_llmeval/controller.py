@@ -86,8 +86,8 @@ class Controller:
             self.writer = ReportWriter(self.report_path)
         self.records.append(record)
         self.writer.append_item(record)
-        # Only wrong answers of task items are misses; a failed hand-written test is a failure.
-        self.misses += int(record.source == "task" and record.outcome == "fail")
+        if record.source != "task":
+            return  # the progress total counts eval items only
         line = self.progress.add(record)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if line and reporter is not None:
@@ -125,8 +125,13 @@ class Controller:
             report.when = "setup"
             first_line = str(report.longrepr).strip().splitlines()[0] if report.longrepr else ""
             default_model = self.settings.models[0].name
-            self.add(records.crashed(report.nodeid, first_line, default_model), None)
+            node = getattr(report, "node", None)  # xdist puts the crashed worker here
+            worker = getattr(node, "workerinput", {}).get("workerid")
+            self.add(records.crashed(report.nodeid, first_line, default_model, worker), None)
             return
+        if report.when == "call" and report.failed and is_eval_item(report.nodeid):
+            # A miss is an eval item's failed call (ItemMiss); an xfailed one is no failure.
+            self.misses += 1
         payload = getattr(report, PAYLOAD_ATTRIBUTE, None)
         if report.when == "teardown" and payload is not None:
             task = payload.get("task")
@@ -151,11 +156,18 @@ class Controller:
         return summarize_run(self.records, self.tasks, self.loads, models, self.prices)
 
     def log_gates(self, session: pytest.Session) -> None:
-        """Check the gates and report each like a test (called after the run loop)."""
+        """Check the gates and report each like a test (called after the run loop).
+
+        Only when the run produced records: a session with none (only unit tests, or every
+        task skipped for missing data) gates nothing, whatever the ini file declares.
+        """
         if not self.records:
             return
         declared = {name: info.gates for name, info in self.tasks.items()}
-        self.gate_results = check_run(self.summaries(), declared, self.settings.gates)
+        # Groups of hand-written tests are reported, not gated: each test is its own verdict.
+        gated = {(r.task, r.model) for r in self.records if r.source == "task"}
+        summaries = {key: m for key, m in self.summaries().items() if key in gated}
+        self.gate_results = check_run(summaries, declared, self.settings.gates)
         # Gates are reported as tests; count them so progress ends at 100%, not 110%.
         session.testscollected += len(self.gate_results)
         for gate in self.gate_results:

@@ -73,7 +73,8 @@ def pytest_llmeval_generate_report(
     """Build the run report from what the controller gathered.
 
     Called once, on the controller (never on an xdist worker), at session end after the
-    gates were checked and the exit status decided, before any report file is written.
+    gates were checked and the exit status decided, before any report file is written; not
+    called when the session produced no records.
 
     :param config: The pytest config.
     :param facts: Records, task facts, model loads, workers, per task x model metrics and
@@ -81,6 +82,16 @@ def pytest_llmeval_generate_report(
     :param exitstatus: The session's exit status.
     :returns: A `RunReport`, or None to let the built-in builder
         (`pytest_llmeval.report.envelope.build_report`) make it.
+
+    Example, in a conftest.py (a CI job that names its runs and keeps secrets off argv)::
+
+        from pytest_llmeval.report.envelope import build_report
+
+        def pytest_llmeval_generate_report(config, facts, exitstatus):
+            report = build_report(facts, exitstatus, config.rootpath)
+            report.run_id = os.environ.get("CI_JOB_ID", report.run_id)
+            report.argv = [arg for arg in report.argv if not arg.startswith("--token")]
+            return report
     """
 
 

@@ -23,7 +23,7 @@ import pytest
 from _pytest.reports import TestReport
 
 from pytest_llmeval import hookspec
-from pytest_llmeval.analyze.cost import load_prices
+from pytest_llmeval.analyze.cost import Price, load_prices
 from pytest_llmeval.analyze.record import task_info_to_json, to_json
 from pytest_llmeval.backends import Backend, create_backend
 from pytest_llmeval.controller import PAYLOAD_ATTRIBUTE, Controller
@@ -44,6 +44,8 @@ from pytest_llmeval.run.xdist_queue import is_xdist_worker
 from pytest_llmeval.score.scorers import BUILTIN_SCORERS
 
 SETTINGS = pytest.StashKey[Settings]()
+PRICES = pytest.StashKey[dict[str, Price]]()
+RUNNING = pytest.StashKey[pytest.Item]()
 CONTROLLER = pytest.StashKey[Controller]()
 XDIST_HOOKS = pytest.StashKey[XdistHooks]()
 CALL_OUTCOME = pytest.StashKey[str]()
@@ -66,6 +68,10 @@ def pytest_configure(config: pytest.Config) -> None:
     an eval run, register the xdist hooks and start the controller."""
     settings = read_settings(config)
     config.stash[SETTINGS] = settings
+    try:
+        config.stash[PRICES] = load_prices(config.rootpath)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     warn_split_path_options(config)
     config.stash[WORKER] = Worker(config, settings)  # no I/O until an item runs
     if is_xdist_worker(config) or not uses_llmeval(config):
@@ -82,12 +88,11 @@ def activate_controller(config: pytest.Config) -> Controller | None:
     if is_xdist_worker(config):
         return None
     if CONTROLLER not in config.stash:
-        try:
-            prices = load_prices(config.rootpath)
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
         controller = Controller(
-            config, config.stash[SETTINGS], prices, config.stash.get(XDIST_HOOKS, None)
+            config,
+            config.stash[SETTINGS],
+            config.stash[PRICES],
+            config.stash.get(XDIST_HOOKS, None),
         )
         config.stash[CONTROLLER] = controller
         config.pluginmanager.register(controller, CONTROLLER_NAME)
@@ -204,16 +209,27 @@ def _client_payload(item: pytest.Item, when: str, report: TestReport) -> None:
             setattr(report, PAYLOAD_ATTRIBUTE, payload)
 
 
-@pytest.fixture
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Remember the running test: `llmeval_backend` generations belong to it."""
+    item.config.stash[RUNNING] = item
+
+
+@pytest.fixture(scope="session")
 def llmeval_backend(request: pytest.FixtureRequest) -> BackendClient:
     """The first `--model` for hand-written tests: `llmeval_backend.generate(prompt) -> text`.
 
-    The model is loaded once per process and shared with the task items; generations are
-    cached, and reported like items with the test's outcome (see `BackendClient`).
+    The model is loaded once per process and shared with the task items; each generation is
+    cached, and reported like an item of the test that was running, with its outcome (see
+    `BackendClient`). Session-scoped, so wider-scoped fixtures can use it.
     """
     config = request.config
     activate_controller(config)
-    return BackendClient(worker_of(config), config.stash[SETTINGS].models[0], request.node)
+    return BackendClient(
+        worker_of(config),
+        config.stash[SETTINGS].models[0],
+        lambda: config.stash.get(RUNNING, None),
+    )
 
 
 @pytest.hookimpl(wrapper=True)

@@ -247,28 +247,38 @@ def test_backend_fixture_shares_the_resident_model(evalproject: pytest.Pytester)
         def test_unknown_setting_names_the_known_ones(llmeval_backend):
             with pytest.raises(TypeError, match="max_tokens; known: max_new_tokens"):
                 llmeval_backend.generate("q: 1 + 1", max_tokens=5)
+
+        def test_a_backend_error_is_raised(llmeval_backend):
+            with pytest.raises(RuntimeError, match="exploded"):
+                llmeval_backend.generate("q: 1 + 1 BOOM")
         """
     )
-    # 10 items + gate + 2 hand-written tests pass; the one expecting 41 fails as a test.
-    result = run_evals(evalproject)
-    result.assert_outcomes(passed=13, failed=1)
+    # 10 items + gate + 3 hand-written tests pass; the one expecting 41 fails as a test. The
+    # global gate applies to the task, not to the hand-written tests (their own verdicts).
+    result = run_evals(evalproject, "--gate", "accuracy>=0.9")
+    result.assert_outcomes(passed=14, failed=1)
     assert result.ret == 1, "a failing hand-written test fails the run, unlike a miss"
     report = read_report(evalproject)
     assert len(report["model_loads"]) == 1, "the fixture and the items must share one model load"
     by_hand = [r for r in read_items(evalproject) if r["source"] == "test"]
     assert sorted((r["id"], r["outcome"], r["score"]) for r in by_hand) == [
+        ("test_a_backend_error_is_raised", "error", None),
         ("test_chat_messages_and_settings", "fail", 0.0),
         ("test_generate_by_hand", "pass", 1.0),
     ]
-    assert all(r["task"] == "test_handwritten" and r["cached"] is False for r in by_hand)
-    assert all(r["response"].endswith("#### 42") and r["tokens_out"] for r in by_hand)
-    model = report["tasks"]["test_handwritten"]["models"]["callable:answers:reply"]
+    assert all(r["task"] == "test_handwritten.py" for r in by_hand)
+    generated = [r for r in by_hand if r["outcome"] != "error"]
+    assert all(r["response"].endswith("#### 42") and r["cached"] is False for r in generated)
+    (boom,) = [r for r in by_hand if r["outcome"] == "error"]
+    assert boom["error"] == "RuntimeError: backend exploded on purpose"
+    model = report["tasks"]["test_handwritten.py"]["models"]["callable:answers:reply"]
     assert model["metrics"]["n"] == 2 and model["metrics"]["accuracy"] == 0.5
+    assert [g["task"] for g in report["gates"]] == ["mini"]
 
     # A rerun serves the hand-written generations from the cache, like the items.
-    run_evals(evalproject).assert_outcomes(passed=13, failed=1)
+    run_evals(evalproject).assert_outcomes(passed=14, failed=1)
     again = [r for r in read_items(evalproject) if r["source"] == "test"]
-    assert len(again) == 2 and all(r["cached"] is True for r in again)
+    assert len(again) == 3 and all(r["cached"] is True for r in again if r["outcome"] != "error")
 
 
 def test_run_cut_short_by_maxfail_does_not_pass(evalproject: pytest.Pytester) -> None:
@@ -287,3 +297,45 @@ def test_reused_report_path_holds_one_run(evalproject: pytest.Pytester) -> None:
     run_evals(evalproject)
     run_evals(evalproject)
     assert len(read_items(evalproject)) == 10
+
+
+def test_an_xfailed_miss_does_not_turn_the_exit_status(evalproject: pytest.Pytester) -> None:
+    # Misses are counted from failed call reports: an xfailed miss is no failure at all.
+    (evalproject.path / "data" / "mini.jsonl").write_text(mini_rows(wrong=2))
+    evalproject.makeconftest(
+        """
+        import pytest
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                if item.name == "mini/test/0000":
+                    item.add_marker(pytest.mark.xfail(reason="known hard row"))
+        """
+    )
+    result = run_evals(evalproject)
+    result.assert_outcomes(passed=9, failed=1, xfailed=1)  # 8 right + gate; row 1; row 0
+    assert result.ret == 0
+
+
+def test_the_backend_fixture_serves_wider_scoped_fixtures(evalproject: pytest.Pytester) -> None:
+    # Session scope, as before: a module-scoped fixture may build on it. Its generations
+    # belong to the test that was running (here: the first that asked for the fixture).
+    evalproject.makepyfile(
+        test_judge="""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def reference_answer(llmeval_backend):
+            return llmeval_backend.generate("q: 20 + 22")
+
+        def test_first(reference_answer):
+            assert reference_answer.endswith("#### 42")
+
+        def test_second(reference_answer, llmeval_backend):
+            assert llmeval_backend.generate("q: 6 * 7") == reference_answer.replace("20 + 22", "6 * 7")
+        """
+    )
+    result = run_evals(evalproject, "test_judge.py")
+    result.assert_outcomes(passed=2)
+    by_hand = sorted((r["id"], r["prompt"]) for r in read_items(evalproject))
+    assert by_hand == [("test_first", "[user] q: 20 + 22"), ("test_second", "[user] q: 6 * 7")]

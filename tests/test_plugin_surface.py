@@ -148,6 +148,28 @@ def test_a_conftest_backend_wins_and_a_conftest_edits_the_report(
     assert report["model_loads"][0]["backend_info"]["backend"] == "conftest-echo"
 
 
+def test_a_conftest_builds_the_report(evalproject: pytest.Pytester) -> None:
+    evalproject.makeconftest(
+        """
+        from pytest_llmeval.report.envelope import build_report
+
+        def pytest_addoption(parser):
+            parser.addoption("--token", help="an API token for this suite")
+
+        def pytest_llmeval_generate_report(config, facts, exitstatus):
+            report = build_report(facts, exitstatus, config.rootpath)
+            report.run_id = "ci-1234"
+            report.argv = [arg for arg in report.argv if not arg.startswith("--token")]
+            report.metadata["records_seen"] = len(facts.records)
+            return report
+        """
+    )
+    run_evals(evalproject, "--token=s3cret").assert_outcomes(passed=11)
+    report = assert_valid_run(evalproject.path / "out")
+    assert report["run_id"] == "ci-1234" and report["metadata"] == {"records_seen": 10}
+    assert "s3cret" not in json.dumps(report)
+
+
 def test_a_task_alone_makes_an_eval_run(pytester: pytest.Pytester) -> None:
     # No llmeval option and no ini key: collecting a Task is what starts the controller
     # (the conftest's echo backend stands in for the default model).
@@ -174,6 +196,31 @@ def test_a_task_alone_makes_an_eval_run(pytester: pytest.Pytester) -> None:
     assert witness(pytester)["registered"] == [CONTROLLER_NAME]
     (report,) = (pytester.path / "reports").glob("*/report.json")
     assert assert_valid_run(report.parent)["metadata"]["patch"] == "hooked-v2"
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_a_session_using_only_the_fixture_gets_its_report(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    # No option, no ini key, no Task: under xdist the controller learns of the plugin from
+    # the first worker report that carries records.
+    pytester.makeconftest(ECHO_CONFTEST.replace('if spec.model_id == "answers:reply":', "if True:"))
+    pytester.makepyfile(
+        test_by_hand="""
+        import pytest
+
+        @pytest.mark.parametrize("question", ["3 + 4", "5 + 2", "1 + 1", "9 - 2"])
+        def test_sevens(llmeval_backend, question):
+            assert llmeval_backend.generate(question).endswith("7")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *workers)
+    result.assert_outcomes(passed=4)
+    (report,) = (pytester.path / "reports").glob("*/report.json")
+    data = assert_valid_run(report.parent)
+    assert data["totals"]["items"] == 4 and data["gates"] == []
+    assert data["metadata"]["patch"] == "hooked-v2"
+    assert len(data["model_loads"]) >= 1 and data["workers"]
 
 
 def test_a_task_names_a_scorer_a_conftest_provides(evalproject: pytest.Pytester) -> None:

@@ -68,3 +68,13 @@ def test_assign_gpus_round_robin_warns_when_oversubscribed() -> None:
     assert assign_gpus(2, []) == [None, None]
     with pytest.warns(GpuPinningWarning, match="3 xdist workers but 2 GPU"):
         assert assign_gpus(3, ["3", "5"]) == ["3", "5", "3"]
+
+
+def test_the_load_scheduling_members_eval_scheduling_uses_exist(pytester: pytest.Pytester) -> None:
+    # EvalScheduling extends xdist's LoadScheduling: a release that renames what it uses
+    # fails here, by name, rather than somewhere in a run.
+    from pytest_llmeval.run.scheduling import LOAD_SCHEDULING_MEMBERS, EvalScheduling
+
+    scheduler = EvalScheduling(pytester.parseconfig("-p", "xdist", "--tx", "2*popen"))
+    missing = [name for name in LOAD_SCHEDULING_MEMBERS if not hasattr(scheduler, name)]
+    assert missing == [], f"pytest-xdist's LoadScheduling no longer has {missing}"

@@ -120,4 +120,4 @@ class Metrics:
 
 
 METRIC_FIELDS = frozenset(f.name for f in fields(Metrics))
-"""Every metric name (gates check that theirs is one of them)."""
+"""Every metric name; each gateable metric (`analyze.gates.METRICS`) is one of them."""

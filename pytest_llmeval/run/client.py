@@ -1,15 +1,16 @@
-"""What the `llmeval_backend` fixture gives a hand-written test: `generate(prompt) -> text`.
+"""What the `llmeval_backend` fixture gives hand-written tests: `generate(prompt) -> text`.
 
 Generations go through the same engine as the task items: the resident model of the first
 `--model` (one load per process, shared with the items), the generation cache (a rerun does
-no model work) and the energy meter. Each generation becomes an item record of the test
-(`source="test"`, task = the test module's name) whose outcome is the test's own, so it is in
-items.jsonl, report.json and the summaries like any item.
+no model work) and the energy meter. Each generation becomes an item record of the test that
+was running (`source="test"`, task = the test module's path) whose outcome is the test's own,
+so it is in items.jsonl, report.json and the summaries like any item; gates leave these
+groups alone (a hand-written test decides its own verdict).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -24,22 +25,23 @@ from pytest_llmeval.run.worker import Worker
 
 CLIENT_CALLS = pytest.StashKey[list["TestGeneration"]]()
 _SETTINGS = tuple(f.name for f in fields(Generation))
+TEST_ORIGIN = "hand-written tests"
 
 
 @dataclass(frozen=True)
 class TestGeneration:
-    """One `generate` call of a test: the engine key, the request and its result."""
+    """One `generate` call of a test: the request and its result, or the error it raised."""
 
     __test__ = False  # a dataclass named Test* that pytest must not collect
 
-    key: str
     model: str
-    request: GenerationRequest
-    result: GenerationResult
+    prompt: str
+    result: GenerationResult | None
+    error: str | None = None
 
 
 class BackendClient:
-    """The run's first model, for tests that prompt it themselves.
+    """The run's first model, for tests that prompt it themselves (one per process).
 
     ::
 
@@ -48,9 +50,11 @@ class BackendClient:
             assert "can't" in answer.lower()
     """
 
-    def __init__(self, worker: Worker, spec: ModelSpec, item: pytest.Item) -> None:
+    def __init__(
+        self, worker: Worker, spec: ModelSpec, running: Callable[[], pytest.Item | None]
+    ) -> None:
         self._worker = worker
-        self._item = item
+        self._running = running
         self.model = spec.name
         """The model's name as given with `--model`."""
         self.spec = spec
@@ -66,8 +70,8 @@ class BackendClient:
         """The model's response to `prompt`: a user message as text, or chat messages.
 
         `settings` are `Generation` fields (`max_new_tokens`, `temperature`, `top_p`, `stop`,
-        `seed`); greedy decoding with 256 new tokens by default. Raises the backend's error
-        when the generation fails (the test then errors).
+        `seed`); greedy decoding with 256 new tokens by default. An error of the backend is
+        raised (the test fails with it) and recorded as an error record of the test.
         """
         unknown = sorted(set(settings) - set(_SETTINGS))
         if unknown:
@@ -81,10 +85,16 @@ class BackendClient:
             else [dict(m) for m in prompt]
         )
         request = GenerationRequest(messages, Generation(**settings))
-        calls = self._item.stash.setdefault(CLIENT_CALLS, [])
-        pending = _ClientRequest(f"{self._item.nodeid}#{len(calls) + 1}", self.spec, request)
-        result = self._worker.engine.result_for(pending, ())
-        calls.append(TestGeneration(pending.nodeid, self.model, request, result))
+        item = self._running()
+        calls = item.stash.setdefault(CLIENT_CALLS, []) if item is not None else []
+        key = f"{item.nodeid if item else 'llmeval_backend'}#{len(calls) + 1}"
+        shown = "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in messages)
+        try:
+            result = self._worker.engine.result_for(_ClientRequest(key, self.spec, request), ())
+        except Exception as exc:
+            calls.append(TestGeneration(self.model, shown, None, f"{type(exc).__name__}: {exc}"))
+            raise
+        calls.append(TestGeneration(self.model, shown, result))
         self.last = result
         return result.text
 
@@ -107,15 +117,14 @@ class _ClientRequest:
 def client_records(
     item: pytest.Item, outcome: str, worker: str
 ) -> tuple[list[ItemRecord], TaskInfo]:
-    """The records of a hand-written test's generations, with the test's outcome
+    """The records of the generations a hand-written test made, with the test's outcome
     (`passed`, `failed`; a skipped or xfailed test leaves none; no call phase: `error`).
 
-    The task is the test module's name; ids are the test's name, then `#2`, `#3`... for its
-    further generations.
+    The task is the test module's path (`tests/test_safety.py`: no clash with a Task's name);
+    ids are the test's name, then `#2`, `#3`... for its further generations.
     """
-    task = TaskInfo(
-        name=item.path.stem, origin="hand-written tests", split="test", rows=None, gates=[]
-    )
+    module = item.nodeid.split("::")[0]
+    task = TaskInfo(name=module, origin=TEST_ORIGIN, split="test", rows=None, gates=[])
     outcomes: dict[str, Outcome] = {"passed": "pass", "failed": "fail", "error": "error"}
     mapped = outcomes.get(outcome)
     calls = item.stash.get(CLIENT_CALLS, [])
@@ -131,5 +140,14 @@ def client_records(
             split="test",
             row_index=index,
         )
-        made.append(from_test(facts, worker=worker, outcome=mapped, generation=call.result))
+        made.append(
+            from_test(
+                facts,
+                worker=worker,
+                outcome=mapped,
+                prompt=call.prompt,
+                generation=call.result,
+                error=call.error,
+            )
+        )
     return made, task

@@ -69,20 +69,22 @@ def errored(facts: ItemFacts, *, worker: str | None, target: str | None, error: 
     )
 
 
-def crashed(nodeid: str, message: str, default_model: str) -> ItemRecord:
-    """The record of an item whose worker died while running it, from its node id alone."""
+def crashed(nodeid: str, message: str, default_model: str, worker: str | None) -> ItemRecord:
+    """The record of an eval item whose worker died while running it, from its node id."""
     parsed = parse_nodeid(nodeid)
-    name = nodeid.split("::")[-1]
+    if parsed is None:
+        raise ValueError(f"not an eval item's node id: {nodeid!r}")
     return ItemRecord(
-        id=parsed.item_id if parsed else name,
+        id=parsed.item_id,
         nodeid=nodeid,
-        task=parsed.task if parsed else name.split("/")[0],
-        model=(parsed.model if parsed else None) or default_model,
-        split=parsed.split if parsed else "",
-        row_index=parsed.row if parsed else 0,
+        task=parsed.task,
+        model=parsed.model or default_model,
+        split=parsed.split,
+        row_index=parsed.row,
         source="task",
         outcome="error",
         error=f"worker crashed while running this item: {message}",
+        worker=worker,
     )
 
 
@@ -110,9 +112,25 @@ def compared(
 
 
 def from_test(
-    facts: ItemFacts, *, worker: str, outcome: Outcome, generation: GenerationResult
+    facts: ItemFacts,
+    *,
+    worker: str,
+    outcome: Outcome,
+    prompt: str | None,
+    generation: GenerationResult | None,
+    error: str | None = None,
 ) -> ItemRecord:
-    """A generation made by a hand-written test; its outcome and score are the test's."""
+    """A generation made by a hand-written test: its outcome and score are the test's, or
+    `error` when the generation itself failed (then there is no `generation`)."""
+    if generation is None:
+        return ItemRecord(
+            **_identity(facts),
+            source="test",
+            outcome="error",
+            error=error,
+            worker=worker,
+            prompt=prompt,
+        )
     return ItemRecord(
         **_identity(facts),
         source="test",

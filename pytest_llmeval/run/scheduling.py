@@ -56,9 +56,16 @@ def _split(members: list[int], parts: int) -> list[list[int]]:
 
 
 def _worker_order(node: WorkerController) -> tuple[int, str]:
-    gateway_id = str(node.gateway.id)
-    digits = "".join(ch for ch in gateway_id if ch.isdigit())
-    return (int(digits) if digits else 0, gateway_id)
+    worker = str(node.workerinput["workerid"])  # gw0, gw1, ... gw10: by number, not text
+    digits = "".join(ch for ch in worker if ch.isdigit())
+    return (int(digits) if digits else 0, worker)
+
+
+# What EvalScheduling uses of its base class (tests/test_scheduling.py checks they exist).
+LOAD_SCHEDULING_MEMBERS = (
+    "nodes", "node2collection", "node2pending", "pending", "collection",
+    "collection_is_completed", "log", "schedule", "check_schedule",
+)  # fmt: skip
 
 
 class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no types
@@ -89,10 +96,11 @@ class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no ty
         if self.collection is not None:
             self._hand_out_leftovers()
             return
-        if not self._check_nodes_have_same_collection():
-            self.log("**Different tests collected, aborting run**")
+        collections = list(self.node2collection.values())
+        if any(other != collections[0] for other in collections[1:]):
+            super().schedule()  # xdist reports the difference and aborts, as it always does
             return
-        self.collection = list(next(iter(self.node2collection.values())))
+        self.collection = list(collections[0])
         if not self.collection:
             return
         nodes = sorted(self.nodes, key=_worker_order)
@@ -112,7 +120,7 @@ class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no ty
                 self._give(node, leftovers)
 
     def _give(self, node: WorkerController, share: list[int]) -> None:
-        worker = str(node.gateway.id)
+        worker = str(node.workerinput["workerid"])
         self.share_sizes[worker] = self.share_sizes.get(worker, 0) + len(share)
         self.node2pending[node].extend(share)
         if share:

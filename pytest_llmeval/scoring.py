@@ -1,0 +1,9 @@
+"""Scorers for `Task(scorer=...)`: `numeric`, `exact`, `label(labels)`, `gsm8k_target` and the
+`Score` they return. The public name of `pytest_llmeval.score.scorers`, kept stable for
+`from pytest_llmeval import scoring` and `from pytest_llmeval.scoring import numeric`."""
+
+from __future__ import annotations
+
+from pytest_llmeval.score.scorers import BUILTIN_SCORERS, Score, exact, gsm8k_target, label, numeric
+
+__all__ = ["BUILTIN_SCORERS", "Score", "exact", "gsm8k_target", "label", "numeric"]
