@@ -178,6 +178,8 @@ def pytest_runtest_makereport(
     """Attach an item's records to its teardown report (so each crosses xdist once), HTML
     extras to its result row, and one-line messages to misses and known errors."""
     report = yield
+    if call.when == "call":
+        item.stash[CALL_OUTCOME] = report.outcome  # for generations made in teardown too
     if isinstance(item, EvalItem) and item.record is not None:
         if call.when == "teardown":
             payload = {
@@ -199,9 +201,7 @@ def pytest_runtest_makereport(
 
 def _client_payload(item: pytest.Item, when: str, report: TestReport) -> None:
     """A hand-written test's generations become records with the test's outcome."""
-    if when == "call":
-        item.stash[CALL_OUTCOME] = report.outcome
-    elif when == "teardown":
+    if when == "teardown":
         outcome = item.stash.get(CALL_OUTCOME, "error")
         made, task = client_records(item, outcome, worker_of(item.config).name)
         if made:
