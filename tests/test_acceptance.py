@@ -339,3 +339,10 @@ def test_the_backend_fixture_serves_wider_scoped_fixtures(evalproject: pytest.Py
     result.assert_outcomes(passed=2)
     by_hand = sorted((r["id"], r["prompt"]) for r in read_items(evalproject))
     assert by_hand == [("test_first", "[user] q: 20 + 22"), ("test_second", "[user] q: 6 * 7")]
+
+
+def test_an_eval_run_without_xdist_loaded(evalproject: pytest.Pytester) -> None:
+    # The xdist hooks are registered only when xdist is there: -p no:xdist is a plain run.
+    result = run_evals(evalproject, "-p", "no:xdist")
+    result.assert_outcomes(passed=11)
+    assert result.ret == 0
