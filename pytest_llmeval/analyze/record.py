@@ -15,7 +15,7 @@ imported only there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 SCHEMA_VERSION = 2
@@ -153,7 +153,7 @@ class TaskInfo:
     split: str | None
     rows: int | None
     """Rows in the task before `--limit` or deselection."""
-    gates: list[str] | None = field(default=None)
+    gates: list[str] | None = None
     """Gates the task declares; None when unknown (an item whose worker crashed first)."""
 
 
