@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_llmeval.analyze.plain import RecordValueError, plain_record, plain_value
 from pytest_llmeval.analyze.record import Comparison, ItemRecord, TaskInfo
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.declare.data import RowError
@@ -84,7 +85,7 @@ class EvalItem(pytest.Item):
         """What this item is, for its record."""
         label = None
         if self.task.label_field and isinstance(self.row, Mapping):
-            label = self.row.get(self.task.label_field)
+            label = _plain_label(self.row.get(self.task.label_field))
         split = self.task_info.split or ""
         return records.ItemFacts(
             self.item_id, self.nodeid, self.task.name, self.spec.name, split, self.row_index, label
@@ -98,7 +99,7 @@ class EvalItem(pytest.Item):
             if isinstance(self.row, RowError):
                 raise ItemError(f"data error: {self.row.message}")
             target = self.task.target_for(self.row)
-            self.record = self._evaluate(worker, self.row, target)
+            self.record = self._plain(self._evaluate(worker, self.row, target))
         except Exception as exc:
             message = _error_message(exc)
             self.record = records.errored(
@@ -108,6 +109,13 @@ class EvalItem(pytest.Item):
         finally:
             if self.record is not None:
                 self.user_properties.extend(junit_properties(self.record))
+
+    def _plain(self, record: ItemRecord) -> ItemRecord:
+        """The record in builtin JSON types (it crosses the xdist channel), or an ItemError."""
+        try:
+            return plain_record(record)
+        except RecordValueError as exc:
+            raise ItemError(f"task {self.task.name}: {exc}") from None
 
     def _evaluate(self, worker: Worker, row: Mapping[str, Any], target: str) -> ItemRecord:
         generation = worker.engine.result_for(self, worker.upcoming(self))
@@ -247,6 +255,14 @@ def miss_message(record: ItemRecord) -> str:
     span = record.span or str(record.response or "")[-60:]
     span = " ".join(span.split())
     return f'expected {record.target}, got {got} ({record.method}: "{span}")'
+
+
+def _plain_label(value: Any) -> Any:
+    """A row's stratification label as JSON (its repr when it has no JSON form)."""
+    try:
+        return plain_value(value, "label")
+    except RecordValueError:
+        return repr(value)
 
 
 def _checked(score: Score, task: str) -> Score:
