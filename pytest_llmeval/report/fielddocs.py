@@ -67,7 +67,7 @@ def _table(heading: str, definition: dict[str, Any]) -> str:
 def _type_of(spec: dict[str, Any]) -> str:
     """A short JSON type: `number \\| null`, `[Metrics]`, `{str: TaskResult}`."""
     if "$ref" in spec:
-        return spec["$ref"].rsplit("/", 1)[-1]
+        return str(spec["$ref"]).rsplit("/", 1)[-1]
     if "anyOf" in spec:
         return " \\| ".join(_type_of(option) for option in spec["anyOf"])
     if "enum" in spec:
