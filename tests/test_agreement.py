@@ -118,6 +118,24 @@ def test_kappa_next_to_raw_agreement_on_a_skewed_sample() -> None:
     assert summary["kappa_n"] == 20
 
 
+def test_a_reference_that_always_fails_is_no_agreement() -> None:
+    failed = Comparison(
+        **{
+            **vars(compared("Label: toxic", "x", "toxic", "toxic")),
+            **compare_item("Label: toxic", None, "toxic", None),
+            "reference_error": "ConnectionError: refused",
+            "reference_raw_response": None,
+            "reference_score": None,
+        }
+    )
+    summary = summarize_agreement([failed] * 3, uncompared=1)
+    assert summary["reference_model"] == "ref" and summary["reference_errors"] == 3
+    assert summary["agreement"] == 0.0 and summary["compared"] == 0
+    assert summary["agreement_answered"] is None and summary["kappa"] is None
+    assert summary["reference_accuracy"] is None and summary["reference_generated"] == 0
+    assert summary["assessment"].labels == "FAIL"
+
+
 def test_summary_rates_and_assessment_bands() -> None:
     agree = compared("Label: toxic", "Label: toxic", "toxic", "toxic")
     differ = compared("Label: toxic", "Label: non-toxic", "toxic", "non-toxic")

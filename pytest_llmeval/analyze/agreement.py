@@ -91,6 +91,7 @@ def summarize_agreement(
         "primary_reasoning_chars": mean(defined("primary_reasoning_chars")),
         "reference_reasoning_chars": mean(defined("reference_reasoning_chars")),
         **reference_figures(answered),
+        "reference_model": comparisons[0].reference_model if comparisons else None,
     }
     summary["assessment"] = assess(
         summary["agreement"], summary["response_indel_similarity"], limits
@@ -110,7 +111,6 @@ def reference_figures(answered: Sequence[Comparison]) -> dict[str, Any]:
     seconds = sum(walls.values())
     tokens_generated = sum(int(c.reference_tokens_out or 0) for c in generated)
     return {
-        "reference_model": answered[0].reference_model if answered else None,
         "reference_accuracy": mean(scores),
         "reference_accuracy_ci95": list(wilson_interval(sum(scores), len(scores)))
         if scores

@@ -39,7 +39,9 @@ class AgreementThresholds:
     """Band of `agreement`."""
     labels_caution: float = 0.90
     indel_similarity_pass: float = 0.80
-    """Band of `response_indel_similarity` (two unrelated English texts score about 0.5)."""
+    """Band of `response_indel_similarity`. Not 0-based: unrelated English prose scores about
+    0.4 (shared letters make a long common subsequence), two short answers of one template
+    with different content about 0.6."""
     indel_similarity_caution: float = 0.60
 
 
