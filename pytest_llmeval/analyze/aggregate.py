@@ -64,12 +64,15 @@ def summarize(records: Sequence[ItemRecord], task_rows: int | None = None, **ext
     `task_rows` is the task's row count before selection (defaults to the records' count).
     """
     scored = [r for r in records if r.outcome in ("pass", "fail")]
-    errors = [r for r in records if r.outcome == "error"]
+    # An item whose reference backend failed is the reference's error (`reference_errors`).
+    errors = [r for r in records if r.outcome == "error" and not _reference_failed(r)]
     n = len(scored)
     total = len(records)
     score_sum = sum(float(r.score or 0.0) for r in scored)
     parsed = sum(1 for r in scored if r.extracted not in (None, INVALID))
-    latencies = [float(r.latency_s) for r in scored if r.latency_s is not None]
+    # The primary's own generations: scored items and those whose reference failed.
+    answered = [r for r in records if r.outcome != "error" or _reference_failed(r)]
+    latencies = [float(r.latency_s) for r in answered if r.latency_s is not None]
     tokens_in, tokens_out = _tokens(records)
     batch_walls = {r.batch_id: float(r.batch_wall_s or 0.0) for r in records if r.batch_id}
     generation_s = sum(batch_walls.values())
@@ -130,13 +133,12 @@ def _energy(records: Sequence[ItemRecord], tokens_out: int, generation_s: float)
 
 def _agreement(records: Sequence[ItemRecord]) -> dict[str, Any]:
     """Agreement metrics when the records come from a --compare-backend run, else nothing."""
-    compared = [r.comparison for r in records if r.comparison and r.outcome != "error"]
-    if not compared:
+    comparisons = [r.comparison for r in records if r.comparison is not None]
+    if not comparisons:
         return {}
-    references = [float(c.reference_score) for c in compared]
-    return {
-        **summarize_agreement(compared),
-        "reference_model": compared[0].reference_model,
-        "reference_accuracy": sum(references) / len(references),
-        "reference_accuracy_ci95": list(wilson_interval(sum(references), len(references))),
-    }
+    # Items that errored before they could be compared (data, primary) count against agreement.
+    return summarize_agreement(comparisons, uncompared=len(records) - len(comparisons))
+
+
+def _reference_failed(record: ItemRecord) -> bool:
+    return record.comparison is not None and record.comparison.reference_error is not None

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pytest_llmeval.analyze.agreement import METRIC_N
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import SCHEMA_CONFIG
 
@@ -26,11 +27,14 @@ METRICS: dict[str, bool] = {
     "tokens_per_s": False,
     # Agreement runs (--compare-backend):
     "agreement": True,
+    "agreement_answered": False,
     "finegrain_agreement": True,
+    "kappa": False,
+    "finegrain_kappa": False,
     "reference_accuracy": True,
     "both_parse_rate": True,
-    "response_similarity": False,
-    "reasoning_similarity": False,
+    "response_indel_similarity": False,
+    "reasoning_indel_similarity": False,
 }
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -182,7 +186,7 @@ def check_gate(gate: Gate, task: str, model: str, metrics: Metrics | None) -> Ga
         task=task,
         model=model,
         value=None if value is None else float(value),
-        n=metrics.n if metrics is not None else 0,
+        n=int(getattr(metrics, METRIC_N.get(gate.metric, "n")) or 0) if metrics is not None else 0,
         interval=(interval[0], interval[1]) if interval else None,
         partial=metrics.partial if metrics is not None else False,
         passed=value is not None and gate.holds(float(value)),

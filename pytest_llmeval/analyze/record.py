@@ -36,46 +36,77 @@ Label = str | int | float | bool | None
 
 @dataclass
 class Comparison:
-    """Agreement runs only: the same item on the reference backend, compared with the primary."""
+    """Agreement runs only: the same item on the reference backend, compared with the primary.
+
+    The reference side has its own generation facts and its own error: when the reference
+    backend fails, `reference_error` says why, the reference and comparison fields are None,
+    and the record keeps the primary's generation and score (the item's outcome is `error`).
+    """
 
     __pydantic_config__ = SCHEMA_CONFIG
 
     reference_model: str
     """Name of the reference model (`--compare-backend` or the task's `reference`)."""
-    reference_raw_response: str
+    reference_error: str | None
+    """One-line message when the reference backend failed on this item (then the comparison
+    fields are None); None when it answered."""
+    reference_raw_response: str | None
     """The reference backend's full response, reasoning included."""
     reference_extracted: str | None
     """What the task's scorer extracted from the reference response."""
-    reference_score: float
-    """The reference response's score against the ground truth."""
+    reference_score: float | None
+    """The reference response's score against the ground truth (0..1)."""
+    reference_prompt: str | None
+    """The prompt exactly as the reference model saw it (its own chat template applied)."""
+    reference_finish_reason: str | None
+    """Why the reference generation stopped (`stop`, `length`, ...), as its backend said."""
     reference_latency_s: float | None
+    """The reference generation's own latency in seconds (see the record's `latency_method`)."""
     reference_tokens_in: int | None
     reference_tokens_out: int | None
     reference_cached: bool | None
+    """True when the reference generation came from the cache (no model work this run)."""
+    reference_batch_id: str | None
+    """The reference generation's batch (distinct from the primary's batches)."""
+    reference_batch_size: int | None
+    reference_batch_wall_s: float | None
+    """Wall time in seconds of the reference generation's whole batch."""
     text: str
     """The item's own input: the content of the last user message."""
     primary_label: str
     """Label parsed from the primary response (`[invalid]` when none)."""
-    reference_label: str
+    reference_label: str | None
+    """Label parsed from the reference response (`[invalid]` when none)."""
+    primary_binary_label: str
+    """The binary class of `primary_label` (the task's `binary_of`; the label itself when the
+    task has none; `[invalid]` when no label)."""
+    reference_binary_label: str | None
     primary_parsed: bool
-    reference_parsed: bool
-    both_parsed: bool
-    finegrain_match: bool
-    """Whether the two labels are the same (case-insensitive), `[invalid]` included."""
-    binary_match: bool
-    """Whether the labels' binary classes (the task's `binary_of`) are the same."""
-    response_similarity: float
-    """0..1 similarity of the two final answers (reasoning removed)."""
-    reasoning_similarity: float
+    """Whether the primary response gave one of the task's labels."""
+    reference_parsed: bool | None
+    both_parsed: bool | None
+    finegrain_match: bool | None
+    """Whether both sides gave a label and the labels are the same (case-insensitive); an
+    unparsed side is a disagreement."""
+    binary_match: bool | None
+    """Whether both sides gave a label and the labels' binary classes (the task's
+    `binary_of`) are the same; an unparsed side is a disagreement."""
+    response_indel_similarity: float | None
+    """Normalized Indel similarity of the two final answers (reasoning removed, then
+    `normalize_text`): `rapidfuzz.fuzz.ratio / 100` = 2 x longest common character
+    subsequence / total length, in [0, 1]. None when both answers are empty."""
+    reasoning_indel_similarity: float | None
+    """Normalized Indel similarity of the two reasonings, as `response_indel_similarity`;
+    None unless both sides reasoned."""
     primary_response: str
     """The primary's final answer, reasoning removed."""
-    reference_response: str
+    reference_response: str | None
     primary_reasoning: str
-    reference_reasoning: str
+    reference_reasoning: str | None
     primary_response_chars: int
-    reference_response_chars: int
+    reference_response_chars: int | None
     primary_reasoning_chars: int
-    reference_reasoning_chars: int
+    reference_reasoning_chars: int | None
 
 
 @dataclass

@@ -56,6 +56,12 @@ def summary_markdown(
          _fmt(m.cost_usd, "{:.4f}")]
         for (task, model), m in summaries.items()
     ]  # fmt: skip
+    # Agreement runs: the reference backend's own figures, on a row of their own.
+    cost += [
+        _reference_cost_row(task, model, m)
+        for (task, model), m in summaries.items()
+        if m.reference_model is not None
+    ]
     headers = ["task", "model", "p50 s", "p95 s", "tok/s", "items/min", "tokens in",
                "tokens out", "energy Wh", "J/token", "avg W", "peak W", "peak VRAM GB",
                "load s", "cost USD"]  # fmt: skip
@@ -72,6 +78,17 @@ def summary_markdown(
     if compared:
         lines += ["", "## Backend agreement", "", agreement_table(compared, "github")]
     return "\n".join(lines) + "\n"
+
+
+def _reference_cost_row(task: str, model: str, m: Metrics) -> list[object]:
+    """The speed columns of the cost table for an agreement run's reference backend."""
+    row: list[object] = [
+        task, f"{m.reference_model} (reference of {model})",
+        _fmt(m.reference_latency_p50, "{:.2f}"), _fmt(m.reference_latency_p95, "{:.2f}"),
+        _fmt(m.reference_tokens_per_s, "{:.1f}"), "-", _fmt(m.reference_tokens_in, "{}"),
+        _fmt(m.reference_tokens_out, "{}"),
+    ]  # fmt: skip
+    return row + ["-"] * 7
 
 
 def _energy(metrics: Metrics) -> str:
@@ -116,7 +133,8 @@ def summary_table(
 def agreement_table(
     compared: Sequence[tuple[tuple[str, str], Metrics]], tablefmt: str = "simple"
 ) -> str:
-    """Backend agreement per task: rates, similarity, each side's accuracy, the assessment."""
+    """Backend agreement per task: rates, kappa, similarity, each side's accuracy and errors,
+    the assessment."""
     rows = []
     for (task, model), m in compared:
         ci = m.agreement_ci95 or [0.0, 0.0]
@@ -124,19 +142,24 @@ def agreement_table(
             [
                 task,
                 f"{model} vs {m.reference_model}",
-                f"{m.agreement:.3f} ({ci[0]:.3f}-{ci[1]:.3f})",
+                f"{_fmt(m.agreement, '{:.3f}')} ({ci[0]:.3f}-{ci[1]:.3f})",
+                _fmt(m.kappa, "{:.3f}") + f" (n={m.kappa_n})",
                 _fmt(m.finegrain_agreement, "{:.3f}"),
+                _fmt(m.finegrain_kappa, "{:.3f}"),
                 _fmt(m.both_parse_rate, "{:.3f}"),
-                _fmt(m.response_similarity, "{:.3f}"),
-                _fmt(m.reasoning_similarity, "{:.3f}"),
+                _fmt(m.response_indel_similarity, "{:.3f}"),
+                _fmt(m.reasoning_indel_similarity, "{:.3f}")
+                + f" (n={m.reasoning_indel_similarity_n})",
                 f"{_fmt(m.accuracy, '{:.3f}')} / {_fmt(m.reference_accuracy, '{:.3f}')}",
+                f"{m.n_errors} / {m.reference_errors}",
                 m.assessment.overall if m.assessment else "NO DATA",
             ]
         )
-    headers = ["task", "backends", "agreement (95% CI)", "fine-grained", "both parsed",
-               "resp. sim.", "reas. sim.", "accuracy", "assessment"]  # fmt: skip
+    headers = ["task", "backends", "agreement (95% CI)", "kappa", "fine-grained",
+               "fine kappa", "both parsed", "resp. indel sim.", "reas. indel sim.", "accuracy",
+               "errors", "assessment"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 
-def _fmt(value: float | None, pattern: str) -> str:
+def _fmt(value: float | int | None, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)

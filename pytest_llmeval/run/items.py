@@ -109,6 +109,9 @@ class EvalItem(pytest.Item):
         finally:
             if self.record is not None:
                 self.user_properties.extend(junit_properties(self.record))
+        if self.record.error is not None:
+            # Only the reference failed: the record keeps the primary's side, the item errors.
+            raise ItemError(self.record.error)
 
     def _plain(self, record: ItemRecord) -> ItemRecord:
         """The record in builtin JSON types (it crosses the xdist channel), or an ItemError."""
@@ -124,7 +127,7 @@ class EvalItem(pytest.Item):
         comparison = None
         if self.reference is not None:
             comparison = self._compare(worker, row, generation, score, target)
-            passed = comparison.binary_match
+            passed = comparison.binary_match is True
         return records.evaluated(
             self.facts(),
             worker=worker.name,
@@ -143,12 +146,23 @@ class EvalItem(pytest.Item):
         primary: Score,
         target: str,
     ) -> Comparison:
-        """Generate on the reference backend too; the item passes when the labels agree."""
+        """Generate on the reference backend too; the item passes when the labels agree.
+
+        A reference generation that fails is the reference's error, kept in the comparison
+        (`reference_error`) beside the primary's intact result.
+        """
         assert self.reference is not None
         others = (
             ReferenceRequest(item) for item in worker.upcoming(self) if item.reference is not None
         )
-        generation = worker.engine.result_for(ReferenceRequest(self), others)
+        text = _input_text(self.request().messages)
+        try:
+            generation = worker.engine.result_for(ReferenceRequest(self), others)
+        except Exception as exc:
+            labels = compare_item(primary_generation.text, None, primary.extracted, None)
+            return records.compared(
+                self.reference.name, None, None, text, labels, error=_error_message(exc)
+            )
         score = _checked(self.scorer(generation.text, target, row), self.task.name)
         labels = compare_item(
             primary_generation.text,
@@ -157,7 +171,6 @@ class EvalItem(pytest.Item):
             score.extracted,
             self.task.binary_of,
         )
-        text = _input_text(self.request().messages)
         return records.compared(self.reference.name, generation, score, text, labels)
 
     def runtest(self) -> None:
@@ -239,14 +252,18 @@ def _input_text(messages: list[dict[str, str]]) -> str:
 
 
 def disagreement_message(record: ItemRecord) -> str:
-    """`labels differ: primary toxic, reference non-toxic (similarity 0.42)`."""
+    """`labels differ: primary toxic, reference non-toxic (response similarity 0.42)`."""
     comparison = record.comparison
     assert comparison is not None
     return (
         f"labels differ: {record.model} {comparison.primary_label}, "
         f"{comparison.reference_model} {comparison.reference_label} "
-        f"(response similarity {comparison.response_similarity:.2f})"
+        f"(response similarity {_similarity(comparison.response_indel_similarity)})"
     )
+
+
+def _similarity(value: float | None) -> str:
+    return "none: both empty" if value is None else f"{value:.2f}"
 
 
 def miss_message(record: ItemRecord) -> str:
