@@ -35,7 +35,7 @@ from pytest_llmeval.options import add_options, read_settings, uses_llmeval, war
 from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo, build_report
 from pytest_llmeval.report.html import item_extras
 from pytest_llmeval.run.client import CLIENT_CALLS, BackendClient, client_records
-from pytest_llmeval.run.collect import items_for_task
+from pytest_llmeval.run.collect import TaskClaims, claimed_items
 from pytest_llmeval.run.gpus import VARIABLE as GPU_VARIABLE
 from pytest_llmeval.run.items import EvalItem, ItemError, ItemMiss
 from pytest_llmeval.run.worker import WORKER, Worker, worker_of
@@ -49,6 +49,7 @@ RUNNING = pytest.StashKey[pytest.Item]()
 CONTROLLER = pytest.StashKey[Controller]()
 XDIST_HOOKS = pytest.StashKey[XdistHooks]()
 CALL_OUTCOME = pytest.StashKey[str]()
+TASK_CLAIMS = pytest.StashKey[TaskClaims]()
 CONTROLLER_NAME = "llmeval-controller"
 XDIST_NAME = "llmeval-xdist"
 
@@ -114,13 +115,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_pycollect_makeitem(
     collector: pytest.Module | pytest.Class, name: str, obj: object
 ) -> list[pytest.Item] | None:
-    """A module-level Task becomes its items (one per selected row and model)."""
+    """A module-level Task becomes its items (one per selected row and model), in the first
+    module that holds it (a Task imported into another module is not collected again)."""
     if not isinstance(obj, Task):
         return None
     config = collector.config
     activate_controller(config)
-    return items_for_task(
-        collector, obj, config.stash[SETTINGS], lambda task: _scorer(config, task)
+    claims = config.stash.setdefault(TASK_CLAIMS, TaskClaims())
+    return claimed_items(
+        collector, obj, claims, config.stash[SETTINGS], lambda task: _scorer(config, task)
     )
 
 

@@ -3,6 +3,10 @@
 Item ids are `<task>/<split>/<row index>` (plus `[model]` when several models run), in row
 order per model. A task whose data is missing becomes one skipped item saying how to provide
 it; a task that is broken becomes one error item. Neither stops the rest of the session.
+
+A Task object is collected once per session, in the first test module (in collection order)
+that holds it: importing it into a second module does not run it twice. Two different Task
+objects with the same name are an error item naming both modules.
 """
 
 from __future__ import annotations
@@ -21,6 +25,47 @@ from pytest_llmeval.declare.sampling import sample_indices
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.declare.task import ScoreFn, Task, TaskError
 from pytest_llmeval.run.items import EvalItem, TaskProblemItem
+
+
+class TaskClaims:
+    """Which module collects each task: the first one holding it, once per session."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, tuple[Task, str]] = {}
+
+    def claim(self, task: Task, module: str) -> bool:
+        """Whether `module` collects `task` (False: another module already did).
+
+        Raises TaskError when a different task already took the name.
+        """
+        name = str(task.name)
+        owner = self._owners.get(name)
+        if owner is None:
+            self._owners[name] = (task, module)
+            return True
+        if owner[0] is task:
+            return False
+        raise TaskError(
+            f"task name {name!r} is declared twice: in {owner[1]} and in {module}; "
+            "give each Task its own name (or import the same Task object)"
+        )
+
+
+def claimed_items(
+    collector: pytest.Collector,
+    task: Task,
+    claims: TaskClaims,
+    settings: Settings,
+    resolve_scorer: Callable[[Task], ScoreFn],
+) -> list[pytest.Item]:
+    """`task`'s items when this collector's module is the first to hold it, else none."""
+    module = collector.nodeid.split("::", 1)[0]
+    try:
+        if not claims.claim(task, module):
+            return []
+    except TaskError as exc:
+        return [_problem(collector, task, str(exc), skip=False)]
+    return items_for_task(collector, task, settings, resolve_scorer)
 
 
 def items_for_task(
