@@ -50,6 +50,4 @@ def test_two_tasks_with_one_name_are_an_error_naming_both_modules(
     )
     result = run_evals(evalproject, "-p", "no:cacheprovider")
     assert result.ret != 0
-    result.stdout.fnmatch_lines(
-        ["*task name 'mini' is declared twice*test_mini.py*test_other.py*"]
-    )
+    result.stdout.fnmatch_lines(["*task name 'mini' is declared twice*test_mini.py*test_other.py*"])

@@ -7,7 +7,6 @@ from collections import Counter
 import pytest
 
 from conftest import shared_data_dir
-
 from pytest_llmeval.declare.data import load_rows
 from pytest_llmeval.declare.sampling import sample_indices
 from pytest_llmeval.declare.task import DataSource
