@@ -37,7 +37,7 @@ from pytest_llmeval.report.html import item_extras
 from pytest_llmeval.run.client import CLIENT_CALLS, BackendClient, client_records
 from pytest_llmeval.run.collect import TaskClaims, claimed_items
 from pytest_llmeval.run.gpus import VARIABLE as GPU_VARIABLE
-from pytest_llmeval.run.items import EvalItem, ItemError, ItemMiss
+from pytest_llmeval.run.items import EvalItem, ItemError, ItemMiss, TaskProblemItem
 from pytest_llmeval.run.worker import WORKER, Worker, worker_of
 from pytest_llmeval.run.xdist_hooks import XdistHooks
 from pytest_llmeval.run.xdist_queue import is_xdist_worker
@@ -193,6 +193,10 @@ def pytest_runtest_makereport(
         elif item.config.getoption("htmlpath", None) and (call.when == "call" or not report.passed):
             extras = [*getattr(report, "extras", []), *item_extras(item.record)]
             setattr(report, "extras", extras)  # noqa: B010 - pytest-html's report attribute
+    elif isinstance(item, TaskProblemItem) and call.when == "teardown":
+        # No records, but the controller must learn of the task to fail (or excuse) its gates.
+        payload = {"records": [], "task": task_info_to_json(item.task_info)}
+        setattr(report, PAYLOAD_ATTRIBUTE, payload)
     elif CLIENT_CALLS in item.stash:
         _client_payload(item, call.when, report)
     if call.excinfo is not None and isinstance(call.excinfo.value, ItemMiss | ItemError):

@@ -19,6 +19,7 @@ import pytest
 from pytest_llmeval.analyze.gates import GateError, parse_gate
 from pytest_llmeval.analyze.record import TaskInfo
 from pytest_llmeval.declare.data import DataUnavailable, LoadedRows, RowError, load_rows
+from pytest_llmeval.declare.describe import data_origin, declaration
 from pytest_llmeval.declare.ids import item_id, node_name
 from pytest_llmeval.declare.models import ModelSpec, UnknownModel, resolve_model
 from pytest_llmeval.declare.sampling import sample_indices
@@ -57,6 +58,7 @@ def claimed_items(
     claims: TaskClaims,
     settings: Settings,
     resolve_scorer: Callable[[Task], ScoreFn],
+    hub: bool | None = None,
 ) -> list[pytest.Item]:
     """`task`'s items when this collector's module is the first to hold it, else none."""
     module = collector.nodeid.split("::", 1)[0]
@@ -65,7 +67,7 @@ def claimed_items(
             return []
     except TaskError as exc:
         return [_problem(collector, task, str(exc), skip=False)]
-    return items_for_task(collector, task, settings, resolve_scorer)
+    return items_for_task(collector, task, settings, resolve_scorer, hub)
 
 
 def items_for_task(
@@ -73,11 +75,13 @@ def items_for_task(
     task: Task,
     settings: Settings,
     resolve_scorer: Callable[[Task], ScoreFn],
+    hub: bool | None = None,
 ) -> list[pytest.Item]:
     """All items of `task` for every selected model (or one problem item).
 
     `resolve_scorer` turns the task's scorer (a function or a registered name) into a
-    function; it raises TaskError for an unknown name.
+    function; it raises TaskError for an unknown name. `hub` is the run's decision whether
+    the Hub is reachable (None: ask here).
     """
     try:
         if task.problem:
@@ -85,19 +89,18 @@ def items_for_task(
         for gate in task.gates:
             parse_gate(gate, "task", task.name)
         scorer = resolve_scorer(task)
-        loaded = load_rows(task.data, settings.data_dir)
+        loaded = load_rows(task.data, settings.data_dir, hub)
         _check_fields(task, loaded)
+        reference = _reference(task, settings)
     except DataUnavailable as exc:
         return [_problem(collector, task, f"task {task.name}: {exc}", skip=True)]
     except (TaskError, GateError) as exc:
         return [_problem(collector, task, f"task {task.name}: {exc}", skip=False)]
+    except UnknownModel as exc:
+        return [_problem(collector, task, f"task {task.name}: reference: {exc}", skip=False)]
     except Exception as exc:  # a broken loader must not take the whole session down
         message = f"task {task.name}: loading data failed: {type(exc).__name__}: {exc}"
         return [_problem(collector, task, message, skip=False)]
-    try:
-        reference = _reference(task, settings)
-    except UnknownModel as exc:
-        return [_problem(collector, task, f"task {task.name}: reference: {exc}", skip=False)]
     labels = _labels(task, loaded.rows)
     chosen = sample_indices(len(loaded.rows), settings.limit, settings.seed, labels)
     info = TaskInfo(
@@ -106,6 +109,8 @@ def items_for_task(
         split=loaded.split,
         rows=len(loaded.rows),
         gates=list(task.gates),
+        data=data_origin(task.data, loaded, chosen),
+        declaration=declaration(task),
     )
     several = len(settings.models) > 1
     items: list[pytest.Item] = []
@@ -139,11 +144,36 @@ def _reference(task: Task, settings: Settings) -> ModelSpec | None:
 
 
 def _problem(collector: pytest.Collector, task: Task, message: str, skip: bool) -> pytest.Item:
+    """The one item of a task that cannot run; its TaskInfo tells the controller why, so
+    the task's gates fail ("no data: ...") instead of going unchecked."""
     name = task.name if isinstance(task.name, str) and task.name else "task"
+    valid = not task.problem
+    info = TaskInfo(
+        name=name,
+        origin=None,
+        split=task.data.split if valid else None,
+        rows=None,
+        gates=_parseable(task.gates, name) if valid else [],
+        declaration=declaration(task) if valid else None,
+        no_data=message,
+        data_missing=skip,
+    )
     item: pytest.Item = TaskProblemItem.from_parent(
-        collector, name=name, problem=message, skip=skip
+        collector, name=name, problem=message, skip=skip, task_info=info
     )
     return item
+
+
+def _parseable(gates: Sequence[str], task: str) -> list[str]:
+    """The gates that parse (a task with a malformed gate is an error item already)."""
+    kept = []
+    for gate in gates:
+        try:
+            parse_gate(gate, "task", task)
+        except GateError:
+            continue
+        kept.append(gate)
+    return kept
 
 
 def _check_fields(task: Task, loaded: LoadedRows) -> None:
