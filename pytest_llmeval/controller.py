@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +65,9 @@ class Controller:
         self.misses = 0
         self.total = 0
         self.gate_results: list[GateResult] = []
+        # Per task: the first worker's rows hash, and why workers disagree (if they do).
+        self.data_seen: dict[str, tuple[str | None, str]] = {}
+        self.data_conflicts: dict[str, str] = {}
         self.writer: ReportWriter | None = None
         self.progress = Progress(
             interval_s=settings.progress_s, total=lambda: self.total, shares=self._shares
@@ -78,11 +81,18 @@ class Controller:
 
     # ---- gathering ---------------------------------------------------------------------
 
-    def add_task(self, task: TaskInfo) -> None:
-        """Keep what a worker said about a task (the first full account wins)."""
+    def add_task(self, task: TaskInfo, worker: str | None = None) -> None:
+        """Keep what a worker said about a task (the first full account wins), and flag the
+        task when two workers loaded different rows (another source, other content)."""
         known = self.tasks.get(task.name)
         if known is None or (known.gates is None and task.gates is not None):
             self.tasks[task.name] = task
+        if task.data is None:
+            return
+        seen = f"{worker or 'main'} {task.origin} sha256 {task.data.sha256}"
+        first = self.data_seen.setdefault(task.name, (task.data.sha256, seen))
+        if first[0] != task.data.sha256 and task.name not in self.data_conflicts:
+            self.data_conflicts[task.name] = f"workers loaded different rows: {first[1]}; {seen}"
 
     def add(self, record: ItemRecord, task: TaskInfo | None) -> None:
         """Keep one finished record, append it to items.jsonl at once, count progress."""
@@ -142,7 +152,9 @@ class Controller:
         if report.when == "teardown" and payload is not None:
             task = payload.get("task")
             if task:
-                self.add_task(task_info_from_json(task))
+                node = getattr(report, "node", None)  # xdist: the worker that sent it
+                worker = getattr(node, "workerinput", {}).get("workerid")
+                self.add_task(task_info_from_json(task), worker)
             for record in payload["records"]:
                 self.add(from_json(record), None)
 
@@ -194,6 +206,13 @@ class Controller:
             no_data,
             excused if self.settings.allow_missing else (),
         )
+        # Workers that scored different rows: no figure of that task can be trusted.
+        self.gate_results = [
+            replace(g, passed=False, reason=self.data_conflicts[g.task])
+            if g.task in self.data_conflicts
+            else g
+            for g in self.gate_results
+        ]
         # Gates are reported as tests; count them so progress ends at 100%, not 110%.
         session.testscollected += len(self.gate_results)
         for gate in self.gate_results:
@@ -250,6 +269,8 @@ class Controller:
         ):
             # Only wrong answers failed: each item tells its truth, the gates decide the run.
             session.exitstatus = pytest.ExitCode.OK
+        if self.data_conflicts and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         facts = RunFacts(
             run_id=self.run_id,
             started_iso=self.started_iso,
@@ -261,6 +282,7 @@ class Controller:
             workers=self.workers,
             summaries=self.summaries(),
             gate_results=self.gate_results,
+            data_conflicts=self.data_conflicts,
         )
         hook = self.config.hook
         report: RunReport = hook.pytest_llmeval_generate_report(
@@ -286,6 +308,8 @@ class Controller:
         if not self.has_eval_work():
             return
         terminalreporter.section("llmeval summary")
+        for task, conflict in self.data_conflicts.items():
+            terminalreporter.write_line(f"ERROR task {task}: {conflict}", red=True)
         terminalreporter.write_line(summary_table(self.summaries(), self.gate_results))
         for gate in self.gate_results:
             terminalreporter.write_line(f"{gate.name}: {gate.describe()}")

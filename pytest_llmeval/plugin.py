@@ -27,6 +27,7 @@ from pytest_llmeval.analyze.cost import Price, load_prices
 from pytest_llmeval.analyze.record import task_info_to_json, to_json
 from pytest_llmeval.backends import Backend, create_backend
 from pytest_llmeval.controller import PAYLOAD_ATTRIBUTE, Controller
+from pytest_llmeval.declare import data
 from pytest_llmeval.declare.ids import is_eval_item
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.settings import Settings
@@ -50,6 +51,8 @@ CONTROLLER = pytest.StashKey[Controller]()
 XDIST_HOOKS = pytest.StashKey[XdistHooks]()
 CALL_OUTCOME = pytest.StashKey[str]()
 TASK_CLAIMS = pytest.StashKey[TaskClaims]()
+HUB_DECISION = "llmeval_hub"
+"""workerinput key: the controller's decision whether the Hub is reachable (all workers follow)."""
 CONTROLLER_NAME = "llmeval-controller"
 XDIST_NAME = "llmeval-xdist"
 
@@ -122,8 +125,10 @@ def pytest_pycollect_makeitem(
     config = collector.config
     activate_controller(config)
     claims = config.stash.setdefault(TASK_CLAIMS, TaskClaims())
+    # An xdist worker follows the controller's Hub decision; a lone process decides once.
+    hub = getattr(config, "workerinput", {}).get(HUB_DECISION)
     return claimed_items(
-        collector, obj, claims, config.stash[SETTINGS], lambda task: _scorer(config, task)
+        collector, obj, claims, config.stash[SETTINGS], lambda task: _scorer(config, task), hub
     )
 
 
@@ -145,6 +150,20 @@ def _scorer(config: pytest.Config, task: Task) -> ScoreFn:
 def pytest_llmeval_make_scorer(config: pytest.Config, task: Task, name: str) -> ScoreFn | None:
     """The built-in scorers by name (a conftest's implementation runs first)."""
     return BUILTIN_SCORERS.get(name)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: decide once whether the Hub is reachable, for every worker.
+
+    Otherwise each worker asks on its own and a flaky network makes them load different
+    sources. Probed only in sessions that show an eval run at configure time (a plain suite
+    run with -n must not touch the network); the controller still compares the rows the
+    workers report (`Controller.add_task`).
+    """
+    config: pytest.Config = node.config
+    if uses_llmeval(config):
+        node.workerinput[HUB_DECISION] = data.hub_reachable()
 
 
 @pytest.hookimpl(optionalhook=True)

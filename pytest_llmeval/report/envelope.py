@@ -119,6 +119,9 @@ class TaskResult:
     label set and gates (None for groups of hand-written tests)."""
     no_data: str | None = None
     """Why the task ran no items (data missing, broken declaration); None when it ran."""
+    data_conflict: str | None = None
+    """xdist: set when workers loaded different rows for this task (source or content hash
+    differ); the task's gates then fail and so does the run."""
 
 
 @dataclass
@@ -182,6 +185,8 @@ class RunFacts:
     workers: Mapping[str, WorkerInfo]
     summaries: Mapping[tuple[str, str], Metrics]
     gate_results: Sequence[GateResult]
+    data_conflicts: Mapping[str, str] = field(default_factory=dict)
+    """Per task: why workers' rows differ (see `TaskResult.data_conflict`)."""
 
 
 def build_report(facts: RunFacts, exit_status: int, rootdir: Path) -> RunReport:
@@ -189,6 +194,7 @@ def build_report(facts: RunFacts, exit_status: int, rootdir: Path) -> RunReport:
     tasks: dict[str, TaskResult] = {}
     for (task, model), metrics in facts.summaries.items():
         entry = tasks.setdefault(task, _task_result(facts.tasks.get(task)))
+        entry.data_conflict = facts.data_conflicts.get(task)
         entry.models[model] = ModelResult(
             metrics=metrics,
             gates=[
