@@ -244,7 +244,7 @@ def test_a_task_names_a_scorer_a_conftest_provides(evalproject: pytest.Pytester)
     assert methods == {"suffix"}
     (evalproject.path / "test_mini.py").write_text(named.replace("ends_with", "ends_wiht"))
     result = run_evals(evalproject)
-    result.assert_outcomes(errors=1)
+    result.assert_outcomes(errors=1, failed=1)  # the broken task, and its gate (no data)
     result.stdout.fnmatch_lines(["*unknown scorer 'ends_wiht_target'; built in: exact, numeric*"])
 
 

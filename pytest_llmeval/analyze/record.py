@@ -15,7 +15,7 @@ imported only there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 SCHEMA_VERSION = 2
@@ -172,20 +172,122 @@ class ItemRecord:
     """Agreement runs only: the reference backend's result and the comparison."""
 
 
+# ---- what a task declared and where its rows came from (report.json, per task) ----
+
+
+@dataclass(frozen=True)
+class DataOrigin:
+    """Where a task's rows came from, decided once per run (the controller's source policy)."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    kind: Literal["file", "hub", "generated", "test"]
+    """`file`: a local copy; `hub`: a Hugging Face Hub dataset; `generated`: the task's
+    `generate` function; `test`: generations of hand-written tests (no dataset)."""
+    path: str | None
+    """The local file read (absolute), for `file`."""
+    hub: str | None
+    """The Hub dataset id, for `hub`."""
+    config: str | None
+    """The Hub dataset config, for `hub`."""
+    revision: str | None
+    """The Hub revision asked for (None: the default branch, not pinned)."""
+    split: str | None
+    rows: int | None
+    """Rows in the dataset before `--limit` or deselection."""
+    rows_used: int | None
+    """Rows selected by `--limit` sampling (all rows without it), before `-k` deselection."""
+    sha256: str | None
+    """SHA-256 (hex) of the rows used: the selected rows after `transform`, as canonical JSON
+    (sorted keys), one per line in row order. Equal hashes mean the same inputs."""
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """The task's prompt: a `ChatPrompt`'s templates, or the name of a prompt function."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    kind: Literal["chat", "function"]
+    system: str | None
+    """The system prompt (`ChatPrompt.system`)."""
+    user: str | None
+    """The user-turn `str.format` template."""
+    answer: str | None
+    """The template of the few-shot assistant turns."""
+    few_shot: int
+    """Number of few-shot rows."""
+    few_shot_sha256: str | None
+    """SHA-256 (hex) of the few-shot rows as canonical JSON; None without few-shot rows."""
+    function: str | None
+    """`module.qualname` of a prompt function (then the templates are None)."""
+
+
+@dataclass(frozen=True)
+class GenerationInfo:
+    """The task's generation settings (`Generation`)."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    max_new_tokens: int
+    temperature: float
+    """0 means greedy decoding."""
+    top_p: float
+    stop: list[str]
+    seed: int
+    other: dict[str, Any]
+    """Any further `Generation` field, by name."""
+
+
+@dataclass(frozen=True)
+class TaskDeclaration:
+    """A task's full declaration, as the run used it."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    description: str
+    prompt: PromptInfo
+    generation: GenerationInfo
+    target: str
+    """The target's row field, or `module.qualname` of the target function."""
+    scorer: str
+    """The scorer's registered name, or its function name (e.g. `label(toxic, non-toxic)`)."""
+    scorer_options: dict[str, Any]
+    """The options the scorer was built with, where it exposes them (e.g. `labels`)."""
+    labels: list[str] | None
+    """The label set of a classification scorer (`scoring.label([...])`), else None."""
+    label_field: str | None
+    """The row field `--limit` stratifies on."""
+    pass_threshold: float
+    gates: list[str]
+    """The gates the task declares (ini and command-line gates are in `settings.gates`)."""
+    reference: str | None
+    """The task's own reference model for agreement runs (`--compare-backend` overrides it)."""
+
+
 @dataclass(frozen=True)
 class TaskInfo:
-    """What the controller needs to know about a task, sent along with each of its records."""
+    """What the controller needs to know about a task, sent along with each of its records
+    (and with the one item of a task that could not run)."""
 
     __pydantic_config__ = SCHEMA_CONFIG
 
     name: str
     origin: str | None
-    """Where the rows came from (`file:...`, `hub:...`, `generated`)."""
+    """Where the rows came from (`file:...`, `hub:...`, `generated`); see `data`."""
     split: str | None
     rows: int | None
     """Rows in the task before `--limit` or deselection."""
     gates: list[str] | None = None
     """Gates the task declares; None when unknown (an item whose worker crashed first)."""
+    data: DataOrigin | None = None
+    """Where the rows came from, with a content hash of the rows used."""
+    declaration: TaskDeclaration | None = None
+    """The task's declaration (None for hand-written tests and unusable declarations)."""
+    no_data: str | None = None
+    """Why the task ran no items: its data is missing or the task is broken (None: it ran)."""
+    data_missing: bool = False
+    """Whether `no_data` is missing data (which `--llmeval-allow-missing` may excuse)."""
 
 
 def to_json(record: ItemRecord) -> dict[str, Any]:
@@ -200,9 +302,7 @@ def to_json(record: ItemRecord) -> dict[str, Any]:
 
 def task_info_to_json(info: TaskInfo) -> dict[str, Any]:
     """A TaskInfo as plain JSON types."""
-    data = dict(vars(info))
-    data["gates"] = None if info.gates is None else list(info.gates)
-    return data
+    return asdict(info)
 
 
 def from_json(data: dict[str, Any]) -> ItemRecord:
@@ -215,4 +315,20 @@ def from_json(data: dict[str, Any]) -> ItemRecord:
 
 def task_info_from_json(data: dict[str, Any]) -> TaskInfo:
     """A TaskInfo from `task_info_to_json` output."""
-    return TaskInfo(**data)
+    origin = data.get("data")
+    declared = data.get("declaration")
+    if declared is not None:
+        declared = TaskDeclaration(
+            **{
+                **declared,
+                "prompt": PromptInfo(**declared["prompt"]),
+                "generation": GenerationInfo(**declared["generation"]),
+            }
+        )
+    return TaskInfo(
+        **{
+            **data,
+            "data": DataOrigin(**origin) if origin is not None else None,
+            "declaration": declared,
+        }
+    )

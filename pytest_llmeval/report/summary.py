@@ -10,6 +10,8 @@ from pytest_llmeval.analyze.gates import GateResult
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.report.envelope import RunReport
 
+_VERDICT = {True: "ok", False: "FAIL", None: "not evaluated"}
+
 
 def summary_markdown(
     report: RunReport,
@@ -35,7 +37,7 @@ def summary_markdown(
         [task, model, f"{m.n}/{m.task_rows}" + (" partial" if m.partial else ""),
          _fmt(m.accuracy, "{:.3f}"), _ci(m.accuracy_ci95),
          _fmt(m.parse_rate, "{:.3f}"), m.n_errors,
-         "; ".join(f"{g.gate.text} {'ok' if g.passed else 'FAIL'}"
+         "; ".join(f"{g.gate.text} {_VERDICT[g.passed]}"
                    for g in gate_results if g.task == task and g.model == model) or "-"]
         for (task, model), m in summaries.items()
     ]  # fmt: skip
@@ -119,7 +121,7 @@ def summary_table(
                 _fmt(metrics.latency_p50, "{:.2f}s"),
                 _fmt(metrics.latency_p95, "{:.2f}s"),
                 _fmt(metrics.tokens_per_s, "{:.1f}"),
-                ", ".join(f"{g.gate.text} {'ok' if g.passed else 'FAIL'}" for g in gates) or "-",
+                ", ".join(f"{g.gate.text} {_VERDICT[g.passed]}" for g in gates) or "-",
             ]
         )
     headers = ["task", "model", "n", "accuracy", "95% CI", "errors", "p50", "p95", "tok/s", "gates"]

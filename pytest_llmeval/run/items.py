@@ -225,10 +225,11 @@ class ReferenceRequest:
 class TaskProblemItem(pytest.Item):
     """Stands for a whole task that cannot run: skipped (data missing) or an error (bad task)."""
 
-    def __init__(self, *, problem: str, skip: bool, **kwargs: Any) -> None:
+    def __init__(self, *, problem: str, skip: bool, task_info: TaskInfo, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.problem = problem
         self.skip = skip
+        self.task_info = task_info
 
     def setup(self) -> None:
         """Skip with the reason, or error with the problem."""
