@@ -4,6 +4,7 @@ the worker, and a value that cannot be stored makes that item an error naming th
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 
 import numpy as np
@@ -62,7 +63,7 @@ def test_numpy_scores_are_coerced_on_the_worker(
     # Before: with -n 2 a numpy float crossing the xdist channel ended in INTERNALERROR, exit 3,
     # and no report at all.
     _project(evalproject, "numpy_score")
-    monkeypatch.setenv("PYTHONPATH", str(evalproject.path))
+    monkeypatch.setenv("PYTHONPATH", str(evalproject.path), prepend=os.pathsep)
     result = evalproject.runpytest_subprocess(
         "--model", "callable:answers:reply", "--llmeval-data-dir=data",
         "--llmeval-report", "out/report.json", "-p", "no:cacheprovider", *workers,
@@ -81,7 +82,7 @@ def test_a_value_that_cannot_be_json_is_an_item_error_naming_the_field(
     evalproject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
 ) -> None:
     _project(evalproject, "opaque_score")
-    monkeypatch.setenv("PYTHONPATH", str(evalproject.path))
+    monkeypatch.setenv("PYTHONPATH", str(evalproject.path), prepend=os.pathsep)
     result = evalproject.runpytest_subprocess(
         "--model", "callable:answers:reply", "--llmeval-data-dir=data",
         "--llmeval-report", "out/report.json", "-p", "no:cacheprovider", *workers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -13,7 +14,9 @@ def test_two_workers_give_the_same_results_as_one_process(
     evalproject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (evalproject.path / "data" / "mini.jsonl").write_text(mini_rows(n=20, wrong=4, boom=1))
-    monkeypatch.setenv("PYTHONPATH", str(evalproject.path))  # workers import answers.py
+    monkeypatch.setenv(
+        "PYTHONPATH", str(evalproject.path), prepend=os.pathsep
+    )  # workers import answers.py
     common = [
         "--model",
         "callable:answers:reply",
