@@ -92,13 +92,44 @@ def test_split_reasoning_harmony_uses_last_final_message() -> None:
         (".5", "0.5"),
         ("-2.250", "-2.25"),
         ("1234567890123456789012", "1234567890123456789012"),
+        ("\u22125", "-5"),
+        ("\u20135", "-5"),
+        ("- 5", "-5"),
+        ("$-5", "-5"),
+        ("-$5", "-5"),
+        ("+5", "5"),
+        ("1 234", "1234"),
+        ("1\u2009234", "1234"),
+        ("3/4", "0.75"),
+        ("-6/8", "-0.75"),
+        ("1/3", "1/3"),
+        ("\\frac{3}{4}", "0.75"),
+        ("1e3", "1000"),
+        ("2.5E-3", "0.0025"),
+        ("1.2 \\times 10^{3}", "1200"),
     ],
 )
 def test_normalize_number(text: str, expected: str) -> None:
     assert normalize_number(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1.2.3", "--5", "5%", "1e3", "12 apples", "."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "abc",
+        "1.2.3",
+        "--5",
+        "5%",
+        "12 apples",
+        ".",
+        "1,0000",
+        "1,2,3",
+        "3/0",
+        "1/2/3",
+        "1e99999",
+    ],
+)
 def test_normalize_number_rejects_non_numbers(text: str) -> None:
     assert normalize_number(text) is None
 
@@ -115,9 +146,11 @@ def test_extract_gsm8k_strict_with_comma_and_trailing_dot() -> None:
     assert extract_gsm8k("#### 1,000.") == Extraction("1000", "strict", "#### 1,000")
 
 
-def test_extract_gsm8k_strict_takes_last_marker() -> None:
+def test_extract_gsm8k_strict_takes_first_marker() -> None:
+    # As lm-evaluation-harness's strict match: the first "#### n" (group_select 0), so a
+    # model that goes on to invent the next question is read at its own answer.
     result = extract_gsm8k("#### 5\nWait, I made an error.\n#### -$7.50")
-    assert (result.value, result.method) == ("-7.5", "strict")
+    assert (result.value, result.method) == ("5", "strict")
 
 
 def test_extract_gsm8k_flexible_last_number() -> None:
@@ -186,6 +219,12 @@ def test_gsm8k_target_missing_raises(field: str) -> None:
         ("0.1", "0.1000001", {"rel_tol": 1e-5}, True),
         ("100", "100.5", {"abs_tol": 1.0}, True),
         ("100000000000000000001", "100000000000000000000", {}, False),
+        ("3/4", "0.75", {}, True),
+        ("\u22125", "-5", {}, True),
+        ("1 234", "1234", {}, True),
+        ("1e3", "1,000", {}, True),
+        ("1/3", "0.333", {}, False),
+        ("1/3", "0.333", {"abs_tol": 1e-3}, True),
         (None, "1", {}, False),
         ("1", None, {}, False),
         ("abc", "abc", {}, False),
