@@ -39,3 +39,8 @@ def excerpt(text: str, start: int, end: int, *, context: bool = True) -> str:
     shown = " ".join(text[begin:end].split())
     cut = begin > (0 if context else start)
     return f"... {shown}" if cut else shown
+
+
+class TargetError(ValueError):
+    """A task's target cannot be scored (a `numeric` target that is no number, a `label()`
+    target outside the label set): the task is misconfigured, so every item is an error."""

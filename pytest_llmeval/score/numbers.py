@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from pytest_llmeval.score.extraction import Extraction, excerpt
+from pytest_llmeval.score.extraction import Extraction, TargetError, excerpt
 from pytest_llmeval.score.reasoning import split_reasoning
 
 # Minus in every form models write: hyphen-minus, U+2212 minus sign, en dash used as a minus.
@@ -183,13 +183,14 @@ def extract_gsm8k(response: str) -> Extraction:
 def gsm8k_target(answer_field: str) -> str:
     """Return the normalised number after ``####`` in a GSM8K ``answer`` field.
 
-    Raises ``ValueError`` when the field has no parseable ``#### <number>``.
+    Raises :class:`TargetError` (a ``ValueError``) when the field has no parseable
+    ``#### <number>``.
     """
     _, marker, tail = answer_field.rpartition("####")
     value = normalize_number(tail) if marker else None
     if value is None:
         shown = " ".join(answer_field[-60:].split())
-        raise ValueError(f"GSM8K answer field has no '#### <number>' final line: {shown!r}")
+        raise TargetError(f"GSM8K answer field has no '#### <number>' final line: {shown!r}")
     return value
 
 
