@@ -347,6 +347,8 @@ def test_label_set_rejects_one_label_spelled_twice() -> None:
         label(["non-toxic", "toxic", "non toxic"])
     with pytest.raises(ValueError, match="at least one label"):
         label([])
+    with pytest.raises(ValueError, match="'-' is only separators"):
+        label(["toxic", "-"])
 
 
 def test_parse_label_whole_words_only() -> None:

@@ -81,6 +81,8 @@ class LabelSet:
         self.labels = tuple(dict.fromkeys(label for label in labels if label.strip()))
         by_key: dict[str, str] = {}
         for label in self.labels:
+            if not _words(label):
+                raise ValueError(f"label {label!r} is only separators")
             other = by_key.setdefault(_key(label), label)
             if other != label:
                 raise ValueError(f"labels {other!r} and {label!r} are one label spelled twice")
