@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from conftest import run_evals
 from pytest_llmeval.score.extraction import Extraction
 from pytest_llmeval.score.labels import INVALID, parse_label
 from pytest_llmeval.score.numbers import (
@@ -13,6 +16,7 @@ from pytest_llmeval.score.numbers import (
     numbers_equal,
 )
 from pytest_llmeval.score.reasoning import split_reasoning
+from pytest_llmeval.score.scorers import TargetError, label, numeric
 from pytest_llmeval.score.text import exact_match, normalize_text
 
 HARMONY = (
@@ -92,13 +96,44 @@ def test_split_reasoning_harmony_uses_last_final_message() -> None:
         (".5", "0.5"),
         ("-2.250", "-2.25"),
         ("1234567890123456789012", "1234567890123456789012"),
+        ("\u22125", "-5"),
+        ("\u20135", "-5"),
+        ("- 5", "-5"),
+        ("$-5", "-5"),
+        ("-$5", "-5"),
+        ("+5", "5"),
+        ("1 234", "1234"),
+        ("1\u2009234", "1234"),
+        ("3/4", "0.75"),
+        ("-6/8", "-0.75"),
+        ("1/3", "1/3"),
+        ("\\frac{3}{4}", "0.75"),
+        ("1e3", "1000"),
+        ("2.5E-3", "0.0025"),
+        ("1.2 \\times 10^{3}", "1200"),
     ],
 )
 def test_normalize_number(text: str, expected: str) -> None:
     assert normalize_number(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1.2.3", "--5", "5%", "1e3", "12 apples", "."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "abc",
+        "1.2.3",
+        "--5",
+        "5%",
+        "12 apples",
+        ".",
+        "1,0000",
+        "1,2,3",
+        "3/0",
+        "1/2/3",
+        "1e99999",
+    ],
+)
 def test_normalize_number_rejects_non_numbers(text: str) -> None:
     assert normalize_number(text) is None
 
@@ -115,9 +150,11 @@ def test_extract_gsm8k_strict_with_comma_and_trailing_dot() -> None:
     assert extract_gsm8k("#### 1,000.") == Extraction("1000", "strict", "#### 1,000")
 
 
-def test_extract_gsm8k_strict_takes_last_marker() -> None:
+def test_extract_gsm8k_strict_takes_first_marker() -> None:
+    # As lm-evaluation-harness's strict match: the first "#### n" (group_select 0), so a
+    # model that goes on to invent the next question is read at its own answer.
     result = extract_gsm8k("#### 5\nWait, I made an error.\n#### -$7.50")
-    assert (result.value, result.method) == ("-7.5", "strict")
+    assert (result.value, result.method) == ("5", "strict")
 
 
 def test_extract_gsm8k_flexible_last_number() -> None:
@@ -186,6 +223,12 @@ def test_gsm8k_target_missing_raises(field: str) -> None:
         ("0.1", "0.1000001", {"rel_tol": 1e-5}, True),
         ("100", "100.5", {"abs_tol": 1.0}, True),
         ("100000000000000000001", "100000000000000000000", {}, False),
+        ("3/4", "0.75", {}, True),
+        ("\u22125", "-5", {}, True),
+        ("1 234", "1234", {}, True),
+        ("1e3", "1,000", {}, True),
+        ("1/3", "0.333", {}, False),
+        ("1/3", "0.333", {"abs_tol": 1e-3}, True),
         (None, "1", {}, False),
         ("1", None, {}, False),
         ("abc", "abc", {}, False),
@@ -246,11 +289,11 @@ def test_parse_label_last_explicit_line_wins() -> None:
     assert parse_label(response, LABELS).value == "non-toxic"
 
 
-def test_parse_label_explicit_line_without_label_falls_back() -> None:
+def test_parse_label_explicit_line_without_label_is_invalid() -> None:
+    # A Label line is where the model gave its answer; free text elsewhere does not rescue it.
     response = "Classification: this one is hard\nI'd say toxic overall."
     result = parse_label(response, LABELS)
-    assert (result.value, result.method) == ("toxic", "flexible")
-    assert result.span == "... fication: this one is hard I'd say toxic"
+    assert result == Extraction(INVALID, "none", "Classification: this one is hard")
 
 
 def test_parse_label_longer_label_not_shadowed() -> None:
@@ -259,9 +302,39 @@ def test_parse_label_longer_label_not_shadowed() -> None:
     assert parse_label("The comment is non-toxic.", ["toxic"]).value == INVALID
 
 
-def test_parse_label_earliest_occurrence_wins() -> None:
+def test_parse_label_two_labels_are_ambiguous() -> None:
     response = "It looks toxic, though some would call it non-toxic."
-    assert parse_label(response, LABELS).value == "toxic"
+    result = parse_label(response, LABELS)
+    assert result == Extraction(
+        INVALID, "ambiguous", "... toxic, though some would call it non-toxic"
+    )
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "Label: non toxic",
+        "Label: not toxic",
+        "Label: Not toxic",
+        "The message is not toxic.",
+        "Label: Non\u2013toxic",
+        "Label: neither toxic nor harmful",
+    ],
+)
+def test_parse_label_never_reads_a_negation_as_the_label(response: str) -> None:
+    # The six answers issue 9 found read as "toxic": each says non-toxic.
+    assert parse_label(response, LABELS).value == "non-toxic"
+    # Without a complement label in the set, a negation names no label.
+    assert parse_label(response, ["toxic", "safe"]).value == INVALID
+
+
+def test_label_set_rejects_one_label_spelled_twice() -> None:
+    with pytest.raises(ValueError, match="'non-toxic' and 'non toxic' are one label"):
+        label(["non-toxic", "toxic", "non toxic"])
+    with pytest.raises(ValueError, match="at least one label"):
+        label([])
+    with pytest.raises(ValueError, match="'-' is only separators"):
+        label(["toxic", "-"])
 
 
 def test_parse_label_whole_words_only() -> None:
@@ -282,3 +355,95 @@ def test_parse_label_nothing_found() -> None:
     assert parse_label("I am not sure.", LABELS) == Extraction(INVALID, "none", "")
     assert parse_label("<think>toxic", LABELS) == Extraction(INVALID, "none", "")
     assert parse_label("toxic", []) == Extraction(INVALID, "none", "")
+
+
+# --- scorers and their targets -------------------------------------------------------
+
+
+def test_label_scorer_accepts_any_spelling_of_a_target_label() -> None:
+    score = label(LABELS)
+    assert score("Label: not toxic", "Non toxic", {}).value == 1.0
+    assert score("Label: toxic", "NON-TOXIC", {}).value == 0.0
+    assert score("Label: toxic or non-toxic", "toxic", {}).value == 0.0
+
+
+@pytest.mark.parametrize("target", ["hateful", "", "1", "toxic-ish"])
+def test_label_scorer_target_outside_the_set_is_an_error(target: str) -> None:
+    with pytest.raises(TargetError, match=f"target {target!r} is not one of the labels"):
+        label(LABELS)("Label: toxic", target, {})
+
+
+def test_numeric_scorer_compares_by_value() -> None:
+    assert numeric("#### 3/4", "0.75", {}).value == 1.0
+    assert numeric("#### \u22125", "-5", {}).value == 1.0
+    assert numeric("#### **18**\nSo she has 3 left over.", "18", {}).value == 1.0
+
+
+@pytest.mark.parametrize("target", ["even", "", "None", "1,0000", "18 apples"])
+def test_numeric_scorer_target_not_a_number_is_an_error(target: str) -> None:
+    with pytest.raises(TargetError, match=f"numeric target {target!r} is not a number"):
+        numeric("#### 18", target, {})
+
+
+# A toxicity task on the callable backend: the responder labels every message "toxic".
+LABEL_TASK = """
+from pytest_llmeval import ChatPrompt, DataSource, Task, scoring
+
+def reply(messages, settings):
+    return "Label: toxic\\nReason: rude."
+
+tox = Task(
+    name="tox",
+    data=DataSource(generate=lambda: [{{"text": f"msg {{i}}", "label": {label}}} for i in range(4)]),
+    prompt=ChatPrompt(user="{{text}}"),
+    target="label",
+    scorer=scoring.label(["toxic", "non-toxic"]),
+)
+"""
+
+
+def _run_label_task(pytester: pytest.Pytester, label_expr: str) -> pytest.RunResult:
+    pytester.syspathinsert()
+    pytester.makepyfile(test_tox=LABEL_TASK.format(label=label_expr))
+    return pytester.runpytest(
+        "--model", "callable:test_tox:reply", "-W", "ignore::pytest.PytestAssertRewriteWarning"
+    )
+
+
+def test_label_target_outside_the_set_errors_every_item(pytester: pytest.Pytester) -> None:
+    # The dataset's labels are "hate"/"none" but the task declares toxic/non-toxic: today
+    # every item silently scored 0.
+    result = _run_label_task(pytester, '"hate" if i % 2 else "none"')
+    assert result.parseoutcomes()["errors"] == 4
+    assert "passed" not in result.parseoutcomes()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["*task tox: target 'none' is not one of the labels [[]'toxic', 'non-toxic'[]]*"]
+    )
+
+
+def test_label_target_in_another_spelling_scores(pytester: pytest.Pytester) -> None:
+    result = _run_label_task(pytester, '"Toxic" if i % 2 else "Non toxic"')
+    result.assert_outcomes(passed=2, failed=2)
+
+
+def test_numeric_target_not_a_number_errors_every_item(evalproject: pytest.Pytester) -> None:
+    # The task names the wrong column as its target: "kind" holds "even"/"odd".
+    source = (evalproject.path / "test_mini.py").read_text()
+    (evalproject.path / "test_mini.py").write_text(
+        source.replace('target="answer"', 'target="kind"')
+    )
+    result = run_evals(evalproject, "-p", "no:xdist")
+    # Every item is an error (the gate may add a failure of its own).
+    assert result.parseoutcomes()["errors"] == 10
+    assert "passed" not in result.parseoutcomes()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*task mini: numeric target 'even' is not a number*"])
+    items = [
+        json.loads(x) for x in (evalproject.path / "out" / "items.jsonl").read_text().splitlines()
+    ]
+    assert {i["outcome"] for i in items} == {"error"}
+    assert {i["error"] for i in items} == {
+        "task mini: numeric target 'even' is not a number",
+        "task mini: numeric target 'odd' is not a number",
+    }

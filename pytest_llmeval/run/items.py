@@ -24,7 +24,7 @@ from pytest_llmeval.report.junit import junit_properties
 from pytest_llmeval.run import records
 from pytest_llmeval.run.worker import Worker, worker_of
 from pytest_llmeval.score.agreement import compare_item
-from pytest_llmeval.score.scorers import Score
+from pytest_llmeval.score.scorers import Score, TargetError
 
 
 class ItemMiss(Exception):
@@ -101,7 +101,7 @@ class EvalItem(pytest.Item):
             target = self.task.target_for(self.row)
             self.record = self._plain(self._evaluate(worker, self.row, target))
         except Exception as exc:
-            message = _error_message(exc)
+            message = _error_message(exc, self.task.name)
             self.record = records.errored(
                 self.facts(), worker=worker.name, target=target, error=message
             )
@@ -161,7 +161,12 @@ class EvalItem(pytest.Item):
         except Exception as exc:
             labels = compare_item(primary_generation.text, None, primary.extracted, None)
             return records.compared(
-                self.reference.name, None, None, text, labels, error=_error_message(exc)
+                self.reference.name,
+                None,
+                None,
+                text,
+                labels,
+                error=_error_message(exc, self.task.name),
             )
         score = _checked(self.scorer(generation.text, target, row), self.task.name)
         labels = compare_item(
@@ -291,8 +296,11 @@ def _checked(score: Score, task: str) -> Score:
     return score
 
 
-def _error_message(exc: BaseException) -> str:
-    """One line: our own ItemError as is, anything else with its type name in front."""
+def _error_message(exc: BaseException, task: str) -> str:
+    """One line: our own ItemError as is, a misconfigured target with the task's name (it is
+    the same error on every item of the task), anything else with its type name in front."""
     if isinstance(exc, ItemError):
         return str(exc)
+    if isinstance(exc, TargetError):
+        return f"task {task}: {exc}"
     return f"{type(exc).__name__}: {exc}".strip()

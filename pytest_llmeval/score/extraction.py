@@ -14,8 +14,10 @@ class Extraction:
 
     ``value`` is the normalised answer (``None`` when nothing was extracted,
     except :func:`parse_label`, which uses :data:`INVALID`), ``method`` says how
-    it was found (``"strict"``, ``"flexible"``, ``"label"``, ``"exact"`` or
-    ``"none"``) and ``span`` is a short (<= 60 chars) excerpt of the response
+    it was found (numbers: ``"strict"`` from a ``####`` line, ``"boxed"``,
+    ``"flexible"``; labels: ``"exact"``, ``"label"`` from a ``Label:`` line,
+    ``"flexible"``; ``"ambiguous"`` for two different labels, ``"none"`` for no
+    answer) and ``span`` is a short (<= 60 chars) excerpt of the response
     ending at the extracted value, for failure reports; ``""`` if none.
     """
 
@@ -39,3 +41,8 @@ def excerpt(text: str, start: int, end: int, *, context: bool = True) -> str:
     shown = " ".join(text[begin:end].split())
     cut = begin > (0 if context else start)
     return f"... {shown}" if cut else shown
+
+
+class TargetError(ValueError):
+    """A task's target cannot be scored (a `numeric` target that is no number, a `label()`
+    target outside the label set): the task is misconfigured, so every item is an error."""

@@ -10,12 +10,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pytest_llmeval.score.labels import parse_label
-from pytest_llmeval.score.numbers import extract_gsm8k, gsm8k_target, numbers_equal
+from pytest_llmeval.score.extraction import TargetError
+from pytest_llmeval.score.labels import LabelSet
+from pytest_llmeval.score.numbers import (
+    extract_gsm8k,
+    gsm8k_target,
+    normalize_number,
+    numbers_equal,
+)
 from pytest_llmeval.score.reasoning import split_reasoning
 from pytest_llmeval.score.text import exact_match, normalize_text
 
-__all__ = ["Score", "exact", "gsm8k_target", "label", "numeric"]
+__all__ = ["Score", "TargetError", "exact", "gsm8k_target", "label", "numeric"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,11 @@ class Score:
 
 
 def numeric(response: str, target: str, row: Mapping[str, Any]) -> Score:
-    """GSM8K-style numeric answer: strict `#### <n>` first, else the last number."""
+    """GSM8K-style numeric answer: the first `#### <n>`, else the last `\\boxed{n}`, else the
+    last number (docs/scoring.md); compared by value. Raises TargetError when the target is
+    not a number."""
+    if normalize_number(str(target)) is None:
+        raise TargetError(f"numeric target {target!r} is not a number")
     reasoning, _ = split_reasoning(response)
     found = extract_gsm8k(response)
     right = numbers_equal(found.value, target)
@@ -50,19 +60,24 @@ def exact(response: str, target: str, row: Mapping[str, Any]) -> Score:
 
 
 def label(labels: Sequence[str]) -> Callable[[str, str, Mapping[str, Any]], Score]:
-    """A scorer that parses one of `labels` from the response (`[invalid]` when none is found)
-    and compares it case-insensitively with the target label."""
-    choices = tuple(labels)
-    if not choices:
+    """A scorer that parses one of `labels` from the response (`[invalid]` when none or two
+    different ones are found; rules in docs/scoring.md) and compares it with the target label,
+    which may be any spelling of one of `labels` ("Non toxic" for "non-toxic"). Raises
+    TargetError when the target is none of them."""
+    choices = LabelSet(labels)
+    if not choices.labels:
         raise ValueError("label() needs at least one label")
 
     def score_label(response: str, target: str, row: Mapping[str, Any]) -> Score:
+        expected = choices.target(str(target))
         reasoning, _ = split_reasoning(response)
-        found = parse_label(response, choices)
-        right = found.value is not None and found.value.casefold() == str(target).casefold()
+        found = choices.parse(response)
+        right = found.value == expected
         return Score(1.0 if right else 0.0, found.value, found.method, found.span, reasoning)
 
-    score_label.__name__ = f"label({', '.join(choices)})"
+    score_label.__name__ = f"label({', '.join(choices.labels)})"
+    # The label set, for the task declaration in the report.
+    setattr(score_label, "labels", list(choices.labels))  # noqa: B010
     return score_label
 
 
