@@ -47,6 +47,7 @@ NUMBER_CASES: list[tuple[str, str, str | None, str]] = [
     ("marker-without-number-skipped", "#### Final answer\nThe total is 12.\n#### 12", "12", "strict"),
     ("markdown-heading-step-is-not-answer", "#### 1. Count the eggs\n16 - 7 = 9 eggs left.\n#### 9", "9", "strict"),
     ("markdown-heading-step-colon", "#### 2: Multiply\n9 * 2 = 18", "18", "flexible"),
+    ("answer-then-remark-on-last-line", "16 - 3 - 4 = 9, 9 * 2 = 18\n#### 18. She makes $18.", "18", "strict"),
     # --- markdown emphasis and LaTeX around the strict answer
     ("strict-bold", "#### **18**\nSo she has 3 left over.", "18", "strict"),
     ("strict-italic", "#### *18*\nThat leaves 3.", "18", "strict"),

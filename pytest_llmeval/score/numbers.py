@@ -54,7 +54,8 @@ _WRAPPERS = (
 _STRICT_RE = re.compile(r"####" + _WRAPPERS + _ANSWER_NUMBER)
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{" + _WRAPPERS + _ANSWER_NUMBER)
 _WHOLE_RE = re.compile(r"\s*" + _ANSWER_NUMBER + r"\s*\.?\s*")
-# "#### 1. Count the eggs" is a markdown heading of a numbered step, not an answer.
+# "#### 1. Count the eggs" is a markdown heading of a numbered step, not an answer (unless it
+# is the last line: see extract_gsm8k).
 _HEADING_TAIL = re.compile(r"[ \t]*[.):][ \t]*[^\W\d_]")
 _GROUP_SPLIT = re.compile(r"(\{,\}|\\,|[,\u2009\u202f\u00a0 .])")
 
@@ -160,9 +161,15 @@ def extract_gsm8k(response: str) -> Extraction:
     canonical (:func:`canonical`).
     """
     _, answer = split_reasoning(response)
+    # "#### 1. Count the eggs" above more text is a numbered heading, but "#### 18. She has 3
+    # left." on the last line is the answer with a closing remark: a heading-like marker
+    # counts only on the answer's last line.
     for match in _STRICT_RE.finditer(answer):
         value = _match_value(match)
-        if value is not None and not _HEADING_TAIL.match(answer, match.end()):
+        if value is None:
+            continue
+        last_line = not answer[match.end() :].partition("\n")[2].strip()
+        if last_line or not _HEADING_TAIL.match(answer, match.end()):
             return Extraction(canonical(value), "strict", excerpt(answer, *match.span()))
     for match in reversed(list(_BOXED_RE.finditer(answer))):
         value = _match_value(match)
