@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import SCHEMA_CONFIG
 
-# Metric name -> whether it is a proportion (then it gets a Wilson interval).
+# Metric name -> whether it has a 95% interval (the `<metric>_ci95` field of `Metrics`).
 METRICS: dict[str, bool] = {
     "accuracy": True,
+    "accuracy_answered": True,
+    "accuracy_strict": True,
+    "mean_score": True,
     "parse_rate": True,
+    "parse_rate_answered": True,
     "error_rate": True,
     "n": False,
     "latency_p50": False,
@@ -31,6 +35,11 @@ METRICS: dict[str, bool] = {
     "both_parse_rate": True,
     "response_similarity": False,
     "reasoning_similarity": False,
+}
+# The count a metric is computed over, when it is not `n` (all selected items).
+DENOMINATORS: dict[str, str] = {
+    "accuracy_answered": "n_answered",
+    "parse_rate_answered": "n_answered",
 }
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -182,7 +191,7 @@ def check_gate(gate: Gate, task: str, model: str, metrics: Metrics | None) -> Ga
         task=task,
         model=model,
         value=None if value is None else float(value),
-        n=metrics.n if metrics is not None else 0,
+        n=getattr(metrics, DENOMINATORS.get(gate.metric, "n")) if metrics is not None else 0,
         interval=(interval[0], interval[1]) if interval else None,
         partial=metrics.partial if metrics is not None else False,
         passed=value is not None and gate.holds(float(value)),

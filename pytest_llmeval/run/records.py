@@ -38,9 +38,12 @@ def evaluated(
     generation: GenerationResult,
     score: Score,
     passed: bool,
+    correct: bool,
     comparison: Comparison | None = None,
 ) -> ItemRecord:
-    """The record of an item that was generated and scored."""
+    """The record of an item that was generated and scored; `correct` is whether the score
+    reached the task's pass threshold, `passed` the test's outcome (in agreement runs: the
+    labels agree)."""
     return ItemRecord(
         **_identity(facts),
         source="task",
@@ -52,6 +55,7 @@ def evaluated(
         method=score.method,
         span=score.span,
         score=float(score.value),
+        correct=correct,
         comparison=comparison,
         **_generation(generation),
     )
@@ -137,6 +141,7 @@ def from_test(
         outcome=outcome,
         worker=worker,
         score={"pass": 1.0, "fail": 0.0}.get(outcome),
+        correct={"pass": True, "fail": False}.get(outcome),
         **_generation(generation),
     )
 
@@ -165,8 +170,20 @@ def _json_label(value: Any) -> Label:
     return str(value)
 
 
+# A cached generation's figures were measured by the run that generated it: this run's
+# record leaves them out, so no report mistakes them for work done now.
+_NOT_THIS_RUN = (
+    "latency_s", "latency_method", "batch_id", "batch_size", "batch_wall_s", "energy_j",
+    "cpu_energy_j", "energy_method", "batch_energy_j", "batch_avg_w", "batch_peak_w",
+)  # fmt: skip
+CACHED_REASON = "cached: no generation this run"
+
+
 def _generation(generation: GenerationResult) -> dict[str, Any]:
-    """The result's fields as record fields: the same names, except `text` is `response`."""
+    """The result's fields as record fields: the same names, except `text` is `response`;
+    a cached result keeps its text and token counts but none of its first run's figures."""
     fields = dict(vars(generation))
     fields["response"] = fields.pop("text")
+    if generation.cached:
+        fields.update(dict.fromkeys(_NOT_THIS_RUN), energy_reason=CACHED_REASON)
     return fields
