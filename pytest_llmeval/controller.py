@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +65,9 @@ class Controller:
         self.misses = 0
         self.total = 0
         self.gate_results: list[GateResult] = []
+        # Per task: the first worker's rows hash, and why workers disagree (if they do).
+        self.data_seen: dict[str, tuple[str | None, str]] = {}
+        self.data_conflicts: dict[str, str] = {}
         self.writer: ReportWriter | None = None
         self.progress = Progress(
             interval_s=settings.progress_s, total=lambda: self.total, shares=self._shares
@@ -78,10 +81,23 @@ class Controller:
 
     # ---- gathering ---------------------------------------------------------------------
 
+    def add_task(self, task: TaskInfo, worker: str | None = None) -> None:
+        """Keep what a worker said about a task (the first full account wins), and flag the
+        task when two workers loaded different rows (another source, other content)."""
+        known = self.tasks.get(task.name)
+        if known is None or (known.gates is None and task.gates is not None):
+            self.tasks[task.name] = task
+        if task.data is None:
+            return
+        seen = f"{worker or 'main'} {task.origin} sha256 {task.data.sha256}"
+        first = self.data_seen.setdefault(task.name, (task.data.sha256, seen))
+        if first[0] != task.data.sha256 and task.name not in self.data_conflicts:
+            self.data_conflicts[task.name] = f"workers loaded different rows: {first[1]}; {seen}"
+
     def add(self, record: ItemRecord, task: TaskInfo | None) -> None:
         """Keep one finished record, append it to items.jsonl at once, count progress."""
-        if task is not None and (task.name not in self.tasks or task.gates is not None):
-            self.tasks[task.name] = task
+        if task is not None:
+            self.add_task(task)
         if self.writer is None:
             self.writer = ReportWriter(self.report_path)
         self.records.append(record)
@@ -135,8 +151,12 @@ class Controller:
         payload = getattr(report, PAYLOAD_ATTRIBUTE, None)
         if report.when == "teardown" and payload is not None:
             task = payload.get("task")
+            if task:
+                node = getattr(report, "node", None)  # xdist: the worker that sent it
+                worker = getattr(node, "workerinput", {}).get("workerid")
+                self.add_task(task_info_from_json(task), worker)
             for record in payload["records"]:
-                self.add(from_json(record), task_info_from_json(task) if task else None)
+                self.add(from_json(record), None)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -155,19 +175,44 @@ class Controller:
         models = {spec.name: (spec.backend, spec.model_id) for spec in specs}
         return summarize_run(self.records, self.tasks, self.loads, models, self.prices)
 
+    def has_eval_work(self) -> bool:
+        """Whether there is anything to gate or report: records, a task that could not run,
+        or a command-line gate naming a task (which fails when that task made nothing).
+
+        A session with none of these (only unit tests) gates nothing, whatever the ini file
+        declares: ini gates are the project's standing policy for its eval runs.
+        """
+        named = any(g.origin == "cli" and g.task != "*" for g in self.settings.gates)
+        return bool(self.records or self.tasks or named)
+
     def log_gates(self, session: pytest.Session) -> None:
         """Check the gates and report each like a test (called after the run loop).
 
-        Only when the run produced records: a session with none (only unit tests, or every
-        task skipped for missing data) gates nothing, whatever the ini file declares.
+        A gated task that ran no items (its data missing, its declaration broken) fails its
+        gates with the reason, unless `--llmeval-allow-missing` excuses missing data.
         """
-        if not self.records:
+        if not self.has_eval_work():
             return
         declared = {name: info.gates for name, info in self.tasks.items()}
         # Groups of hand-written tests are reported, not gated: each test is its own verdict.
         gated = {(r.task, r.model) for r in self.records if r.source == "task"}
         summaries = {key: m for key, m in self.summaries().items() if key in gated}
-        self.gate_results = check_run(summaries, declared, self.settings.gates)
+        no_data = {name: i.no_data for name, i in self.tasks.items() if i.no_data is not None}
+        excused = [name for name, i in self.tasks.items() if i.data_missing]
+        self.gate_results = check_run(
+            summaries,
+            declared,
+            self.settings.gates,
+            no_data,
+            excused if self.settings.allow_missing else (),
+        )
+        # Workers that scored different rows: no figure of that task can be trusted.
+        self.gate_results = [
+            replace(g, passed=False, reason=self.data_conflicts[g.task])
+            if g.task in self.data_conflicts
+            else g
+            for g in self.gate_results
+        ]
         # Gates are reported as tests; count them so progress ends at 100%, not 110%.
         session.testscollected += len(self.gate_results)
         for gate in self.gate_results:
@@ -179,22 +224,30 @@ class Controller:
         spec = gate.gate
         name = f"{gate.task}::{spec.metric}[{spec.op}{spec.threshold:g} {gate.model}]"
         facts = asdict(gate.as_record())
-        properties = [(f"llmeval.gate.{k}", facts[k]) for k in ("value", "n", "ci95", "partial")]
-        verdict: Literal["passed", "failed"] = "passed" if gate.passed else "failed"
-        phases: list[tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"]]] = [
-            ("setup", "passed"),
-            ("call", verdict),
-            ("teardown", "passed"),
-        ]
+        keys = ("value", "n", "ci95", "partial", "reason")
+        properties = [(f"llmeval.gate.{k}", facts[k]) for k in keys]
+        Phase = Literal["setup", "call", "teardown"]
+        Outcome = Literal["passed", "failed", "skipped"]
+        longrepr: Any = None
+        phases: list[tuple[Phase, Outcome]]
+        if gate.passed is None:  # not evaluated, and allowed: reported like a skipped test
+            phases = [("setup", "skipped"), ("teardown", "passed")]
+            longrepr = (GATE_PREFIX, 0, f"Skipped: {gate.describe()}")
+        else:
+            phases = [
+                ("setup", "passed"),
+                ("call", "passed" if gate.passed else "failed"),
+                ("teardown", "passed"),
+            ]
+            longrepr = None if gate.passed else gate.describe()
         for when, outcome in phases:
-            failed_call = when == "call" and not gate.passed
             self.config.hook.pytest_runtest_logreport(
                 report=TestReport(
                     nodeid=f"{GATE_PREFIX}::{name}",
                     location=(GATE_PREFIX, None, name),
                     keywords={},
                     outcome=outcome,
-                    longrepr=gate.describe() if failed_call else None,
+                    longrepr=longrepr if outcome != "passed" else None,
                     when=when,
                     user_properties=properties,
                 )
@@ -205,7 +258,7 @@ class Controller:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Decide the exit status, then build, hook-edit and write the report files."""
-        if not self.records:
+        if not self.has_eval_work():
             return
         if (
             not self.settings.strict
@@ -216,6 +269,8 @@ class Controller:
         ):
             # Only wrong answers failed: each item tells its truth, the gates decide the run.
             session.exitstatus = pytest.ExitCode.OK
+        if self.data_conflicts and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         facts = RunFacts(
             run_id=self.run_id,
             started_iso=self.started_iso,
@@ -227,17 +282,18 @@ class Controller:
             workers=self.workers,
             summaries=self.summaries(),
             gate_results=self.gate_results,
+            data_conflicts=self.data_conflicts,
         )
         hook = self.config.hook
         report: RunReport = hook.pytest_llmeval_generate_report(
             config=self.config, facts=facts, exitstatus=int(session.exitstatus)
         )
         hook.pytest_llmeval_update_report(config=self.config, report=report)
-        if self.writer is not None:
-            self._write(report, facts)
+        self._write(report, facts)
 
     def _write(self, report: RunReport, facts: RunFacts) -> None:
-        assert self.writer is not None
+        if self.writer is None:  # no records (every task lacked data): still a report
+            self.writer = ReportWriter(self.report_path)
         folder = self.report_path.parent
         if write_agreement_table(self.records, folder / "agreement.parquet"):
             report.files["agreement"] = "agreement.parquet"
@@ -249,9 +305,11 @@ class Controller:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """The llmeval summary table, the gates and where the report is."""
-        if not self.records:
+        if not self.has_eval_work():
             return
         terminalreporter.section("llmeval summary")
+        for task, conflict in self.data_conflicts.items():
+            terminalreporter.write_line(f"ERROR task {task}: {conflict}", red=True)
         terminalreporter.write_line(summary_table(self.summaries(), self.gate_results))
         for gate in self.gate_results:
             terminalreporter.write_line(f"{gate.name}: {gate.describe()}")
@@ -262,5 +320,5 @@ class Controller:
         self, prefix: list[str], summary: list[str], postfix: list[str], session: Any
     ) -> None:
         """pytest-html: the gates and metrics on top of the HTML report."""
-        if self.records:
+        if self.has_eval_work():
             prefix.append(summary_html(self.summaries(), self.gate_results))

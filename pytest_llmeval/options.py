@@ -114,6 +114,16 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="Print a progress line at most every SECONDS (default 30; 0 turns it off)",
     )
+    group.addoption(
+        "--llmeval-allow-missing",
+        action="store_true",
+        default=None,
+        help="A task whose data is missing is skipped and its gates are reported as not "
+        "evaluated, instead of failing",
+    )
+    parser.addini(
+        "llmeval_allow_missing", "Default --llmeval-allow-missing", type="bool", default=False
+    )
     parser.addini("llmeval_progress", "Default --llmeval-progress", default="30")
     parser.addini("llmeval_cache", "Default --llmeval-cache", default="on")
     parser.addini(
@@ -184,6 +194,9 @@ def read_settings(config: pytest.Config) -> Settings:
         dtype=config.option.llmeval_dtype,
         gates=gates,
         strict=bool(config.option.llmeval_strict or config.getini("llmeval_strict")),
+        allow_missing=bool(
+            config.option.llmeval_allow_missing or config.getini("llmeval_allow_missing")
+        ),
         progress_s=_progress(config),
         cache_mode=_cache_mode(config),
         cache_dir=_cache_dir(config),
@@ -206,6 +219,7 @@ _INI_DEFAULTS: dict[str, object] = {
     "llmeval_data_dir": "",
     "llmeval_batch_size": "",
     "llmeval_strict": False,
+    "llmeval_allow_missing": False,
     "llmeval_pin_gpus": "auto",
 }
 

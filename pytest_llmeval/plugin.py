@@ -27,6 +27,7 @@ from pytest_llmeval.analyze.cost import Price, load_prices
 from pytest_llmeval.analyze.record import task_info_to_json, to_json
 from pytest_llmeval.backends import Backend, create_backend
 from pytest_llmeval.controller import PAYLOAD_ATTRIBUTE, Controller
+from pytest_llmeval.declare import data
 from pytest_llmeval.declare.ids import is_eval_item
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.settings import Settings
@@ -35,9 +36,9 @@ from pytest_llmeval.options import add_options, read_settings, uses_llmeval, war
 from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo, build_report
 from pytest_llmeval.report.html import item_extras
 from pytest_llmeval.run.client import CLIENT_CALLS, BackendClient, client_records
-from pytest_llmeval.run.collect import items_for_task
+from pytest_llmeval.run.collect import TaskClaims, claimed_items
 from pytest_llmeval.run.gpus import VARIABLE as GPU_VARIABLE
-from pytest_llmeval.run.items import EvalItem, ItemError, ItemMiss
+from pytest_llmeval.run.items import EvalItem, ItemError, ItemMiss, TaskProblemItem
 from pytest_llmeval.run.worker import WORKER, Worker, worker_of
 from pytest_llmeval.run.xdist_hooks import XdistHooks
 from pytest_llmeval.run.xdist_queue import is_xdist_worker
@@ -49,6 +50,9 @@ RUNNING = pytest.StashKey[pytest.Item]()
 CONTROLLER = pytest.StashKey[Controller]()
 XDIST_HOOKS = pytest.StashKey[XdistHooks]()
 CALL_OUTCOME = pytest.StashKey[str]()
+TASK_CLAIMS = pytest.StashKey[TaskClaims]()
+HUB_DECISION = "llmeval_hub"
+"""workerinput key: the controller's decision whether the Hub is reachable (all workers follow)."""
 CONTROLLER_NAME = "llmeval-controller"
 XDIST_NAME = "llmeval-xdist"
 
@@ -114,13 +118,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_pycollect_makeitem(
     collector: pytest.Module | pytest.Class, name: str, obj: object
 ) -> list[pytest.Item] | None:
-    """A module-level Task becomes its items (one per selected row and model)."""
+    """A module-level Task becomes its items (one per selected row and model), in the first
+    module that holds it (a Task imported into another module is not collected again)."""
     if not isinstance(obj, Task):
         return None
     config = collector.config
     activate_controller(config)
-    return items_for_task(
-        collector, obj, config.stash[SETTINGS], lambda task: _scorer(config, task)
+    claims = config.stash.setdefault(TASK_CLAIMS, TaskClaims())
+    # An xdist worker follows the controller's Hub decision; a lone process decides once.
+    hub = getattr(config, "workerinput", {}).get(HUB_DECISION)
+    return claimed_items(
+        collector, obj, claims, config.stash[SETTINGS], lambda task: _scorer(config, task), hub
     )
 
 
@@ -142,6 +150,20 @@ def _scorer(config: pytest.Config, task: Task) -> ScoreFn:
 def pytest_llmeval_make_scorer(config: pytest.Config, task: Task, name: str) -> ScoreFn | None:
     """The built-in scorers by name (a conftest's implementation runs first)."""
     return BUILTIN_SCORERS.get(name)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: decide once whether the Hub is reachable, for every worker.
+
+    Otherwise each worker asks on its own and a flaky network makes them load different
+    sources. Probed only in sessions that show an eval run at configure time (a plain suite
+    run with -n must not touch the network); the controller still compares the rows the
+    workers report (`Controller.add_task`).
+    """
+    config: pytest.Config = node.config
+    if uses_llmeval(config):
+        node.workerinput[HUB_DECISION] = data.hub_reachable()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -190,6 +212,10 @@ def pytest_runtest_makereport(
         elif item.config.getoption("htmlpath", None) and (call.when == "call" or not report.passed):
             extras = [*getattr(report, "extras", []), *item_extras(item.record)]
             setattr(report, "extras", extras)  # noqa: B010 - pytest-html's report attribute
+    elif isinstance(item, TaskProblemItem) and call.when == "teardown":
+        # No records, but the controller must learn of the task to fail (or excuse) its gates.
+        payload = {"records": [], "task": task_info_to_json(item.task_info)}
+        setattr(report, PAYLOAD_ATTRIBUTE, payload)
     elif CLIENT_CALLS in item.stash:
         _client_payload(item, call.when, report)
     if call.excinfo is not None and isinstance(call.excinfo.value, ItemMiss | ItemError):

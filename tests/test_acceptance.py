@@ -293,7 +293,7 @@ def test_run_cut_short_by_maxfail_does_not_pass(evalproject: pytest.Pytester) ->
 def test_gate_on_a_task_that_produced_nothing_fails(evalproject: pytest.Pytester) -> None:
     result = run_evals(evalproject, "--gate", "gsm8k:accuracy>=0.5")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*gate accuracy>=0.5 FAILS: accuracy=no data*n=0*"])
+    result.stdout.fnmatch_lines(["*gate accuracy>=0.5 FAILS: no data: task gsm8k produced*n=0*"])
 
 
 def test_reused_report_path_holds_one_run(evalproject: pytest.Pytester) -> None:

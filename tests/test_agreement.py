@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 
 import pandas as pd
@@ -28,6 +29,12 @@ def compared(primary: str, reference: str, primary_label: str, reference_label: 
         reference_tokens_in=None,
         reference_tokens_out=None,
         reference_cached=None,
+        reference_prompt=None,
+        reference_finish_reason=None,
+        reference_batch_id=None,
+        reference_batch_size=None,
+        reference_batch_wall_s=None,
+        reference_error=None,
         text="a message",
         **labels,
     )
@@ -42,8 +49,22 @@ def test_compare_item_separates_reasoning_before_comparing() -> None:
         c["primary_reasoning"] == "The message insults a group." and c["reference_reasoning"] == ""
     )
     assert c["primary_response"].startswith("Label: toxic")
-    assert 0.5 < c["response_similarity"] < 1.0
-    assert c["reasoning_similarity"] == 0.0
+    assert 0.5 < c["response_indel_similarity"] < 1.0
+    # Only one side reasoned: there is no pair of reasonings to compare.
+    assert c["reasoning_indel_similarity"] is None
+
+
+def test_two_sides_without_a_label_do_not_agree() -> None:
+    # A garbage backend against an empty one: neither gave a label.
+    garbage = compare_item("asdf qwerty zxcv", "", INVALID, INVALID)
+    assert not garbage["binary_match"] and not garbage["finegrain_match"]
+    assert not garbage["primary_parsed"] and not garbage["reference_parsed"]
+    assert not garbage["both_parsed"]
+    assert garbage["response_indel_similarity"] == 0.0
+    empty = compare_item("", "", None, None)
+    assert not empty["binary_match"] and not empty["finegrain_match"]
+    assert empty["response_indel_similarity"] is None  # two empty texts: undefined, not 1.0
+    assert empty["reasoning_indel_similarity"] is None
 
 
 def test_binary_mapping_and_unparsed_sides() -> None:
@@ -51,9 +72,68 @@ def test_binary_mapping_and_unparsed_sides() -> None:
     c = compare_item("hate", "harassment", "hate", "harassment", binary)
     assert c["binary_match"] and not c["finegrain_match"]
     unparsed = compare_item("???", "???", INVALID, INVALID)
-    assert unparsed["binary_match"] and not unparsed["both_parsed"], "alike, flagged as unparsed"
+    assert not unparsed["binary_match"] and not unparsed["both_parsed"]
     one_sided = compare_item("Label: hate", "???", "hate", None, binary)
     assert not one_sided["binary_match"] and one_sided["reference_label"] == INVALID
+
+
+def test_reasoning_similarity_only_where_both_sides_reasoned() -> None:
+    both = compared(
+        "<think>it is rude</think>Label: toxic",
+        "<think>it is rude</think>Label: toxic",
+        "toxic",
+        "toxic",
+    )
+    one = compared("<think>it is rude</think>Label: toxic", "Label: toxic", "toxic", "toxic")
+    assert both.reasoning_indel_similarity == 1.0 and one.reasoning_indel_similarity is None
+    summary = summarize_agreement([both, one, one])
+    assert summary["reasoning_indel_similarity"] == 1.0
+    assert summary["reasoning_indel_similarity_n"] == 1
+    none = summarize_agreement([one, one])
+    # Models that do not both reason: nothing to gate on (a gate on it fails: no data).
+    assert none["reasoning_indel_similarity"] is None
+    assert none["reasoning_indel_similarity_n"] == 0
+
+
+def test_garbage_against_empty_is_zero_agreement() -> None:
+    rows = [compared(f"zzz {i}", "", INVALID, INVALID) for i in range(10)]
+    summary = summarize_agreement(rows)
+    assert summary["agreement"] == 0.0 and summary["finegrain_agreement"] == 0.0
+    assert summary["both_parse_rate"] == 0.0
+    assert summary["kappa"] is None and summary["kappa_n"] == 0
+    assert summary["assessment"].labels == "FAIL"
+
+
+def test_kappa_next_to_raw_agreement_on_a_skewed_sample() -> None:
+    # 17 of 20 benign on both sides: raw agreement 0.9 looks fine, kappa says otherwise
+    # (statsmodels cohens_kappa on the same table: 0.4444444444444444).
+    pairs = [("non-toxic", "non-toxic")] * 17
+    pairs += [("toxic", "toxic"), ("toxic", "non-toxic"), ("non-toxic", "toxic")]
+    rows = [compared(f"Label: {a}", f"Label: {b}", a, b) for a, b in pairs]
+    rows.append(compared("Label: toxic", "no idea", "toxic", INVALID))  # not in kappa
+    summary = summarize_agreement(rows)
+    assert summary["agreement"] == pytest.approx(18 / 21)
+    assert summary["kappa"] == pytest.approx(0.44444444444444436)
+    assert summary["finegrain_kappa"] == pytest.approx(0.44444444444444436)
+    assert summary["kappa_n"] == 20
+
+
+def test_a_reference_that_always_fails_is_no_agreement() -> None:
+    failed = Comparison(
+        **{
+            **vars(compared("Label: toxic", "x", "toxic", "toxic")),
+            **compare_item("Label: toxic", None, "toxic", None),
+            "reference_error": "ConnectionError: refused",
+            "reference_raw_response": None,
+            "reference_score": None,
+        }
+    )
+    summary = summarize_agreement([failed] * 3, uncompared=1)
+    assert summary["reference_model"] == "ref" and summary["reference_errors"] == 3
+    assert summary["agreement"] == 0.0 and summary["compared"] == 0
+    assert summary["agreement_answered"] is None and summary["kappa"] is None
+    assert summary["reference_accuracy"] is None and summary["reference_generated"] == 0
+    assert summary["assessment"].labels == "FAIL"
 
 
 def test_summary_rates_and_assessment_bands() -> None:
@@ -65,7 +145,9 @@ def test_summary_rates_and_assessment_bands() -> None:
     summary = summarize_agreement([agree] * 18 + [differ] * 2)
     assert summary["assessment"].labels == "CAUTION"
     summary = summarize_agreement([agree] * 17 + [differ] * 3)
-    assert summary["assessment"] == Assessment(labels="FAIL", similarity="PASS", overall="FAIL")
+    assert summary["assessment"] == Assessment(
+        labels="FAIL", indel_similarity="PASS", overall="FAIL"
+    )
     strict = summarize_agreement([agree] * 19 + [differ], AgreementThresholds(labels_pass=0.99))
     assert strict["assessment"].labels == "CAUTION"
     low, high = summarize_agreement([agree] * 19 + [differ])["agreement_ci95"]
@@ -90,6 +172,18 @@ RESPONDERS = textwrap.dedent(
             return "I cannot say."
         label = "toxic" if "idiot" in text else "non-toxic"
         return f"Label: {label}\\nReason: looked at the words"
+
+    def garbage(messages, settings):
+        return "zq@@ xx ~~ " + _text(messages)[::-1]
+
+    def empty(messages, settings):
+        return ""
+
+    def flaky(messages, settings):
+        text = _text(messages)
+        if text.endswith(("1", "5")):
+            raise ConnectionError("server hung up")
+        return reference(messages, settings)
     """
 )
 
@@ -115,7 +209,8 @@ TASK = textwrap.dedent(
 def toxproject(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     # Subprocess runs: the report writes parquet, and pyarrow's type registry does not
     # survive pytester's in-process module snapshots.
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    # Prepended: an outer PYTHONPATH (a checkout under test) stays visible to the subprocess.
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path), prepend=os.pathsep)
     pytester.makepyfile(responders=RESPONDERS, test_tox=TASK)
     rows = []
     for i in range(20):
@@ -171,7 +266,10 @@ def test_comparison_run_gates_on_agreement_and_writes_the_table(
     )
     assert metrics["accuracy"] == 1.0 and metrics["reference_accuracy"] == pytest.approx(0.9)
     assert metrics["assessment"]["labels"] == "CAUTION"
-    assert metrics["reasoning_similarity"] == 0.0  # the primary reasons, the reference does not
+    # The primary reasons, the reference does not: no reasoning pairs to compare.
+    assert metrics["reasoning_indel_similarity"] is None
+    assert metrics["reasoning_indel_similarity_n"] == 0
+    assert metrics["response_indel_similarity_n"] == 20
     assert report["files"]["agreement"] == "agreement.parquet"
 
     table = pd.read_parquet(toxproject.path / "out" / "agreement.parquet")
@@ -208,3 +306,100 @@ def test_task_level_reference_declaration(toxproject: pytest.Pytester) -> None:
     result.assert_outcomes(passed=19, failed=2)
     report = json.loads((toxproject.path / "out" / "report.json").read_text())
     assert report["gates"][0]["metric"] == "agreement" and report["gates"][0]["passed"]
+
+
+def test_garbage_against_empty_backend_is_zero_agreement_and_fails_the_gate(
+    toxproject: pytest.Pytester,
+) -> None:
+    result = toxproject.runpytest_subprocess(
+        "--model",
+        "callable:responders:garbage",
+        "--compare-backend",
+        "callable:responders:empty",
+        "--llmeval-data-dir=data",
+        "--llmeval-report",
+        "out/report.json",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+        "--gate",
+        "tox:agreement>=0.95",
+    )
+    # Neither side gave a label on any item: every item is a disagreement.
+    result.assert_outcomes(failed=21)  # 20 items and the gate
+    assert result.ret == 1
+    report = assert_valid_run(toxproject.path / "out")
+    metrics = report["tasks"]["tox"]["models"]["callable:responders:garbage"]["metrics"]
+    assert metrics["agreement"] == 0.0 and metrics["finegrain_agreement"] == 0.0
+    assert metrics["both_parse_rate"] == 0.0 and metrics["primary_parse_rate"] == 0.0
+    assert metrics["kappa"] is None and metrics["kappa_n"] == 0
+    # One side is empty, the other is not: similarity 0 (defined), not 1.
+    assert metrics["response_indel_similarity"] == 0.0
+    gate = next(g for g in report["gates"] if g["gate"] == "agreement>=0.95")
+    assert not gate["passed"] and gate["value"] == 0.0
+
+
+def test_reference_errors_are_the_reference_s(toxproject: pytest.Pytester) -> None:
+    result = toxproject.runpytest_subprocess(
+        "--model",
+        "callable:responders:primary",
+        "--compare-backend",
+        "callable:responders:flaky",
+        "--llmeval-data-dir=data",
+        "--llmeval-report",
+        "out/report.json",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    )
+    # Rows 1, 5, 11, 15: the reference raises. Those items are errors (they could not be
+    # compared); the rest compare as before (row 4 FLIP and row 6 MUMBLE disagree).
+    result.assert_outcomes(passed=14, failed=3, errors=4)  # failed: 2 items, the gate
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["*reference callable:responders:flaky failed: ConnectionError: server hung up*"]
+    )
+    report = assert_valid_run(toxproject.path / "out")
+    metrics = report["tasks"]["tox"]["models"]["callable:responders:primary"]["metrics"]
+    assert metrics["n_errors"] == 0, "the primary did not fail"
+    assert metrics["reference_errors"] == 4
+    assert metrics["compared"] == 16
+    # Errors count as not agreeing (n = all 20 items); over the compared ones 14 of 16.
+    assert metrics["agreement"] == pytest.approx(14 / 20)
+    assert metrics["agreement_answered"] == pytest.approx(14 / 16)
+    # The task's gate states the agreement's own n.
+    (gate,) = report["gates"]
+    assert gate["metric"] == "agreement" and gate["n"] == 20 and not gate["passed"]
+    # Each side's own figures: the primary generated all 20, the reference 16.
+    assert metrics["generated"] == 20 and metrics["reference_generated"] == 16
+    assert metrics["reference_cached"] == 0
+    assert metrics["latency_p50"] is not None and metrics["reference_latency_p50"] is not None
+    assert metrics["reference_latency_p95"] is not None
+    # The callable responders return plain text: no token counts on either side, so no tok/s.
+    assert metrics["reference_tokens_per_s"] is None and metrics["tokens_per_s"] is None
+
+    items = [json.loads(line) for line in (toxproject.path / "out" / "items.jsonl").open()]
+    assert len(items) == 20
+    failed = [r for r in items if r["outcome"] == "error"]
+    assert sorted(r["row_index"] for r in failed) == [1, 5, 11, 15]
+    for record in items:
+        # The primary's generation and score are intact on every record.
+        assert record["response"].startswith("<think>checking</think>Label:")
+        assert record["extracted"] in ("toxic", "non-toxic") and record["score"] == 1.0
+        assert record["latency_s"] is not None and record["cached"] is False
+        assert record["tokens_out"] is None
+        comparison = record["comparison"]
+        assert comparison["reference_model"] == "callable:responders:flaky"
+        if record["outcome"] == "error":
+            assert record["error"].startswith("reference callable:responders:flaky failed:")
+            assert comparison["reference_error"] == "ConnectionError: server hung up"
+            assert comparison["reference_raw_response"] is None
+            assert comparison["binary_match"] is None
+            assert comparison["primary_label"] in ("toxic", "non-toxic")
+        else:
+            assert comparison["reference_error"] is None
+            assert comparison["reference_prompt"].startswith("[system] Classify.")
+            assert comparison["reference_finish_reason"] == "stop"
+            assert comparison["reference_batch_id"] and comparison["reference_batch_wall_s"] >= 0
+    assert metrics["tokens_out"] is None and metrics["reference_tokens_out"] is None
+    # Only compared items are in the agreement table.
+    table = pd.read_parquet(toxproject.path / "out" / "agreement.parquet")
+    assert len(table) == 16

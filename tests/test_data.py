@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,3 +214,19 @@ def test_absolute_file_used_directly(tmp_path: Path) -> None:
         loaded = load_rows(DataSource(files=str(path)), data_dir)
         assert loaded.rows == [{"x": 2}]
         assert loaded.origin == f"file:{path}"
+
+
+def test_the_runs_hub_decision_is_followed_without_probing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    @functools.lru_cache(maxsize=1)  # the shared fixture clears the probe's cache after
+    def probe() -> bool:
+        raise AssertionError("the run decided already: no probe")
+
+    monkeypatch.setattr(data, "hub_reachable", probe)
+    monkeypatch.setattr(data, "_read_hub", lambda source: [{"q": "from the hub"}])
+    source = DataSource(hub="example/rows", generate=lambda: [{"q": "generated"}])
+    offline = load_rows(source, None, hub=False)
+    assert (offline.kind, offline.rows) == ("generated", [{"q": "generated"}])
+    online = load_rows(source, None, hub=True)
+    assert (online.kind, online.rows) == ("hub", [{"q": "from the hub"}])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from typing import Any
 
@@ -47,7 +48,7 @@ def killproject(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> p
     pytester.makepyfile(killer=KILLER, test_mini=TASK_MODULE)
     (pytester.path / "data").mkdir()
     (pytester.path / "data" / "mini.jsonl").write_text(rows_with_kill(24, kill_at=13))
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path), prepend=os.pathsep)
     monkeypatch.setenv("RESPONDER_LOG", str(pytester.path / "calls.log"))
     return pytester
 
@@ -147,7 +148,7 @@ def test_unwritable_cache_warns_once_and_runs_uncached(evalproject: pytest.Pytes
 def test_gpu_pinning_through_the_worker_environment(
     evalproject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(evalproject.path))
+    monkeypatch.setenv("PYTHONPATH", str(evalproject.path), prepend=os.pathsep)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     args = [
         "--model",

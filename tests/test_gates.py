@@ -229,3 +229,35 @@ def test_check_run_fails_a_gate_on_a_task_that_produced_nothing() -> None:
     assert not by_task[("gsm8k", "parse_rate")].passed  # declared by the task; no data
     misspelt = by_task[("gsm8x", "accuracy")]
     assert not misspelt.passed and misspelt.model == "-" and misspelt.value is None
+
+
+# --- gates that cannot be evaluated (issue 9, point 9) ---------------------------------
+
+
+def test_gates_of_a_task_without_data_fail_with_the_reason() -> None:
+    why = "task ethos: data not found: put ethos.csv under a data dir"
+    cli = [parse_gate("parse_rate>=0.9", "cli")]
+    results = check_run({}, {"ethos": ["accuracy>=0.6"]}, cli, no_data={"ethos": why})
+    assert [(r.task, r.gate.text, r.passed, r.n) for r in results] == [
+        ("ethos", "accuracy>=0.6", False, 0),
+        ("ethos", "parse_rate>=0.9", False, 0),
+    ]
+    assert all(r.reason == f"no data: {why}" for r in results)
+    assert results[0].describe() == f"gate accuracy>=0.6 FAILS: no data: {why}, n=0"
+    record = results[0].as_record()
+    assert record.passed is False and record.reason == f"no data: {why}"
+
+
+def test_missing_data_allowed_explicitly_is_not_evaluated() -> None:
+    results = check_run(
+        {}, {"ethos": ["accuracy>=0.6"]}, [], no_data={"ethos": "data not found"}, excused={"ethos"}
+    )
+    [result] = results
+    assert result.passed is None and result.verdict == "not evaluated"
+    assert result.describe() == "gate accuracy>=0.6 not evaluated: no data: data not found, n=0"
+
+
+def test_a_named_gate_on_a_task_without_data_is_reported_once() -> None:
+    cli = [parse_gate("ethos:accuracy>=0.7", "cli")]
+    results = check_run({}, {"ethos": ["accuracy>=0.6"]}, cli, no_data={"ethos": "gone"})
+    assert [(r.gate.threshold, r.reason) for r in results] == [(0.7, "no data: gone")]

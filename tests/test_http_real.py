@@ -81,9 +81,9 @@ def test_local_and_served_model_agree_on_toxicity(
     metrics = report["tasks"]["toxicity"]["models"]["smollm2-135m"]["metrics"]
     assert metrics["n"] == 8 and metrics["n_errors"] == 0, result.stdout.str()[-3000:]
     # Same weights, same chat template, greedy decoding: measured identical responses on all 8
-    # items (agreement 1.0, response similarity 1.0).
+    # items (agreement 1.0, response Indel similarity 1.0).
     assert metrics["agreement"] >= 0.95, metrics
-    assert metrics["response_similarity"] >= 0.95, metrics
+    assert metrics["response_indel_similarity"] >= 0.95, metrics
     assert metrics["assessment"]["overall"] == "PASS"
     assert result.ret == (0 if all(g["passed"] for g in report["gates"]) else 1)
     # The key went over the wire only: nowhere in the outputs.

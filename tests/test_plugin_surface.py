@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from types import SimpleNamespace
 from typing import Any
@@ -71,7 +72,9 @@ def test_an_eval_run_under_xdist_schedules_up_front_unless_dist_is_explicit(
     evalproject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     evalproject.makeconftest(WITNESS)
-    monkeypatch.setenv("PYTHONPATH", str(evalproject.path))  # workers import answers.py
+    monkeypatch.setenv(
+        "PYTHONPATH", str(evalproject.path), prepend=os.pathsep
+    )  # workers import answers.py
     args = ["--model", "callable:answers:reply", "--llmeval-data-dir=data", "-n", "2"]
     evalproject.runpytest_subprocess(*args).assert_outcomes(passed=11)
     assert witness(evalproject) == {
@@ -244,7 +247,7 @@ def test_a_task_names_a_scorer_a_conftest_provides(evalproject: pytest.Pytester)
     assert methods == {"suffix"}
     (evalproject.path / "test_mini.py").write_text(named.replace("ends_with", "ends_wiht"))
     result = run_evals(evalproject)
-    result.assert_outcomes(errors=1)
+    result.assert_outcomes(errors=1, failed=1)  # the broken task, and its gate (no data)
     result.stdout.fnmatch_lines(["*unknown scorer 'ends_wiht_target'; built in: exact, numeric*"])
 
 
@@ -272,7 +275,7 @@ def test_each_record_crosses_the_xdist_channel_once(
     evalproject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     evalproject.makeconftest(RECORD_COUNTER)
-    monkeypatch.setenv("PYTHONPATH", str(evalproject.path))
+    monkeypatch.setenv("PYTHONPATH", str(evalproject.path), prepend=os.pathsep)
     result = evalproject.runpytest_subprocess(
         "--model", "callable:answers:reply", "--llmeval-data-dir=data", "-n", "2"
     )
@@ -330,7 +333,7 @@ def test_without_the_queue_a_worker_warns_and_still_gets_every_item_right(
         worker.queued_indices = broken
         """
     )
-    monkeypatch.setenv("PYTHONPATH", str(evalproject.path))
+    monkeypatch.setenv("PYTHONPATH", str(evalproject.path), prepend=os.pathsep)
     (evalproject.path / "data" / "mini.jsonl").write_text(mini_rows(wrong=2))
     result = evalproject.runpytest_subprocess(
         "--model", "callable:answers:reply", "--llmeval-data-dir=data", "-n", "1",

@@ -11,8 +11,10 @@ import pytest
 from conftest import assert_valid_run, run_evals
 from pytest_llmeval.analyze.record import SCHEMA_VERSION, ItemRecord, from_json, to_json
 from pytest_llmeval.report.schema import (
+    FIELD_DOCS,
     SCHEMAS,
     ReportError,
+    field_docs,
     generate_schema,
     load_items,
     load_report,
@@ -81,3 +83,12 @@ def test_reading_a_bad_report_names_the_file_and_the_problem(tmp_path: Path) -> 
     lines.write_text('{"id": "a"}\n')
     with pytest.raises(ReportError, match=r"items.jsonl:1: not a valid item-record"):
         load_items(lines)
+
+
+def test_the_field_reference_is_what_the_classes_generate() -> None:
+    # docs/fields.md is rendered from the schemas; `python -m pytest_llmeval.report.schema`
+    # rewrites it with them.
+    assert FIELD_DOCS.read_text(encoding="utf-8") == field_docs()
+    page = field_docs()
+    assert "| `latency_s` | number \\| null | This item's own latency" in page
+    assert "## Metrics" in page and "## Comparison" in page

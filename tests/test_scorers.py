@@ -13,7 +13,7 @@ from pytest_llmeval.score.numbers import (
     numbers_equal,
 )
 from pytest_llmeval.score.reasoning import split_reasoning
-from pytest_llmeval.score.text import exact_match, normalize_text, similarity
+from pytest_llmeval.score.text import exact_match, normalize_text
 
 HARMONY = (
     "<|channel|>analysis<|message|>We need 12 * 3 = 36, maybe 40?<|end|>"
@@ -202,7 +202,7 @@ def test_numbers_equal_rejects_negative_tolerance() -> None:
         numbers_equal("1", "1", abs_tol=-1.0)
 
 
-# --- normalize_text / exact_match / similarity -------------------------------
+# --- normalize_text / exact_match -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -223,20 +223,6 @@ def test_exact_match() -> None:
     assert exact_match("<think>Could be Lyon.</think> Paris.", "paris")
     assert not exact_match("<think>Paris</think>Lyon", "Paris")
     assert not exact_match("The capital is Paris.", "Paris")
-
-
-def test_similarity() -> None:
-    assert similarity("Paris", " paris! ") == 1.0
-    assert similarity("", "...") == 1.0
-    assert similarity("abc", "xyz") == 0.0
-    assert similarity("abc", "") == 0.0
-    assert 0.5 < similarity("the cat sat", "the cat sits") < 1.0
-
-
-def test_similarity_long_texts_not_junked() -> None:
-    text = "the quick brown fox jumps over the lazy dog " * 20
-    assert similarity(text, text + "!") == 1.0
-    assert similarity(text, text + " extra") > 0.95
 
 
 # --- parse_label -------------------------------------------------------------

@@ -140,13 +140,8 @@ def summarize(records: Sequence[ItemRecord], task_rows: int | None = None, **ext
 
 def _agreement(records: Sequence[ItemRecord]) -> dict[str, Any]:
     """Agreement metrics when the records come from a --compare-backend run, else nothing."""
-    compared = [r.comparison for r in records if r.comparison and r.outcome != "error"]
-    if not compared:
+    comparisons = [r.comparison for r in records if r.comparison is not None]
+    if not comparisons:
         return {}
-    references = [float(c.reference_score) for c in compared]
-    return {
-        **summarize_agreement(compared),
-        "reference_model": compared[0].reference_model,
-        "reference_accuracy": sum(references) / len(references),
-        "reference_accuracy_ci95": list(wilson_interval(sum(references), len(references))),
-    }
+    # Items that errored before they could be compared (data, primary) count against agreement.
+    return summarize_agreement(comparisons, uncompared=len(records) - len(comparisons))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pytest_llmeval.analyze.agreement import METRIC_N
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import SCHEMA_CONFIG
 
@@ -30,16 +31,20 @@ METRICS: dict[str, bool] = {
     "tokens_per_s": False,
     # Agreement runs (--compare-backend):
     "agreement": True,
+    "agreement_answered": False,
     "finegrain_agreement": True,
+    "kappa": False,
+    "finegrain_kappa": False,
     "reference_accuracy": True,
     "both_parse_rate": True,
-    "response_similarity": False,
-    "reasoning_similarity": False,
+    "response_indel_similarity": False,
+    "reasoning_indel_similarity": False,
 }
 # The count a metric is computed over, when it is not `n` (all selected items).
 DENOMINATORS: dict[str, str] = {
     "accuracy_answered": "n_answered",
     "parse_rate_answered": "n_answered",
+    **METRIC_N,
 }
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -79,7 +84,12 @@ class Gate:
 
 @dataclass(frozen=True)
 class GateResult:
-    """A gate checked on one task x model; `value` is None when the metric had no data."""
+    """A gate checked on one task x model; `value` is None when the metric had no data.
+
+    `passed` is None when the gate was not evaluated and that was allowed (a task whose data
+    is missing, under `--llmeval-allow-missing`); `reason` then says why, as it does for a
+    gate that failed because its task ran no items.
+    """
 
     gate: Gate
     task: str
@@ -88,7 +98,13 @@ class GateResult:
     n: int
     interval: tuple[float, float] | None
     partial: bool
-    passed: bool
+    passed: bool | None
+    reason: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """`holds`, `FAILS` or `not evaluated`."""
+        return {True: "holds", False: "FAILS", None: "not evaluated"}[self.passed]
 
     @property
     def name(self) -> str:
@@ -97,12 +113,14 @@ class GateResult:
 
     def describe(self) -> str:
         """One line: verdict, value, interval, n, and whether the selection was partial."""
+        if self.reason is not None:
+            return f"gate {self.gate.text} {self.verdict}: {self.reason}, n={self.n}"
         value = "no data" if self.value is None else f"{self.value:.4g}"
         ci = f" (95% CI {self.interval[0]:.3f}-{self.interval[1]:.3f})" if self.interval else ""
         partial = ", partial selection" if self.partial else ""
-        verdict = "holds" if self.passed else "FAILS"
         return (
-            f"gate {self.gate.text} {verdict}: {self.gate.metric}={value}{ci}, n={self.n}{partial}"
+            f"gate {self.gate.text} {self.verdict}: "
+            f"{self.gate.metric}={value}{ci}, n={self.n}{partial}"
         )
 
     def as_record(self) -> GateRecord:
@@ -120,6 +138,7 @@ class GateResult:
             ci95=list(self.interval) if self.interval else None,
             partial=self.partial,
             passed=self.passed,
+            reason=self.reason,
         )
 
 
@@ -146,7 +165,11 @@ class GateRecord:
     """The 95% interval of a proportion metric."""
     partial: bool
     """Whether the gate was checked on a partial selection of the task's items."""
-    passed: bool
+    passed: bool | None
+    """True: the gate holds; False: it fails (also when its task ran no items); None: not
+    evaluated, allowed by `--llmeval-allow-missing` for a task whose data is missing."""
+    reason: str | None
+    """Why the gate could not be evaluated (`no data: ...`); None when it was."""
 
 
 def parse_gate(text: str, origin: str, task: str | None = None) -> Gate:
@@ -191,7 +214,7 @@ def check_gate(gate: Gate, task: str, model: str, metrics: Metrics | None) -> Ga
         task=task,
         model=model,
         value=None if value is None else float(value),
-        n=getattr(metrics, DENOMINATORS.get(gate.metric, "n")) if metrics is not None else 0,
+        n=int(getattr(metrics, DENOMINATORS.get(gate.metric, "n")) or 0) if metrics else 0,
         interval=(interval[0], interval[1]) if interval else None,
         partial=metrics.partial if metrics is not None else False,
         passed=value is not None and gate.holds(float(value)),
@@ -202,12 +225,16 @@ def check_run(
     summaries: Mapping[tuple[str, str], Metrics],
     declared: Mapping[str, Sequence[str] | None],
     overrides: Sequence[Gate],
+    no_data: Mapping[str, str] | None = None,
+    excused: Collection[str] = (),
 ) -> list[GateResult]:
     """Check every task x model against its effective gates (task < ini < cli).
 
-    `declared` maps a task to the gates it declares (None: unknown). A gate the user asked for
-    on a task that produced nothing (data missing, misspelt name, deselected) fails rather
-    than passing silently.
+    `declared` maps a task to the gates it declares (None: unknown). A gate that cannot be
+    evaluated fails with its reason rather than passing silently: the gates of a task that ran
+    no items (`no_data` maps it to why: data missing, a broken declaration) and a gate the
+    user named for a task that produced nothing (misspelt, deselected, not collected). A task
+    in `excused` (missing data, allowed explicitly) gets its gates reported as not evaluated.
     """
     results = []
     for (task, model), metrics in summaries.items():
@@ -215,7 +242,29 @@ def check_run(
         for gate in effective_gates(task, own, overrides):
             results.append(check_gate(gate, task, model, metrics))
     ran = {task for task, _ in summaries}
+    for task, why in (no_data or {}).items():
+        if task in ran:
+            continue
+        own = [parse_gate(text, "task", task) for text in declared.get(task) or []]
+        for gate in effective_gates(task, own, overrides):
+            results.append(_not_evaluated(gate, task, f"no data: {why}", task in excused))
     for gate in overrides:
-        if gate.task != "*" and gate.task not in ran:
-            results.append(check_gate(gate, gate.task, "-", None))
+        if gate.task != "*" and gate.task not in ran and gate.task not in (no_data or {}):
+            why = f"no data: task {gate.task} produced no items (not collected or deselected)"
+            results.append(_not_evaluated(gate, gate.task, why, excused=False))
     return results
+
+
+def _not_evaluated(gate: Gate, task: str, reason: str, excused: bool) -> GateResult:
+    """A gate whose task ran no items: failed, or not evaluated when that was allowed."""
+    return GateResult(
+        gate=gate,
+        task=task,
+        model="-",
+        value=None,
+        n=0,
+        interval=None,
+        partial=False,
+        passed=None if excused else False,
+        reason=reason,
+    )

@@ -20,15 +20,22 @@ class ModelLoad:
     __pydantic_config__ = SCHEMA_CONFIG
 
     worker: str
+    """xdist worker id (`gw0`) or `main`."""
     model: str
+    """The model's name as given with `--model`."""
     error: str | None
     """Why the backend could not be created; its items are errors with this message."""
     model_loads: int
     """Loads of the weights in this process (0: everything came from the cache, or an API)."""
     load_time_s: float | None
+    """Seconds to load the weights (and build the engine); None when never loaded."""
     model_size_bytes: int | None = None
+    """Bytes of the weight files on disk; None for API backends."""
     peak_vram_bytes: int | None = None
+    """Peak GPU memory allocated by this process (torch.cuda.max_memory_allocated);
+    None on the CPU."""
     parameters: int | None = None
+    """Parameter count of the loaded model; None for API backends."""
     energy: dict[str, Any] | None = None
     """The worker's energy meter: sources in use and why others are unavailable."""
     backend_info: dict[str, Any] = field(default_factory=dict)

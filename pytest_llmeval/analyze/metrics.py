@@ -19,12 +19,13 @@ Band = Literal["PASS", "CAUTION", "FAIL", "NO DATA"]
 
 @dataclass(frozen=True)
 class Assessment:
-    """Agreement bands: labels and similarity, and overall (the worse of the two)."""
+    """Agreement bands: labels (`agreement`), response similarity
+    (`response_indel_similarity`), and overall (the worse of the two)."""
 
     __pydantic_config__ = SCHEMA_CONFIG
 
     labels: Band
-    similarity: Band
+    indel_similarity: Band
     overall: Band
 
 
@@ -35,9 +36,13 @@ class AgreementThresholds:
     __pydantic_config__ = SCHEMA_CONFIG
 
     labels_pass: float = 0.95
+    """Band of `agreement`."""
     labels_caution: float = 0.90
-    similarity_pass: float = 0.80
-    similarity_caution: float = 0.60
+    indel_similarity_pass: float = 0.80
+    """Band of `response_indel_similarity`. Not 0-based: unrelated English prose scores about
+    0.4 (shared letters make a long common subsequence), two short answers of one template
+    with different content about 0.6."""
+    indel_similarity_caution: float = 0.60
 
 
 @dataclass
@@ -142,18 +147,48 @@ class Metrics:
     """Estimated API cost (USD, price table) of the items generated in this run: a cached
     item costs nothing now. None with `cost_reason` when unpriced or tokens uncounted."""
     cost_reason: str | None = None
+    # Agreement runs (--compare-backend) only; None otherwise.
     agreement: float | None = None
-    """Agreement runs: share of items whose binary labels agree."""
+    """Agreement runs: share of all items (`n`) whose binary labels agree: both
+    sides gave a label and the labels' binary classes are equal. An unparsed side, or an
+    error on either side, counts as not agreeing."""
     agreement_ci95: Interval = None
+    agreement_answered: float | None = None
+    """Share of the compared items (`compared`: both sides answered) whose binary labels
+    agree; an unparsed side still counts as not agreeing."""
     finegrain_agreement: float | None = None
+    """As `agreement`, with the fine-grained labels themselves (case-insensitive)."""
     finegrain_agreement_ci95: Interval = None
+    kappa: float | None = None
+    """Cohen's kappa of the binary labels over the items where both sides gave a label
+    (`kappa_n`): (p_o - p_e) / (1 - p_e), the observed agreement corrected by the agreement
+    expected by chance from each side's label frequencies (1 perfect, 0 chance level). None
+    without such items or when p_e is 1 (both sides always give the same one label)."""
+    finegrain_kappa: float | None = None
+    """As `kappa`, over the fine-grained labels."""
+    kappa_n: int | None = None
+    """Items where both sides gave a label: the n of `kappa` and `finegrain_kappa`."""
+    compared: int | None = None
+    """Items both backends answered (no error on either side): the n of the parse rates."""
+    reference_errors: int | None = None
+    """Items whose reference generation failed (errors, not charged to `n_errors`)."""
     primary_parse_rate: float | None = None
+    """Share of the compared items where the primary gave one of the task's labels."""
     reference_parse_rate: float | None = None
     both_parse_rate: float | None = None
+    """Share of the compared items where both sides gave a label."""
     both_parse_rate_ci95: Interval = None
-    response_similarity: float | None = None
-    reasoning_similarity: float | None = None
+    response_indel_similarity: float | None = None
+    """Mean normalized Indel similarity (`rapidfuzz.fuzz.ratio / 100`: 2 x longest common
+    character subsequence / total length, 0..1) of the two final answers, over the compared
+    items where at least one answer is non-empty (`response_indel_similarity_n`)."""
+    response_indel_similarity_n: int | None = None
+    reasoning_indel_similarity: float | None = None
+    """Mean normalized Indel similarity of the two reasonings over the items where both
+    sides reasoned (`reasoning_indel_similarity_n`); None when there are none."""
+    reasoning_indel_similarity_n: int | None = None
     primary_response_chars: float | None = None
+    """Mean length in characters of the primary's final answers (compared items)."""
     reference_response_chars: float | None = None
     primary_reasoning_chars: float | None = None
     reference_reasoning_chars: float | None = None
@@ -161,7 +196,22 @@ class Metrics:
     thresholds: AgreementThresholds | None = None
     reference_model: str | None = None
     reference_accuracy: float | None = None
+    """Mean score of the reference's answers against the ground truth, over the items the
+    reference answered."""
     reference_accuracy_ci95: Interval = None
+    reference_latency_p50: float | None = None
+    """Median latency in seconds of the reference generations made in this run (cached
+    ones excluded), each its own latency as for `latency_p50`."""
+    reference_latency_p95: float | None = None
+    reference_tokens_in: int | None = None
+    """Prompt tokens of all the reference's answers (cached included)."""
+    reference_tokens_out: int | None = None
+    reference_tokens_per_s: float | None = None
+    """Reference tokens generated in this run / summed wall time of their distinct batches."""
+    reference_cached: int | None = None
+    """Reference generations served from the generation cache."""
+    reference_generated: int | None = None
+    """Reference generations made in this run."""
 
 
 METRIC_FIELDS = frozenset(f.name for f in fields(Metrics))

@@ -32,10 +32,11 @@ def token_totals(records: Sequence[ItemRecord]) -> tuple[int | None, int | None]
     """Input and output tokens of the items generated in this run (0 when none was); None
     when any of them has no count (a backend that cannot count tokens)."""
     made = generated(records)
-    return _total([r.tokens_in for r in made]), _total([r.tokens_out for r in made])
+    return total_tokens([r.tokens_in for r in made]), total_tokens([r.tokens_out for r in made])
 
 
-def _total(counts: Sequence[int | None]) -> int | None:
+def total_tokens(counts: Sequence[int | None]) -> int | None:
+    """The sum of token counts; None when any is unknown."""
     if any(count is None for count in counts):
         return None
     return sum(int(count or 0) for count in counts)

@@ -15,7 +15,7 @@ imported only there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 SCHEMA_VERSION = 2
@@ -36,46 +36,77 @@ Label = str | int | float | bool | None
 
 @dataclass
 class Comparison:
-    """Agreement runs only: the same item on the reference backend, compared with the primary."""
+    """Agreement runs only: the same item on the reference backend, compared with the primary.
+
+    The reference side has its own generation facts and its own error: when the reference
+    backend fails, `reference_error` says why, the reference and comparison fields are None,
+    and the record keeps the primary's generation and score (the item's outcome is `error`).
+    """
 
     __pydantic_config__ = SCHEMA_CONFIG
 
     reference_model: str
     """Name of the reference model (`--compare-backend` or the task's `reference`)."""
-    reference_raw_response: str
+    reference_error: str | None
+    """One-line message when the reference backend failed on this item (then the comparison
+    fields are None); None when it answered."""
+    reference_raw_response: str | None
     """The reference backend's full response, reasoning included."""
     reference_extracted: str | None
     """What the task's scorer extracted from the reference response."""
-    reference_score: float
-    """The reference response's score against the ground truth."""
+    reference_score: float | None
+    """The reference response's score against the ground truth (0..1)."""
+    reference_prompt: str | None
+    """The prompt exactly as the reference model saw it (its own chat template applied)."""
+    reference_finish_reason: str | None
+    """Why the reference generation stopped (`stop`, `length`, ...), as its backend said."""
     reference_latency_s: float | None
+    """The reference generation's own latency in seconds (see the record's `latency_method`)."""
     reference_tokens_in: int | None
     reference_tokens_out: int | None
     reference_cached: bool | None
+    """True when the reference generation came from the cache (no model work this run)."""
+    reference_batch_id: str | None
+    """The reference generation's batch (distinct from the primary's batches)."""
+    reference_batch_size: int | None
+    reference_batch_wall_s: float | None
+    """Wall time in seconds of the reference generation's whole batch."""
     text: str
     """The item's own input: the content of the last user message."""
     primary_label: str
     """Label parsed from the primary response (`[invalid]` when none)."""
-    reference_label: str
+    reference_label: str | None
+    """Label parsed from the reference response (`[invalid]` when none)."""
+    primary_binary_label: str
+    """The binary class of `primary_label` (the task's `binary_of`; the label itself when the
+    task has none; `[invalid]` when no label)."""
+    reference_binary_label: str | None
     primary_parsed: bool
-    reference_parsed: bool
-    both_parsed: bool
-    finegrain_match: bool
-    """Whether the two labels are the same (case-insensitive), `[invalid]` included."""
-    binary_match: bool
-    """Whether the labels' binary classes (the task's `binary_of`) are the same."""
-    response_similarity: float
-    """0..1 similarity of the two final answers (reasoning removed)."""
-    reasoning_similarity: float
+    """Whether the primary response gave one of the task's labels."""
+    reference_parsed: bool | None
+    both_parsed: bool | None
+    finegrain_match: bool | None
+    """Whether both sides gave a label and the labels are the same (case-insensitive); an
+    unparsed side is a disagreement."""
+    binary_match: bool | None
+    """Whether both sides gave a label and the labels' binary classes (the task's
+    `binary_of`) are the same; an unparsed side is a disagreement."""
+    response_indel_similarity: float | None
+    """Normalized Indel similarity of the two final answers (reasoning removed, then
+    `normalize_text`): `rapidfuzz.fuzz.ratio / 100` = 2 x longest common character
+    subsequence / total length, in [0, 1]. None when both answers are empty."""
+    reasoning_indel_similarity: float | None
+    """Normalized Indel similarity of the two reasonings, as `response_indel_similarity`;
+    None unless both sides reasoned."""
     primary_response: str
     """The primary's final answer, reasoning removed."""
-    reference_response: str
+    reference_response: str | None
     primary_reasoning: str
-    reference_reasoning: str
+    reference_reasoning: str | None
     primary_response_chars: int
-    reference_response_chars: int
+    reference_response_chars: int | None
     primary_reasoning_chars: int
-    reference_reasoning_chars: int
+    reference_reasoning_chars: int | None
 
 
 @dataclass
@@ -122,7 +153,7 @@ class ItemRecord:
     `accuracy` counts this, not `outcome` (in agreement runs the outcome is whether the
     labels agree)."""
     latency_s: float | None = None
-    """Seconds: this item's own latency (see `latency_method`), not its batch's wall time;
+    """This item's own latency in seconds (see `latency_method`), not its batch's wall time;
     None for a cached item (no model work this run)."""
     latency_method: str | None = None
     tokens_in: int | None = None
@@ -152,20 +183,122 @@ class ItemRecord:
     """Agreement runs only: the reference backend's result and the comparison."""
 
 
+# ---- what a task declared and where its rows came from (report.json, per task) ----
+
+
+@dataclass(frozen=True)
+class DataOrigin:
+    """Where a task's rows came from, decided once per run (the controller's source policy)."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    kind: Literal["file", "hub", "generated", "test"]
+    """`file`: a local copy; `hub`: a Hugging Face Hub dataset; `generated`: the task's
+    `generate` function; `test`: generations of hand-written tests (no dataset)."""
+    path: str | None
+    """The local file read (absolute), for `file`."""
+    hub: str | None
+    """The Hub dataset id, for `hub`."""
+    config: str | None
+    """The Hub dataset config, for `hub`."""
+    revision: str | None
+    """The Hub revision asked for (None: the default branch, not pinned)."""
+    split: str | None
+    rows: int | None
+    """Rows in the dataset before `--limit` or deselection."""
+    rows_used: int | None
+    """Rows selected by `--limit` sampling (all rows without it), before `-k` deselection."""
+    sha256: str | None
+    """SHA-256 (hex) of the rows used: the selected rows after `transform`, as canonical JSON
+    (sorted keys), one per line in row order. Equal hashes mean the same inputs."""
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """The task's prompt: a `ChatPrompt`'s templates, or the name of a prompt function."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    kind: Literal["chat", "function"]
+    system: str | None
+    """The system prompt (`ChatPrompt.system`)."""
+    user: str | None
+    """The user-turn `str.format` template."""
+    answer: str | None
+    """The template of the few-shot assistant turns."""
+    few_shot: int
+    """Number of few-shot rows."""
+    few_shot_sha256: str | None
+    """SHA-256 (hex) of the few-shot rows as canonical JSON; None without few-shot rows."""
+    function: str | None
+    """`module.qualname` of a prompt function (then the templates are None)."""
+
+
+@dataclass(frozen=True)
+class GenerationInfo:
+    """The task's generation settings (`Generation`)."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    max_new_tokens: int
+    temperature: float
+    """0 means greedy decoding."""
+    top_p: float
+    stop: list[str]
+    seed: int
+    other: dict[str, Any]
+    """Any further `Generation` field, by name."""
+
+
+@dataclass(frozen=True)
+class TaskDeclaration:
+    """A task's full declaration, as the run used it."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    description: str
+    prompt: PromptInfo
+    generation: GenerationInfo
+    target: str
+    """The target's row field, or `module.qualname` of the target function."""
+    scorer: str
+    """The scorer's registered name, or its function name (e.g. `label(toxic, non-toxic)`)."""
+    scorer_options: dict[str, Any]
+    """The options the scorer was built with, where it exposes them (e.g. `labels`)."""
+    labels: list[str] | None
+    """The label set of a classification scorer (`scoring.label([...])`), else None."""
+    label_field: str | None
+    """The row field `--limit` stratifies on."""
+    pass_threshold: float
+    gates: list[str]
+    """The gates the task declares (ini and command-line gates are in `settings.gates`)."""
+    reference: str | None
+    """The task's own reference model for agreement runs (`--compare-backend` overrides it)."""
+
+
 @dataclass(frozen=True)
 class TaskInfo:
-    """What the controller needs to know about a task, sent along with each of its records."""
+    """What the controller needs to know about a task, sent along with each of its records
+    (and with the one item of a task that could not run)."""
 
     __pydantic_config__ = SCHEMA_CONFIG
 
     name: str
     origin: str | None
-    """Where the rows came from (`file:...`, `hub:...`, `generated`)."""
+    """Where the rows came from (`file:...`, `hub:...`, `generated`); see `data`."""
     split: str | None
     rows: int | None
     """Rows in the task before `--limit` or deselection."""
     gates: list[str] | None = None
     """Gates the task declares; None when unknown (an item whose worker crashed first)."""
+    data: DataOrigin | None = None
+    """Where the rows came from, with a content hash of the rows used."""
+    declaration: TaskDeclaration | None = None
+    """The task's declaration (None for hand-written tests and unusable declarations)."""
+    no_data: str | None = None
+    """Why the task ran no items: its data is missing or the task is broken (None: it ran)."""
+    data_missing: bool = False
+    """Whether `no_data` is missing data (which `--llmeval-allow-missing` may excuse)."""
 
 
 def to_json(record: ItemRecord) -> dict[str, Any]:
@@ -180,9 +313,7 @@ def to_json(record: ItemRecord) -> dict[str, Any]:
 
 def task_info_to_json(info: TaskInfo) -> dict[str, Any]:
     """A TaskInfo as plain JSON types."""
-    data = dict(vars(info))
-    data["gates"] = None if info.gates is None else list(info.gates)
-    return data
+    return asdict(info)
 
 
 def from_json(data: dict[str, Any]) -> ItemRecord:
@@ -195,4 +326,20 @@ def from_json(data: dict[str, Any]) -> ItemRecord:
 
 def task_info_from_json(data: dict[str, Any]) -> TaskInfo:
     """A TaskInfo from `task_info_to_json` output."""
-    return TaskInfo(**data)
+    origin = data.get("data")
+    declared = data.get("declaration")
+    if declared is not None:
+        declared = TaskDeclaration(
+            **{
+                **declared,
+                "prompt": PromptInfo(**declared["prompt"]),
+                "generation": GenerationInfo(**declared["generation"]),
+            }
+        )
+    return TaskInfo(
+        **{
+            **data,
+            "data": DataOrigin(**origin) if origin is not None else None,
+            "declaration": declared,
+        }
+    )

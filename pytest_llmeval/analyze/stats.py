@@ -1,17 +1,18 @@
 """Pure statistics helpers for summarising eval results.
 
 Stdlib only (no numpy/scipy) so the plugin stays light to install. Use
-:func:`wilson_interval` for pass rates, and :func:`percentile` / :func:`mean`
-for latency and token summaries.
+:func:`wilson_interval` for pass rates, :func:`percentile` / :func:`mean`
+for latency and token summaries, and :func:`cohens_kappa` for agreement between two raters.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
 from statistics import NormalDist
 
-__all__ = ["mean", "mean_interval", "percentile", "t_quantile", "wilson_interval"]
+__all__ = ["cohens_kappa", "mean", "mean_interval", "percentile", "t_quantile", "wilson_interval"]
 
 
 def _check_confidence(confidence: float) -> None:
@@ -82,6 +83,27 @@ def mean(values: Iterable[float]) -> float | None:
     if not items:
         return None
     return math.fsum(items) / len(items)
+
+
+def cohens_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> float | None:
+    """Return Cohen's kappa of two raters' labels, one ``(first, second)`` pair per item.
+
+    ``(p_o - p_e) / (1 - p_e)``: observed agreement ``p_o`` corrected by the agreement
+    ``p_e`` expected by chance from each rater's own label frequencies, so a sample where
+    95% of items carry one label does not make two raters look alike. 1 is perfect
+    agreement, 0 chance level, negative worse than chance. Returns ``None`` for no pairs
+    and when ``p_e`` is 1 (both raters always give the same single label: kappa is 0/0).
+    """
+    n = len(pairs)
+    if not n:
+        return None
+    observed = sum(1 for first, second in pairs if first == second) / n
+    firsts = Counter(first for first, _ in pairs)
+    seconds = Counter(second for _, second in pairs)
+    expected = math.fsum(firsts[label] * seconds[label] for label in firsts) / (n * n)
+    if expected >= 1.0:
+        return None
+    return (observed - expected) / (1.0 - expected)
 
 
 # --- Interval of a mean (partial-credit scores) --------------------------------------------

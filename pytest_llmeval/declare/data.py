@@ -12,9 +12,9 @@ import functools
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pytest_llmeval.declare.task import DataSource, TaskError
 
@@ -40,25 +40,31 @@ class LoadedRows:
     rows: list[Mapping[str, Any] | RowError]
     origin: str
     split: str
+    kind: Literal["file", "hub", "generated"] = "generated"
+    path: str | None = None
+    """The local file read, for `file`."""
 
 
-def load_rows(source: DataSource, data_dir: Path | None) -> LoadedRows:
+def load_rows(source: DataSource, data_dir: Path | None, hub: bool | None = None) -> LoadedRows:
     """Rows of `source`, trying local files, then the Hub, then the generator.
 
+    `hub` is the run's decision whether the Hub is reachable, made once by the controller so
+    that every worker loads the same source; None asks `hub_reachable()` here.
     Raises DataUnavailable when no source can be reached, TaskError when a source exists but
     is unusable (unknown format, no rows).
     """
     local = _local_path(source, data_dir)
     if local is not None:
-        loaded = LoadedRows(_read_local(local, source.csv_sep), f"file:{local}", source.split)
-    elif source.hub is not None and hub_reachable():
-        loaded = LoadedRows(_read_hub(source), _hub_origin(source), source.split)
+        rows = _read_local(local, source.csv_sep)
+        loaded = LoadedRows(rows, f"file:{local}", source.split, "file", str(local))
+    elif source.hub is not None and (hub_reachable() if hub is None else hub):
+        loaded = LoadedRows(_read_hub(source), _hub_origin(source), source.split, "hub")
     elif source.generate is not None:
         loaded = LoadedRows([dict(row) for row in source.generate()], "generated", source.split)
     else:
         raise DataUnavailable(_how_to_provide(source, data_dir))
     if source.transform is not None:
-        loaded = LoadedRows(_transformed(loaded.rows, source), loaded.origin, loaded.split)
+        loaded = replace(loaded, rows=_transformed(loaded.rows, source))
     if not loaded.rows:
         raise TaskError(f"dataset {loaded.origin} has no rows; check the file or split")
     return loaded

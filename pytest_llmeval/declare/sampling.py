@@ -1,7 +1,11 @@
-"""Choosing which rows of a task run under `--limit N`: seeded, stratified when labelled.
+"""Choosing which rows of a task run under `--limit N`: seeded, nested, stratified when labelled.
 
 Sampling is a pure function of (row count, labels, limit, seed), so every xdist worker and every
 rerun picks the same rows; the chosen indices come back sorted, keeping item order stable.
+
+Samples are nested: `--limit N` takes the first N rows of one seeded order of the whole
+dataset, so `--limit 100` contains every row of `--limit 40` (and reuses its cached
+generations) instead of drawing unrelated rows.
 """
 
 from __future__ import annotations
@@ -14,42 +18,37 @@ from collections.abc import Hashable, Sequence
 def sample_indices(
     n_rows: int, limit: int | None, seed: int, labels: Sequence[Hashable] | None = None
 ) -> list[int]:
-    """Indices of the rows to keep, ascending.
-
-    Without labels: a seeded uniform sample of `limit` rows. With labels (one per row): a
-    balanced sample, `limit` split as evenly as possible across labels (so `--limit 100` on a
-    two-label task gives 50/50); a label with too few rows gives its share to the others.
-    """
+    """Indices of the rows to keep, ascending: the first `limit` of `sample_order`."""
     if labels is not None and len(labels) != n_rows:
         raise ValueError(f"got {len(labels)} labels for {n_rows} rows")
+    if limit is not None and limit < 0:
+        raise ValueError(f"--limit must be >= 0, got {limit}")
     if limit is None or limit >= n_rows:
         return list(range(n_rows))
-    if limit < 0:
-        raise ValueError(f"--limit must be >= 0, got {limit}")
+    return sorted(sample_order(n_rows, seed, labels)[:limit])
+
+
+def sample_order(n_rows: int, seed: int, labels: Sequence[Hashable] | None = None) -> list[int]:
+    """Every row index once, in the seeded order that `--limit` takes a prefix of.
+
+    Without labels: a seeded shuffle. With labels (one per row): each label's rows are shuffled
+    on their own, then dealt round-robin, one per label in turn (labels sorted by repr), so
+    every prefix is balanced: `--limit 100` on a two-label task gives 50/50, an odd limit gives
+    the extra row to the first label, and a label that runs out leaves its turns to the others.
+    """
     rng = random.Random(seed)
     if labels is None:
-        return sorted(rng.sample(range(n_rows), limit))
+        order = list(range(n_rows))
+        rng.shuffle(order)
+        return order
     strata: dict[Hashable, list[int]] = defaultdict(list)
     for index, label in enumerate(labels):
         strata[label].append(index)
-    quotas = _balanced_quotas({key: len(rows) for key, rows in strata.items()}, limit)
-    chosen: list[int] = []
     # Sorting by repr gives the same stratum order on every run whatever the label types.
-    for key in sorted(strata, key=repr):
-        chosen.extend(rng.sample(strata[key], quotas[key]))
-    return sorted(chosen)
-
-
-def _balanced_quotas(sizes: dict[Hashable, int], limit: int) -> dict[Hashable, int]:
-    quotas = dict.fromkeys(sizes, 0)
-    remaining = limit
-    open_keys = sorted(sizes, key=repr)
-    while remaining > 0 and open_keys:
-        share, extra = divmod(remaining, len(open_keys))
-        for position, key in enumerate(list(open_keys)):
-            want = share + (1 if position < extra else 0)
-            take = min(want, sizes[key] - quotas[key])
-            quotas[key] += take
-            remaining -= take
-        open_keys = [key for key in open_keys if quotas[key] < sizes[key]]
-    return quotas
+    queues = [strata[key] for key in sorted(strata, key=repr)]
+    for queue in queues:
+        rng.shuffle(queue)
+    order = []
+    for turn in range(max(map(len, queues), default=0)):
+        order.extend(queue[turn] for queue in queues if turn < len(queue))
+    return order

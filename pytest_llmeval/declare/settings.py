@@ -37,3 +37,5 @@ class Settings:
     progress_s: float = 30.0
     cache_mode: CacheMode = "on"
     cache_dir: Path = Path(".llmeval_cache")
+    allow_missing: bool = False
+    """A gated task whose data is missing has its gates reported as not evaluated, not failed."""

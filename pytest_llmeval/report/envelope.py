@@ -17,7 +17,14 @@ from typing import Any
 from pytest_llmeval.analyze.gates import GateRecord, GateResult
 from pytest_llmeval.analyze.hardware import ModelLoad
 from pytest_llmeval.analyze.metrics import Metrics
-from pytest_llmeval.analyze.record import SCHEMA_CONFIG, SCHEMA_VERSION, ItemRecord, TaskInfo
+from pytest_llmeval.analyze.record import (
+    SCHEMA_CONFIG,
+    SCHEMA_VERSION,
+    DataOrigin,
+    ItemRecord,
+    TaskDeclaration,
+    TaskInfo,
+)
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.report import runinfo
@@ -94,14 +101,27 @@ class ModelResult:
 
 @dataclass
 class TaskResult:
-    """One task: where its rows came from and the result per model."""
+    """One task: what it declared, where its rows came from and the result per model."""
 
     __pydantic_config__ = SCHEMA_CONFIG
 
     origin: str | None
+    """`file:<path>`, `hub:<id>/<config>/<split>` or `generated` (details in `data`)."""
     split: str | None
     rows: int | None
+    """Rows in the dataset before `--limit` or deselection."""
     models: dict[str, ModelResult]
+    """Per model; empty when the task ran no items (see `no_data`)."""
+    data: DataOrigin | None = None
+    """Where the rows came from, decided once per run, and the SHA-256 of the rows used."""
+    declaration: TaskDeclaration | None = None
+    """The task's prompt templates, few-shot hash, generation settings, scorer and options,
+    label set and gates (None for groups of hand-written tests)."""
+    no_data: str | None = None
+    """Why the task ran no items (data missing, broken declaration); None when it ran."""
+    data_conflict: str | None = None
+    """xdist: set when workers loaded different rows for this task (source or content hash
+    differ); the task's gates then fail and so does the run."""
 
 
 @dataclass
@@ -165,28 +185,25 @@ class RunFacts:
     workers: Mapping[str, WorkerInfo]
     summaries: Mapping[tuple[str, str], Metrics]
     gate_results: Sequence[GateResult]
+    data_conflicts: Mapping[str, str] = field(default_factory=dict)
+    """Per task: why workers' rows differ (see `TaskResult.data_conflict`)."""
 
 
 def build_report(facts: RunFacts, exit_status: int, rootdir: Path) -> RunReport:
     """The run report: metadata of this process and machine plus the gathered facts."""
     tasks: dict[str, TaskResult] = {}
     for (task, model), metrics in facts.summaries.items():
-        info = facts.tasks.get(task)
-        entry = tasks.setdefault(
-            task,
-            TaskResult(
-                origin=info.origin if info else None,
-                split=info.split if info else None,
-                rows=info.rows if info else None,
-                models={},
-            ),
-        )
+        entry = tasks.setdefault(task, _task_result(facts.tasks.get(task)))
+        entry.data_conflict = facts.data_conflicts.get(task)
         entry.models[model] = ModelResult(
             metrics=metrics,
             gates=[
                 g.as_record() for g in facts.gate_results if g.task == task and g.model == model
             ],
         )
+    for name, info in facts.tasks.items():
+        if info.no_data is not None and name not in tasks:
+            tasks[name] = _task_result(info)
     records = facts.records
     return RunReport(
         schema_version=SCHEMA_VERSION,
@@ -209,7 +226,22 @@ def build_report(facts: RunFacts, exit_status: int, rootdir: Path) -> RunReport:
             passed=sum(r.outcome == "pass" for r in records),
             failed=sum(r.outcome == "fail" for r in records),
             errors=sum(r.outcome == "error" for r in records),
-            gates_failed=sum(not g.passed for g in facts.gate_results),
+            gates_failed=sum(g.passed is False for g in facts.gate_results),
         ),
         files={"items": "items.jsonl"},
+    )
+
+
+def _task_result(info: TaskInfo | None) -> TaskResult:
+    """A task's entry before its per-model results are added."""
+    if info is None:
+        return TaskResult(origin=None, split=None, rows=None, models={})
+    return TaskResult(
+        origin=info.origin,
+        split=info.split,
+        rows=info.rows,
+        models={},
+        data=info.data,
+        declaration=info.declaration,
+        no_data=info.no_data,
     )

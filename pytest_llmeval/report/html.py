@@ -54,7 +54,7 @@ def summary_html(summaries: Mapping[tuple[str, str], Metrics], gates: Sequence[G
     """The gates and per task x model metrics as small HTML tables."""
     gate_rows = "".join(
         f"<tr><td>{html.escape(g.task)}</td><td>{html.escape(g.model)}</td>"
-        f"<td>{html.escape(g.gate.text)}</td><td>{'holds' if g.passed else 'FAILS'}</td>"
+        f"<td>{html.escape(g.gate.text)}</td><td>{g.verdict}</td>"
         f"<td>{html.escape(g.describe())}</td></tr>"
         for g in gates
     )

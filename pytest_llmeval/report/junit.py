@@ -9,7 +9,7 @@ JUNIT_FIELDS = (
     "score", "extracted", "target", "method", "outcome", "latency_s", "tokens_in",
     "tokens_out", "energy_j", "cached",
 )  # fmt: skip
-JUNIT_COMPARISON_FIELDS = ("reference_model", "binary_match")
+JUNIT_COMPARISON_FIELDS = ("reference_model", "binary_match", "reference_error")
 
 Property = tuple[str, str | int | float | bool]
 

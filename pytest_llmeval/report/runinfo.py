@@ -29,6 +29,7 @@ class GitInfo:
     __pydantic_config__ = SCHEMA_CONFIG
 
     commit: str
+    """Full hash of the checked-out commit (`git rev-parse HEAD`)."""
     dirty: bool
     """Whether tracked files had uncommitted changes."""
 
@@ -40,9 +41,13 @@ class GpuInfo:
     __pydantic_config__ = SCHEMA_CONFIG
 
     count: int
+    """GPUs NVML reports (0 without NVML or a GPU)."""
     names: list[str]
+    """Each GPU's product name, in NVML index order."""
     driver: str | None
+    """NVIDIA driver version; None without NVML."""
     reason: str | None
+    """Why no GPU is listed (NVML missing, no device); None when GPUs were found."""
 
 
 @dataclass
@@ -53,18 +58,31 @@ class MachineInfo:
     __pydantic_config__ = SCHEMA_CONFIG
 
     node: str
+    """Host name (`platform.node()`)."""
     system: str
+    """Operating system (`platform.system()`: Linux, Darwin, Windows)."""
     release: str
+    """Kernel or OS release (`platform.release()`)."""
     machine: str
+    """Machine architecture (`platform.machine()`: x86_64, arm64)."""
     processor: str
+    """`platform.processor()` (often empty on Linux; see `cpu`)."""
     cpu: str
+    """CPU model name (from /proc/cpuinfo where available)."""
     cpu_count: int | None
+    """Logical CPUs (`os.cpu_count()`)."""
     memory_gb: float | None
+    """Physical memory in GB (10^9 bytes); None where it cannot be read."""
     python_implementation: str
+    """CPython, PyPy, ..."""
     python_version: str
+    """Python version (`3.11.9`)."""
     python_compiler: str
+    """Compiler Python was built with."""
     python_build: list[str]
+    """Python build number and date."""
     gpus: GpuInfo
+    """The GPUs NVML sees."""
 
 
 def new_run_id() -> str:

@@ -5,6 +5,8 @@ classes generate); regenerate them after changing a record or report field with:
 
     python -m pytest_llmeval.report.schema
 
+(it also rewrites the field reference, docs/fields.md).
+
 `load_report` and `load_items` read a saved run back into the typed classes, with a one-line
 error naming the file when it is not a report of this schema version. pydantic is imported
 only here: generating and validating are its jobs, the hot path never needs it.
@@ -125,6 +127,19 @@ def write_schemas(folder: Path) -> list[Path]:
     return written
 
 
+def field_docs() -> str:
+    """The field reference page (docs/fields.md) as the current classes generate it."""
+    from pytest_llmeval.report.fielddocs import render_field_docs
+
+    return render_field_docs({kind: generate_schema(kind) for kind in SCHEMAS})
+
+
+#: Where the field reference lives in a source checkout.
+FIELD_DOCS = Path(__file__).resolve().parents[2] / "docs" / "fields.md"
+
 if __name__ == "__main__":
     for path in write_schemas(Path(__file__).parent / _FOLDER):
         print(path, file=sys.stderr)
+    FIELD_DOCS.parent.mkdir(exist_ok=True)
+    FIELD_DOCS.write_text(field_docs(), encoding="utf-8")
+    print(FIELD_DOCS, file=sys.stderr)

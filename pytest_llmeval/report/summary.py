@@ -10,6 +10,8 @@ from pytest_llmeval.analyze.gates import GateResult
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.report.envelope import RunReport
 
+_VERDICT = {True: "ok", False: "FAIL", None: "not evaluated"}
+
 
 def summary_markdown(
     report: RunReport,
@@ -36,7 +38,7 @@ def summary_markdown(
          _fmt(m.accuracy, "{:.3f}"), _ci(m.accuracy_ci95),
          _fmt(m.accuracy_answered, "{:.3f}"), _fmt(m.accuracy_strict, "{:.3f}"),
          _fmt(m.mean_score, "{:.3f}"), _fmt(m.parse_rate, "{:.3f}"), m.n_errors,
-         "; ".join(f"{g.gate.text} {'ok' if g.passed else 'FAIL'}"
+         "; ".join(f"{g.gate.text} {_VERDICT[g.passed]}"
                    for g in gate_results if g.task == task and g.model == model) or "-"]
         for (task, model), m in summaries.items()
     ]  # fmt: skip
@@ -50,7 +52,7 @@ def summary_markdown(
         "answered acc.: the same over items without error; strict acc.: only `#### n` "
         "answers count; mean score: mean of the item scores (partial credit).",
     ]
-    cost = [
+    cost: list[list[object]] = [
         [task, model, _fmt(m.latency_p50, "{:.2f}"), _fmt(m.latency_p95, "{:.2f}"),
          _fmt(m.tokens_per_s, "{:.1f}"), _fmt(m.items_per_min, "{:.1f}"),
          _fmt(m.tokens_in, "{}"), _fmt(m.tokens_out, "{}"), _energy(m),
@@ -60,6 +62,12 @@ def summary_markdown(
          _fmt(m.cost_usd, "{:.4f}")]
         for (task, model), m in summaries.items()
     ]  # fmt: skip
+    # Agreement runs: the reference backend's own figures, on a row of their own.
+    cost += [
+        _reference_cost_row(task, model, m)
+        for (task, model), m in summaries.items()
+        if m.reference_model is not None
+    ]
     headers = ["task", "model", "p50 s", "p95 s", "tok/s", "items/min", "tokens in",
                "tokens out", "energy Wh", "J/token", "avg W", "peak W", "peak VRAM GB",
                "load s", "cost USD"]  # fmt: skip
@@ -84,6 +92,17 @@ def summary_markdown(
     if compared:
         lines += ["", "## Backend agreement", "", agreement_table(compared, "github")]
     return "\n".join(lines) + "\n"
+
+
+def _reference_cost_row(task: str, model: str, m: Metrics) -> list[object]:
+    """The speed columns of the cost table for an agreement run's reference backend."""
+    row: list[object] = [
+        task, f"{m.reference_model} (reference of {model})",
+        _fmt(m.reference_latency_p50, "{:.2f}"), _fmt(m.reference_latency_p95, "{:.2f}"),
+        _fmt(m.reference_tokens_per_s, "{:.1f}"), "-", _fmt(m.reference_tokens_in, "{}"),
+        _fmt(m.reference_tokens_out, "{}"),
+    ]  # fmt: skip
+    return row + ["-"] * 7
 
 
 def _energy(metrics: Metrics) -> str:
@@ -114,7 +133,7 @@ def summary_table(
                 _fmt(metrics.latency_p50, "{:.2f}s"),
                 _fmt(metrics.latency_p95, "{:.2f}s"),
                 _fmt(metrics.tokens_per_s, "{:.1f}"),
-                ", ".join(f"{g.gate.text} {'ok' if g.passed else 'FAIL'}" for g in gates) or "-",
+                ", ".join(f"{g.gate.text} {_VERDICT[g.passed]}" for g in gates) or "-",
             ]
         )
     headers = ["task", "model", "n", "accuracy", "95% CI", "errors", "p50", "p95", "tok/s", "gates"]
@@ -128,7 +147,8 @@ def summary_table(
 def agreement_table(
     compared: Sequence[tuple[tuple[str, str], Metrics]], tablefmt: str = "simple"
 ) -> str:
-    """Backend agreement per task: rates, similarity, each side's accuracy, the assessment."""
+    """Backend agreement per task: rates, kappa, similarity, each side's accuracy and errors,
+    the assessment."""
     rows = []
     for (task, model), m in compared:
         ci = m.agreement_ci95 or [0.0, 0.0]
@@ -136,19 +156,24 @@ def agreement_table(
             [
                 task,
                 f"{model} vs {m.reference_model}",
-                f"{m.agreement:.3f} ({ci[0]:.3f}-{ci[1]:.3f})",
+                f"{_fmt(m.agreement, '{:.3f}')} ({ci[0]:.3f}-{ci[1]:.3f})",
+                _fmt(m.kappa, "{:.3f}") + f" (n={m.kappa_n})",
                 _fmt(m.finegrain_agreement, "{:.3f}"),
+                _fmt(m.finegrain_kappa, "{:.3f}"),
                 _fmt(m.both_parse_rate, "{:.3f}"),
-                _fmt(m.response_similarity, "{:.3f}"),
-                _fmt(m.reasoning_similarity, "{:.3f}"),
+                _fmt(m.response_indel_similarity, "{:.3f}"),
+                _fmt(m.reasoning_indel_similarity, "{:.3f}")
+                + f" (n={m.reasoning_indel_similarity_n})",
                 f"{_fmt(m.accuracy, '{:.3f}')} / {_fmt(m.reference_accuracy, '{:.3f}')}",
+                f"{m.n_errors} / {m.reference_errors}",
                 m.assessment.overall if m.assessment else "NO DATA",
             ]
         )
-    headers = ["task", "backends", "agreement (95% CI)", "fine-grained", "both parsed",
-               "resp. sim.", "reas. sim.", "accuracy", "assessment"]  # fmt: skip
+    headers = ["task", "backends", "agreement (95% CI)", "kappa", "fine-grained",
+               "fine kappa", "both parsed", "resp. indel sim.", "reas. indel sim.", "accuracy",
+               "errors", "assessment"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 
-def _fmt(value: float | None, pattern: str) -> str:
+def _fmt(value: float | int | None, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)

@@ -43,17 +43,23 @@ class ReportWriter:
 
 AGREEMENT_COLUMNS = [
     "id", "task", "model", "reference_model", "text", "ground_truth",
-    "primary_label", "primary_response", "primary_reasoning", "primary_parsed", "primary_score",
-    "reference_label", "reference_response", "reference_reasoning", "reference_parsed",
-    "reference_score", "binary_match", "finegrain_match", "response_similarity",
-    "reasoning_similarity", "outcome",
+    "primary_label", "primary_binary_label", "primary_response", "primary_reasoning",
+    "primary_parsed", "primary_score",
+    "reference_label", "reference_binary_label", "reference_response", "reference_reasoning",
+    "reference_parsed", "reference_score", "binary_match", "finegrain_match",
+    "response_indel_similarity", "reasoning_indel_similarity", "outcome",
 ]  # fmt: skip
 
 
 def write_agreement_table(records: Sequence[ItemRecord], path: Path) -> bool:
     """Write the per-item agreement table (parquet) when the run compared backends, so that
-    `df[~df.binary_match]` shows the disagreements. Returns whether a table was written."""
-    compared = [r for r in records if r.comparison is not None]
+    `df[~df.binary_match]` shows the disagreements. Returns whether a table was written.
+
+    One row per compared item (both backends answered); items that errored on either side
+    are in items.jsonl with their error."""
+    compared = [
+        r for r in records if r.comparison is not None and r.comparison.reference_error is None
+    ]
     if not compared:
         return False
     import pandas as pd  # controller only, at the end of a comparison run

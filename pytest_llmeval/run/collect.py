@@ -3,6 +3,10 @@
 Item ids are `<task>/<split>/<row index>` (plus `[model]` when several models run), in row
 order per model. A task whose data is missing becomes one skipped item saying how to provide
 it; a task that is broken becomes one error item. Neither stops the rest of the session.
+
+A Task object is collected once per session, in the first test module (in collection order)
+that holds it: importing it into a second module does not run it twice. Two different Task
+objects with the same name are an error item naming both modules.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pytest
 from pytest_llmeval.analyze.gates import GateError, parse_gate
 from pytest_llmeval.analyze.record import TaskInfo
 from pytest_llmeval.declare.data import DataUnavailable, LoadedRows, RowError, load_rows
+from pytest_llmeval.declare.describe import data_origin, declaration
 from pytest_llmeval.declare.ids import item_id, node_name
 from pytest_llmeval.declare.models import ModelSpec, UnknownModel, resolve_model
 from pytest_llmeval.declare.sampling import sample_indices
@@ -23,16 +28,60 @@ from pytest_llmeval.declare.task import ScoreFn, Task, TaskError
 from pytest_llmeval.run.items import EvalItem, TaskProblemItem
 
 
+class TaskClaims:
+    """Which module collects each task: the first one holding it, once per session."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, tuple[Task, str]] = {}
+
+    def claim(self, task: Task, module: str) -> bool:
+        """Whether `module` collects `task` (False: another module already did).
+
+        Raises TaskError when a different task already took the name.
+        """
+        name = str(task.name)
+        owner = self._owners.get(name)
+        if owner is None:
+            self._owners[name] = (task, module)
+            return True
+        if owner[0] is task:
+            return False
+        raise TaskError(
+            f"task name {name!r} is declared twice: in {owner[1]} and in {module}; "
+            "give each Task its own name (or import the same Task object)"
+        )
+
+
+def claimed_items(
+    collector: pytest.Collector,
+    task: Task,
+    claims: TaskClaims,
+    settings: Settings,
+    resolve_scorer: Callable[[Task], ScoreFn],
+    hub: bool | None = None,
+) -> list[pytest.Item]:
+    """`task`'s items when this collector's module is the first to hold it, else none."""
+    module = collector.nodeid.split("::", 1)[0]
+    try:
+        if not claims.claim(task, module):
+            return []
+    except TaskError as exc:
+        return [_problem(collector, task, str(exc), skip=False)]
+    return items_for_task(collector, task, settings, resolve_scorer, hub)
+
+
 def items_for_task(
     collector: pytest.Collector,
     task: Task,
     settings: Settings,
     resolve_scorer: Callable[[Task], ScoreFn],
+    hub: bool | None = None,
 ) -> list[pytest.Item]:
     """All items of `task` for every selected model (or one problem item).
 
     `resolve_scorer` turns the task's scorer (a function or a registered name) into a
-    function; it raises TaskError for an unknown name.
+    function; it raises TaskError for an unknown name. `hub` is the run's decision whether
+    the Hub is reachable (None: ask here).
     """
     try:
         if task.problem:
@@ -40,19 +89,18 @@ def items_for_task(
         for gate in task.gates:
             parse_gate(gate, "task", task.name)
         scorer = resolve_scorer(task)
-        loaded = load_rows(task.data, settings.data_dir)
+        loaded = load_rows(task.data, settings.data_dir, hub)
         _check_fields(task, loaded)
+        reference = _reference(task, settings)
     except DataUnavailable as exc:
         return [_problem(collector, task, f"task {task.name}: {exc}", skip=True)]
     except (TaskError, GateError) as exc:
         return [_problem(collector, task, f"task {task.name}: {exc}", skip=False)]
+    except UnknownModel as exc:
+        return [_problem(collector, task, f"task {task.name}: reference: {exc}", skip=False)]
     except Exception as exc:  # a broken loader must not take the whole session down
         message = f"task {task.name}: loading data failed: {type(exc).__name__}: {exc}"
         return [_problem(collector, task, message, skip=False)]
-    try:
-        reference = _reference(task, settings)
-    except UnknownModel as exc:
-        return [_problem(collector, task, f"task {task.name}: reference: {exc}", skip=False)]
     labels = _labels(task, loaded.rows)
     chosen = sample_indices(len(loaded.rows), settings.limit, settings.seed, labels)
     info = TaskInfo(
@@ -61,6 +109,8 @@ def items_for_task(
         split=loaded.split,
         rows=len(loaded.rows),
         gates=list(task.gates),
+        data=data_origin(task.data, loaded, chosen),
+        declaration=declaration(task),
     )
     several = len(settings.models) > 1
     items: list[pytest.Item] = []
@@ -94,11 +144,36 @@ def _reference(task: Task, settings: Settings) -> ModelSpec | None:
 
 
 def _problem(collector: pytest.Collector, task: Task, message: str, skip: bool) -> pytest.Item:
+    """The one item of a task that cannot run; its TaskInfo tells the controller why, so
+    the task's gates fail ("no data: ...") instead of going unchecked."""
     name = task.name if isinstance(task.name, str) and task.name else "task"
+    valid = not task.problem
+    info = TaskInfo(
+        name=name,
+        origin=None,
+        split=task.data.split if valid else None,
+        rows=None,
+        gates=_parseable(task.gates, name) if valid else [],
+        declaration=declaration(task) if valid else None,
+        no_data=message,
+        data_missing=skip,
+    )
     item: pytest.Item = TaskProblemItem.from_parent(
-        collector, name=name, problem=message, skip=skip
+        collector, name=name, problem=message, skip=skip, task_info=info
     )
     return item
+
+
+def _parseable(gates: Sequence[str], task: str) -> list[str]:
+    """The gates that parse (a task with a malformed gate is an error item already)."""
+    kept = []
+    for gate in gates:
+        try:
+            parse_gate(gate, "task", task)
+        except GateError:
+            continue
+        kept.append(gate)
+    return kept
 
 
 def _check_fields(task: Task, loaded: LoadedRows) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_llmeval.analyze.plain import RecordValueError, plain_record, plain_value
 from pytest_llmeval.analyze.record import Comparison, ItemRecord, TaskInfo
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.declare.data import RowError
@@ -84,7 +85,7 @@ class EvalItem(pytest.Item):
         """What this item is, for its record."""
         label = None
         if self.task.label_field and isinstance(self.row, Mapping):
-            label = self.row.get(self.task.label_field)
+            label = _plain_label(self.row.get(self.task.label_field))
         split = self.task_info.split or ""
         return records.ItemFacts(
             self.item_id, self.nodeid, self.task.name, self.spec.name, split, self.row_index, label
@@ -98,7 +99,7 @@ class EvalItem(pytest.Item):
             if isinstance(self.row, RowError):
                 raise ItemError(f"data error: {self.row.message}")
             target = self.task.target_for(self.row)
-            self.record = self._evaluate(worker, self.row, target)
+            self.record = self._plain(self._evaluate(worker, self.row, target))
         except Exception as exc:
             message = _error_message(exc)
             self.record = records.errored(
@@ -108,6 +109,16 @@ class EvalItem(pytest.Item):
         finally:
             if self.record is not None:
                 self.user_properties.extend(junit_properties(self.record))
+        if self.record.error is not None:
+            # Only the reference failed: the record keeps the primary's side, the item errors.
+            raise ItemError(self.record.error)
+
+    def _plain(self, record: ItemRecord) -> ItemRecord:
+        """The record in builtin JSON types (it crosses the xdist channel), or an ItemError."""
+        try:
+            return plain_record(record)
+        except RecordValueError as exc:
+            raise ItemError(f"task {self.task.name}: {exc}") from None
 
     def _evaluate(self, worker: Worker, row: Mapping[str, Any], target: str) -> ItemRecord:
         generation = worker.engine.result_for(self, worker.upcoming(self))
@@ -116,7 +127,7 @@ class EvalItem(pytest.Item):
         comparison = None
         if self.reference is not None:
             comparison = self._compare(worker, row, generation, score, target)
-            passed = comparison.binary_match
+            passed = comparison.binary_match is True
         return records.evaluated(
             self.facts(),
             worker=worker.name,
@@ -136,12 +147,23 @@ class EvalItem(pytest.Item):
         primary: Score,
         target: str,
     ) -> Comparison:
-        """Generate on the reference backend too; the item passes when the labels agree."""
+        """Generate on the reference backend too; the item passes when the labels agree.
+
+        A reference generation that fails is the reference's error, kept in the comparison
+        (`reference_error`) beside the primary's intact result.
+        """
         assert self.reference is not None
         others = (
             ReferenceRequest(item) for item in worker.upcoming(self) if item.reference is not None
         )
-        generation = worker.engine.result_for(ReferenceRequest(self), others)
+        text = _input_text(self.request().messages)
+        try:
+            generation = worker.engine.result_for(ReferenceRequest(self), others)
+        except Exception as exc:
+            labels = compare_item(primary_generation.text, None, primary.extracted, None)
+            return records.compared(
+                self.reference.name, None, None, text, labels, error=_error_message(exc)
+            )
         score = _checked(self.scorer(generation.text, target, row), self.task.name)
         labels = compare_item(
             primary_generation.text,
@@ -150,7 +172,6 @@ class EvalItem(pytest.Item):
             score.extracted,
             self.task.binary_of,
         )
-        text = _input_text(self.request().messages)
         return records.compared(self.reference.name, generation, score, text, labels)
 
     def runtest(self) -> None:
@@ -205,10 +226,11 @@ class ReferenceRequest:
 class TaskProblemItem(pytest.Item):
     """Stands for a whole task that cannot run: skipped (data missing) or an error (bad task)."""
 
-    def __init__(self, *, problem: str, skip: bool, **kwargs: Any) -> None:
+    def __init__(self, *, problem: str, skip: bool, task_info: TaskInfo, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.problem = problem
         self.skip = skip
+        self.task_info = task_info
 
     def setup(self) -> None:
         """Skip with the reason, or error with the problem."""
@@ -232,14 +254,18 @@ def _input_text(messages: list[dict[str, str]]) -> str:
 
 
 def disagreement_message(record: ItemRecord) -> str:
-    """`labels differ: primary toxic, reference non-toxic (similarity 0.42)`."""
+    """`labels differ: primary toxic, reference non-toxic (response similarity 0.42)`."""
     comparison = record.comparison
     assert comparison is not None
     return (
         f"labels differ: {record.model} {comparison.primary_label}, "
         f"{comparison.reference_model} {comparison.reference_label} "
-        f"(response similarity {comparison.response_similarity:.2f})"
+        f"(response similarity {_similarity(comparison.response_indel_similarity)})"
     )
+
+
+def _similarity(value: float | None) -> str:
+    return "none: both empty" if value is None else f"{value:.2f}"
 
 
 def miss_message(record: ItemRecord) -> str:
@@ -248,6 +274,14 @@ def miss_message(record: ItemRecord) -> str:
     span = record.span or str(record.response or "")[-60:]
     span = " ".join(span.split())
     return f'expected {record.target}, got {got} ({record.method}: "{span}")'
+
+
+def _plain_label(value: Any) -> Any:
+    """A row's stratification label as JSON (its repr when it has no JSON form)."""
+    try:
+        return plain_value(value, "label")
+    except RecordValueError:
+        return repr(value)
 
 
 def _checked(score: Score, task: str) -> Score:

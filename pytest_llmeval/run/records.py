@@ -43,11 +43,17 @@ def evaluated(
 ) -> ItemRecord:
     """The record of an item that was generated and scored; `correct` is whether the score
     reached the task's pass threshold, `passed` the test's outcome (in agreement runs: the
-    labels agree)."""
+    labels agree). In an agreement run whose reference backend failed, an error that keeps
+    the primary's generation and score."""
+    error = None
+    if comparison is not None and comparison.reference_error is not None:
+        # The item could not be compared: an error, charged to the reference by its message.
+        error = f"reference {comparison.reference_model} failed: {comparison.reference_error}"
     return ItemRecord(
         **_identity(facts),
         source="task",
-        outcome="pass" if passed else "fail",
+        outcome="error" if error else "pass" if passed else "fail",
+        error=error,
         worker=worker,
         target=target,
         reasoning=score.reasoning,
@@ -94,25 +100,32 @@ def crashed(nodeid: str, message: str, default_model: str, worker: str | None) -
 
 def compared(
     reference_model: str,
-    generation: GenerationResult,
-    score: Score,
+    generation: GenerationResult | None,
+    score: Score | None,
     text: str,
     labels: Mapping[str, Any],
+    error: str | None = None,
 ) -> Comparison:
-    """The comparison part of an agreement run's record: the reference backend's result and
-    the per-item comparison fields (`pytest_llmeval.score.agreement.compare_item`)."""
+    """The comparison part of an agreement run's record: the reference backend's own result
+    (or its `error`, then `generation` and `score` are None) and the per-item comparison
+    fields (`pytest_llmeval.score.agreement.compare_item`)."""
     return Comparison(
         reference_model=reference_model,
-        reference_raw_response=generation.text,
-        reference_extracted=score.extracted,
-        reference_score=float(score.value),
-        reference_latency_s=generation.latency_s,
-        reference_tokens_in=generation.tokens_in,
-        reference_tokens_out=generation.tokens_out,
-        reference_cached=generation.cached,
+        reference_error=error,
+        reference_raw_response=None if generation is None else generation.text,
+        reference_extracted=None if score is None else score.extracted,
+        reference_score=None if score is None else float(score.value),
         text=text,
+        **_reference_generation(generation),
         **labels,
     )
+
+
+def _reference_generation(generation: GenerationResult | None) -> dict[str, Any]:
+    """The reference generation's own facts as `reference_*` fields (all None without one)."""
+    names = ("prompt", "finish_reason", "latency_s", "tokens_in", "tokens_out", "cached",
+             "batch_id", "batch_size", "batch_wall_s")  # fmt: skip
+    return {f"reference_{name}": getattr(generation, name, None) for name in names}
 
 
 def from_test(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 import string
+
+from rapidfuzz.fuzz import ratio
 
 from pytest_llmeval.score.reasoning import split_reasoning
 
@@ -33,15 +34,19 @@ def exact_match(response: str, target: str) -> bool:
     return normalize_text(answer) == normalize_text(target)
 
 
-def similarity(a: str, b: str) -> float:
-    """Return a 0..1 similarity of two texts after :func:`normalize_text`.
+def similarity(a: str, b: str) -> float | None:
+    """Return the normalized Indel similarity of two texts after :func:`normalize_text`.
 
-    Uses ``difflib.SequenceMatcher.ratio``; two empty texts score 1.0. The
-    texts are compared as given, so split off reasoning first if needed.
+    ``rapidfuzz.fuzz.ratio / 100``: ``1 - indel_distance / (len(a) + len(b))``, i.e.
+    ``2 * LCS / (len(a) + len(b))`` where LCS is the longest common subsequence of
+    characters and the Indel distance counts insertions and deletions. 1.0 for equal texts,
+    0.0 for texts with no character in common or one empty side. ``None`` when both are
+    empty: there is nothing to compare, and two backends that both said nothing are not
+    alike. Fast (bit-parallel LCS): about 1 ms for two 8 kB texts, where the former
+    ``difflib.SequenceMatcher`` ratio took about 1 s (`benchmarks/similarity.py`). The texts
+    are compared as given, so split off reasoning first if needed.
     """
     na, nb = normalize_text(a), normalize_text(b)
     if not na and not nb:
-        return 1.0
-    # autojunk would discard common characters in texts over 200 chars and
-    # make long, nearly identical answers score far too low.
-    return difflib.SequenceMatcher(None, na, nb, autojunk=False).ratio()
+        return None
+    return ratio(na, nb) / 100.0
