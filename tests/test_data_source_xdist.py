@@ -54,6 +54,8 @@ FLAKY_HUB = textwrap.dedent(
 
 
 def _run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.RunResult:
+    # The inner controller is no worker, even when this test runs under an outer xdist.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     # Workers import answers.py and this checkout's package.
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join([str(pytester.path), os.environ.get("PYTHONPATH", "")])
