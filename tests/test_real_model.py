@@ -71,6 +71,24 @@ def test_batched_generation_matches_one_by_one(backend) -> None:  # type: ignore
         assert (result.finish_reason == "length") == (result.tokens_out == 24)
 
 
+def test_tokens_out_leaves_out_the_end_token(backend) -> None:  # type: ignore[no-untyped-def]
+    """One counting rule on every backend: tokens generated, the end-of-sequence token not
+    counted (an HTTP server's usage does not count it either)."""
+    [result] = backend.generate([request("Name a color.", 24)], "eos-1")
+    assert result.finish_reason == "stop", result.text
+    # The same greedy generation straight from transformers: its last new token is the EOS.
+    encoded = backend.tokenizer(result.prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        output = backend.model.generate(
+            **encoded, max_new_tokens=24, do_sample=False, temperature=None, top_p=None,
+            top_k=None, pad_token_id=backend.tokenizer.pad_token_id,
+        )  # fmt: skip
+    new_tokens = output[0, encoded["input_ids"].shape[1] :].tolist()
+    assert new_tokens[-1] in backend.stop_ids
+    assert result.tokens_out == len(new_tokens) - 1
+    assert result.text == backend.tokenizer.decode(new_tokens[:-1], skip_special_tokens=True)
+
+
 def test_stop_sequence_cuts_the_response(backend) -> None:  # type: ignore[no-untyped-def]
     free = backend.generate([request("Count from 1 to 10, separated by commas.", 40)], "s-1")[0]
     assert "3" in free.text, free.text

@@ -75,6 +75,7 @@ def test_task_energy_metrics_count_each_batch_once() -> None:
             batch_peak_w=80.0,
             latency_s=1.0,
             cpu_energy_j=None,
+            cached=False,  # generated in this run: only such items have speed and energy
         )
         for t, b, e in ((10, "a", 100.0), (30, "a", 100.0), (60, "b", 260.0))
     ]
@@ -137,7 +138,8 @@ def test_reports_from_a_real_small_run(evalproject: pytest.Pytester) -> None:
     props = {p.get("name"): p.get("value") for p in first.findall("./properties/property")}
     assert props["llmeval.extracted"] == "999" and props["llmeval.target"] == "1"
     assert props["llmeval.score"] == "0.0" and float(props["llmeval.latency_s"]) >= 0
-    assert "llmeval.tokens_out" in props and "llmeval.energy_j" not in props  # null: omitted
+    assert "llmeval.outcome" in props and "llmeval.energy_j" not in props  # null: omitted
+    assert "llmeval.tokens_out" not in props  # the callable counts no tokens: null, omitted
     gate = next(c for c in cases if c.get("classname") == "gates.mini")
     gate_props = {p.get("name"): p.get("value") for p in gate.findall("./properties/property")}
     assert gate_props["llmeval.gate.n"] == "10"

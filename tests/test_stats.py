@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llmeval.analyze.stats import mean, percentile, wilson_interval
+from pytest_llmeval.analyze.stats import (
+    mean,
+    mean_interval,
+    percentile,
+    t_quantile,
+    wilson_interval,
+)
 
 # --- wilson_interval ---------------------------------------------------------
 
@@ -91,3 +97,49 @@ def test_mean() -> None:
     assert mean([0.1] * 10) == 0.1  # fsum: no accumulated rounding error
     assert mean(x for x in (1.0, 0.0)) == 0.5
     assert mean([]) is None
+
+
+# --- t_quantile and mean_interval (reference values: scipy.stats, computed once) ----------
+
+
+@pytest.mark.parametrize(
+    ("p", "df", "expected"),
+    [
+        # scipy.stats.t.ppf(p, df)
+        (0.975, 1, 12.706204736174694),
+        (0.975, 2, 4.302652729749462),
+        (0.975, 5, 2.5705818356363146),
+        (0.975, 9, 2.262157162798205),
+        (0.975, 30, 2.0422724563012378),
+        (0.975, 200, 1.9718962236339088),
+        (0.995, 4, 4.604094871349992),
+    ],
+)
+def test_t_quantile_matches_scipy(p: float, df: int, expected: float) -> None:
+    assert t_quantile(p, df) == pytest.approx(expected, rel=1e-9)
+    assert t_quantile(1 - p, df) == pytest.approx(-expected, rel=1e-9)
+
+
+def test_mean_interval_matches_scipy_t_interval() -> None:
+    scores = [1, 1, 1, 1, 1, 0.5, 0.3, 0.9, 0.2, 0.1]
+    # scipy.stats.t.interval(0.95, 9, loc=mean, scale=scipy.stats.sem(scores))
+    assert mean_interval(scores) == pytest.approx((0.42812254521243104, 0.9718774547875688))
+
+
+def test_mean_interval_is_clamped_to_the_score_range() -> None:
+    # Five of six items pass and one scores 0.768: scipy's t interval is (0.8619, 1.0607).
+    low, high = mean_interval([1, 1, 1, 1, 1, 0.768]) or (None, None)
+    assert low == pytest.approx(0.8619375023553958)
+    assert high == 1.0
+
+
+def test_mean_interval_needs_two_values() -> None:
+    assert mean_interval([]) is None
+    assert mean_interval([0.5]) is None
+    assert mean_interval([0.5, 0.5]) == (0.5, 0.5)
+
+
+@pytest.mark.parametrize(("p", "df"), [(0.0, 3), (1.0, 3), (0.5, 0)])
+def test_t_quantile_invalid(p: float, df: int) -> None:
+    with pytest.raises(ValueError):
+        t_quantile(p, df)

@@ -13,6 +13,7 @@ from pytest_llmeval.backends.vllm_backend import (
     INSTALL_HINT,
     VLLMOptions,
     engine_kwargs,
+    generated_tokens,
     request_latency,
     sampling_kwargs,
 )
@@ -72,3 +73,21 @@ def test_missing_vllm_gives_the_install_hint() -> None:
     with pytest.raises(BackendError, match="pip install vllm") as caught:
         create_backend(spec, {})
     assert str(caught.value) == INSTALL_HINT
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "stop_reason", "expected"),
+    [
+        ("stop", None, 4),  # ended on EOS: vLLM keeps it in token_ids
+        ("stop", 128009, 4),  # ended on a stop token id
+        ("stop", "\n\n", 5),  # a stop string: its tokens stay counted, as on transformers
+        ("length", None, 5),
+    ],
+)
+def test_generated_tokens_leave_out_the_end_token(
+    finish_reason: str, stop_reason: object, expected: int
+) -> None:
+    choice = SimpleNamespace(
+        token_ids=[1, 2, 3, 4, 5], finish_reason=finish_reason, stop_reason=stop_reason
+    )
+    assert generated_tokens(choice) == expected

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_llmeval.analyze.metrics import AgreementThresholds, Assessment, Band
+from pytest_llmeval.analyze.performance import total_tokens
 from pytest_llmeval.analyze.record import Comparison
 from pytest_llmeval.analyze.stats import cohens_kappa, mean, percentile, wilson_interval
 
 # The count each agreement metric is computed over (a gate on the metric reports it as n).
 METRIC_N = {
-    "agreement": "n_total",
-    "finegrain_agreement": "n_total",
+    "agreement": "n",
+    "finegrain_agreement": "n",
     "agreement_answered": "compared",
     "both_parse_rate": "compared",
     "reference_accuracy": "compared",
@@ -109,7 +110,8 @@ def reference_figures(answered: Sequence[Comparison]) -> dict[str, Any]:
     latencies = [float(c.reference_latency_s) for c in generated if c.reference_latency_s]
     walls = {c.reference_batch_id: float(c.reference_batch_wall_s or 0.0) for c in generated}
     seconds = sum(walls.values())
-    tokens_generated = sum(int(c.reference_tokens_out or 0) for c in generated)
+    # Token counts follow the primary's rule: None when the backend counts none.
+    tokens_generated = total_tokens([c.reference_tokens_out for c in generated])
     return {
         "reference_accuracy": mean(scores),
         "reference_accuracy_ci95": list(wilson_interval(sum(scores), len(scores)))
@@ -117,9 +119,11 @@ def reference_figures(answered: Sequence[Comparison]) -> dict[str, Any]:
         else None,
         "reference_latency_p50": percentile(latencies, 50),
         "reference_latency_p95": percentile(latencies, 95),
-        "reference_tokens_in": sum(int(c.reference_tokens_in or 0) for c in answered),
-        "reference_tokens_out": sum(int(c.reference_tokens_out or 0) for c in answered),
-        "reference_tokens_per_s": tokens_generated / seconds if seconds > 0 else None,
+        "reference_tokens_in": total_tokens([c.reference_tokens_in for c in answered]),
+        "reference_tokens_out": total_tokens([c.reference_tokens_out for c in answered]),
+        "reference_tokens_per_s": (
+            tokens_generated / seconds if seconds > 0 and tokens_generated is not None else None
+        ),
         "reference_cached": sum(1 for c in answered if c.reference_cached is True),
         "reference_generated": len(generated),
     }

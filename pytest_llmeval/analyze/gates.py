@@ -16,10 +16,14 @@ from pytest_llmeval.analyze.agreement import METRIC_N
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import SCHEMA_CONFIG
 
-# Metric name -> whether it is a proportion (then it gets a Wilson interval).
+# Metric name -> whether it has a 95% interval (the `<metric>_ci95` field of `Metrics`).
 METRICS: dict[str, bool] = {
     "accuracy": True,
+    "accuracy_answered": True,
+    "accuracy_strict": True,
+    "mean_score": True,
     "parse_rate": True,
+    "parse_rate_answered": True,
     "error_rate": True,
     "n": False,
     "latency_p50": False,
@@ -35,6 +39,12 @@ METRICS: dict[str, bool] = {
     "both_parse_rate": True,
     "response_indel_similarity": False,
     "reasoning_indel_similarity": False,
+}
+# The count a metric is computed over, when it is not `n` (all selected items).
+DENOMINATORS: dict[str, str] = {
+    "accuracy_answered": "n_answered",
+    "parse_rate_answered": "n_answered",
+    **METRIC_N,
 }
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -204,7 +214,7 @@ def check_gate(gate: Gate, task: str, model: str, metrics: Metrics | None) -> Ga
         task=task,
         model=model,
         value=None if value is None else float(value),
-        n=int(getattr(metrics, METRIC_N.get(gate.metric, "n")) or 0) if metrics is not None else 0,
+        n=int(getattr(metrics, DENOMINATORS.get(gate.metric, "n")) or 0) if metrics else 0,
         interval=(interval[0], interval[1]) if interval else None,
         partial=metrics.partial if metrics is not None else False,
         passed=value is not None and gate.holds(float(value)),

@@ -53,44 +53,88 @@ class Metrics:
     __pydantic_config__ = SCHEMA_CONFIG
 
     n: int
-    """Scored items (pass or fail); errors are counted apart."""
-    n_total: int
-    """All items, errors included."""
+    """All selected items, errors included: the denominator of `accuracy` and every rate."""
+    n_answered: int
+    """Items with a primary score (`n` minus `n_errors`): the denominator of `*_answered`."""
     n_pass: int
+    """Items whose test passed (in agreement runs: whose labels agree with the reference)."""
+    n_correct: int
+    """Items whose score reached the task's `pass_threshold` (the numerator of `accuracy`)."""
     n_errors: int
+    """Items without a primary score (generation, data or scorer error)."""
     task_rows: int
     """Rows in the task before `--limit` or deselection."""
     partial: bool
     """Whether fewer items ran than the task has rows (`-k`, `--lf`, `--limit`)."""
     accuracy: float | None
-    """Mean score over the scored items."""
+    """Pass rate: `n_correct / n`, the share of all selected items whose score reached the
+    task's `pass_threshold`; an errored item counts as not correct."""
     accuracy_ci95: Interval
-    """Wilson 95% interval of the accuracy."""
+    """Wilson 95% interval of `accuracy`."""
+    accuracy_answered: float | None
+    """`n_correct / n_answered`: the pass rate over the items that got a score."""
+    accuracy_answered_ci95: Interval
+    """Wilson 95% interval of `accuracy_answered`."""
+    accuracy_strict: float | None
+    """Numeric tasks: share of all selected items that are correct with a strict `#### n`
+    answer (lm-evaluation-harness `strict-match`); `accuracy` is the flexible figure.
+    None for tasks whose scorer reports no strict/flexible extraction."""
+    accuracy_strict_ci95: Interval
+    """Wilson 95% interval of `accuracy_strict`."""
+    mean_score: float | None
+    """Mean of the item scores (0..1, partial credit included) over all selected items; an
+    errored item counts 0. Equals `accuracy` for all-or-nothing scorers."""
+    mean_score_ci95: Interval
+    """Student-t 95% interval of `mean_score`, clamped to [0, 1]; None for fewer than 2 items."""
     parse_rate: float | None
-    """Share of scored items whose answer could be extracted."""
+    """Share of all selected items whose answer could be extracted (an error is unparsed)."""
     parse_rate_ci95: Interval
+    """Wilson 95% interval of `parse_rate`."""
+    parse_rate_answered: float | None
+    """Share of the items that got a score whose answer could be extracted."""
+    parse_rate_answered_ci95: Interval
+    """Wilson 95% interval of `parse_rate_answered`."""
     error_rate: float | None
-    """Share of all items that errored."""
+    """`n_errors / n`."""
     error_rate_ci95: Interval
+    """Wilson 95% interval of `error_rate`."""
     latency_p50: float | None
+    """Seconds; median of the item latencies of the items generated in this run."""
     latency_p95: float | None
+    """Seconds; 95th percentile (linear interpolation) of the same latencies."""
     latency_method: str | None
-    tokens_in: int
-    tokens_out: int
+    """How the backend measured an item's latency."""
+    tokens_in: int | None
+    """Prompt tokens of the items generated in this run (0 when none was); None when the
+    backend does not count tokens."""
+    tokens_out: int | None
+    """Generated tokens of the items generated in this run, the end-of-sequence token not
+    counted (0 when none was); None when the backend does not count tokens."""
     generation_s: float
-    """Summed wall time of the distinct batches that generated this task x model's items."""
+    """Seconds: summed wall time of the distinct batches of this run that generated this
+    task x model's items."""
     batches: int
+    """Distinct generation batches of this run."""
     tokens_per_s: float | None
+    """`tokens_out / generation_s`; None with `speed_reason` when nothing was generated or
+    tokens were not counted."""
     items_per_min: float | None
+    """Items generated in this run per minute of `generation_s`."""
+    speed_reason: str | None
+    """Why `tokens_per_s` (and, when nothing was generated, the latencies and
+    `items_per_min`) is None: all items cached, nothing generated, or no token counts."""
     cached: int
-    """Items served from the generation cache."""
+    """Items served from the generation cache: no model work, energy or cost this run, and
+    left out of every speed and energy figure."""
     generated: int
     """Items generated in this run."""
     energy_wh: float | None
-    """GPU energy of the distinct batches; None with `energy_reason` when not measured."""
+    """GPU energy (Wh) of the distinct batches of this run; None with `energy_reason` when
+    not measured or when nothing was generated."""
     energy_reason: str | None
     energy_method: str | None
     j_per_token: float | None
+    """GPU joules per generated token (`tokens_out`) of this run."""
     avg_power_w: float | None
     peak_power_w: float | None
     cpu_energy_wh: float | None
@@ -100,11 +144,12 @@ class Metrics:
     model_size_gb: float | None = None
     peak_vram_gb: float | None = None
     cost_usd: float | None = None
-    """Estimated API cost from the price table; None with `cost_reason` otherwise."""
+    """Estimated API cost (USD, price table) of the items generated in this run: a cached
+    item costs nothing now. None with `cost_reason` when unpriced or tokens uncounted."""
     cost_reason: str | None = None
     # Agreement runs (--compare-backend) only; None otherwise.
     agreement: float | None = None
-    """Agreement runs: share of all items (n = `n_total`) whose binary labels agree: both
+    """Agreement runs: share of all items (`n`) whose binary labels agree: both
     sides gave a label and the labels' binary classes are equal. An unparsed side, or an
     error on either side, counts as not agreeing."""
     agreement_ci95: Interval = None

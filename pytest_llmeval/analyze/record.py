@@ -148,17 +148,28 @@ class ItemRecord:
     """Excerpt of the response ending at the extracted answer."""
     score: float | None = None
     """0..1; None when the item errored."""
+    correct: bool | None = None
+    """Whether `score` reached the task's `pass_threshold`; None when the item has no score.
+    `accuracy` counts this, not `outcome` (in agreement runs the outcome is whether the
+    labels agree)."""
     latency_s: float | None = None
-    """This item's own latency (see `latency_method`), not its batch's wall time."""
+    """This item's own latency in seconds (see `latency_method`), not its batch's wall time;
+    None for a cached item (no model work this run)."""
     latency_method: str | None = None
     tokens_in: int | None = None
+    """Prompt tokens; None when the backend does not count tokens."""
     tokens_out: int | None = None
+    """Tokens the model generated, the end-of-sequence/stop token not counted; None when the
+    backend does not count tokens (a callable that reports no counts)."""
     finish_reason: str | None = None
     batch_id: str | None = None
+    """The generation batch of this run (unique per run); None for a cached item."""
     batch_size: int | None = None
     batch_wall_s: float | None = None
+    """Seconds: wall time of the item's batch; None for a cached item."""
     cached: bool | None = None
-    """True when the generation came from the cache (no model work this run)."""
+    """True when the generation came from the cache: no model work this run, so the latency,
+    batch and energy fields are None (the cache keeps the first run's figures)."""
     energy_j: float | None = None
     """GPU energy attributed to this item (its generated-token share of the batch)."""
     cpu_energy_j: float | None = None

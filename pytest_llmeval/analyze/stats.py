@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from statistics import NormalDist
 
-__all__ = ["cohens_kappa", "mean", "percentile", "wilson_interval"]
+__all__ = ["cohens_kappa", "mean", "mean_interval", "percentile", "t_quantile", "wilson_interval"]
 
 
 def _check_confidence(confidence: float) -> None:
@@ -104,3 +104,89 @@ def cohens_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> float | None:
     if expected >= 1.0:
         return None
     return (observed - expected) / (1.0 - expected)
+
+
+# --- Interval of a mean (partial-credit scores) --------------------------------------------
+# Student's t, computed from the regularized incomplete beta function (stdlib only): a mean of
+# scores in [0, 1] is not a count of successes, so it gets a t interval, not a Wilson one.
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return result
+
+
+def _incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) for x in [0, 1]."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    # The continued fraction converges fast only on one side of the mean; use symmetry.
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The `p` quantile of Student's t with `df` degrees of freedom (p in (0, 1), df >= 1)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be between 0 and 1, got {p!r}")
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+
+    def upper_tail(t: float) -> float:  # P(T > t) for t >= 0
+        return 0.5 * _incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+
+    target = 1.0 - p
+    low, high = 0.0, 1.0
+    while upper_tail(high) > target:
+        low, high = high, high * 2.0
+    for _ in range(200):  # bisection: the tail is monotone; 200 halvings reach float precision
+        middle = (low + high) / 2.0
+        if upper_tail(middle) > target:
+            low = middle
+        else:
+            high = middle
+        if high - low < 1e-12 * max(1.0, high):
+            break
+    return (low + high) / 2.0
+
+
+def mean_interval(
+    values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float] = (0.0, 1.0)
+) -> tuple[float, float] | None:
+    """Student-t interval ``(low, high)`` of the mean of ``values``, clamped to ``bounds``.
+
+    None for fewer than two values (no spread to estimate). Equal values give a zero-width
+    interval: the t interval knows nothing beyond the sample.
+    """
+    _check_confidence(confidence)
+    n = len(values)
+    if n < 2:
+        return None
+    centre = math.fsum(values) / n
+    variance = math.fsum((v - centre) ** 2 for v in values) / (n - 1)
+    half = t_quantile(1.0 - (1.0 - confidence) / 2.0, n - 1) * math.sqrt(variance / n)
+    return max(bounds[0], centre - half), min(bounds[1], centre + half)

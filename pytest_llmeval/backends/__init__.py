@@ -47,12 +47,17 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class GenerationResult:
     """One item's generation. `latency_s` is the item's own (see `latency_method`), not the
-    batch wall time; batch fields let the controller compute throughput without double counts."""
+    batch wall time; batch fields let the controller compute throughput without double counts.
+
+    `tokens_out` counts the tokens the model generated, the end-of-sequence/stop token not
+    included, on every backend; `tokens_in` and `tokens_out` are None when the backend cannot
+    count tokens (never a word count standing in for tokens). A `cached` result carries the
+    figures of the run that generated it."""
 
     text: str
     prompt: str
-    tokens_in: int
-    tokens_out: int
+    tokens_in: int | None
+    tokens_out: int | None
     latency_s: float
     finish_reason: str
     batch_id: str

@@ -2,8 +2,13 @@
 
 For evaluating a pipeline that is not a bare model (retrieval plus a model, a rules engine,
 a stub while a prompt is being written): the function receives the chat messages and the
-generation settings and returns the response text. Token counts are whitespace-separated
-words (the function has no tokenizer); the method is named in every result.
+generation settings and returns either the response text, or a dict with the text and the
+token counts its model reported::
+
+    {"text": "...", "tokens_in": 812, "tokens_out": 97}
+
+The backend has no tokenizer of its own: without counts from the function, `tokens_in` and
+`tokens_out` are None (and so is tok/s), never a word count passed off as tokens.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationR
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
 
-Responder = Callable[[list[Message], Generation], str]
+Responder = Callable[[list[Message], Generation], str | Mapping[str, Any]]
 LATENCY_METHOD = "per-call: wall time of the function call for this item"
 
 
@@ -68,31 +73,28 @@ class CallableBackend:
             **self.identity(),
             "model_loads": int(self.calls > 0),
             "load_time_s": round(self.load_time_s, 6),
-            "token_count_method": "whitespace words",
+            "token_count_method": "reported by the function (a dict with tokens_in and "
+            "tokens_out), else not counted",
         }
 
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str
     ) -> list[GenerationResult]:
         """Call the function once per request, in order; results in request order."""
-        timed: list[tuple[GenerationRequest, str, float]] = []
+        timed: list[tuple[GenerationRequest, _Reply, float]] = []
         batch_started = time.perf_counter()
         for request in requests:
             started = time.perf_counter()
             self.calls += 1
-            text = self.function(request.messages, request.settings)
-            if not isinstance(text, str):
-                raise BackendError(
-                    f"{self.spec.model_id} returned {type(text).__name__}, expected str"
-                )
-            timed.append((request, text, time.perf_counter() - started))
+            reply = _reply(self.spec.model_id, self.function(request.messages, request.settings))
+            timed.append((request, reply, time.perf_counter() - started))
         wall = time.perf_counter() - batch_started
         return [
             GenerationResult(
-                text=text,
+                text=reply.text,
                 prompt=self.render(request.messages),
-                tokens_in=sum(len(m.get("content", "").split()) for m in request.messages),
-                tokens_out=len(text.split()),
+                tokens_in=reply.tokens_in,
+                tokens_out=reply.tokens_out,
                 latency_s=round(latency, 6),
                 finish_reason="stop",
                 batch_id=batch_id,
@@ -100,11 +102,46 @@ class CallableBackend:
                 batch_wall_s=round(wall, 6),
                 latency_method=LATENCY_METHOD,
             )
-            for request, text, latency in timed
+            for request, reply, latency in timed
         ]
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    text: str
+    tokens_in: int | None
+    tokens_out: int | None
+
+
+def _reply(target: str, value: Any) -> _Reply:
+    """The function's return value checked: a str, or a dict with `text` and optional
+    integer `tokens_in` / `tokens_out`."""
+    if isinstance(value, str):
+        return _Reply(value, None, None)
+    if not isinstance(value, Mapping):
+        raise BackendError(
+            f"{target} returned {type(value).__name__}, expected str or a dict with 'text'"
+        )
+    unknown = set(value) - {"text", "tokens_in", "tokens_out"}
+    if unknown:
+        raise BackendError(
+            f"{target} returned unknown keys {sorted(unknown)}; known: text, tokens_in, tokens_out"
+        )
+    text = value.get("text")
+    if not isinstance(text, str):
+        raise BackendError(f"{target} returned a dict whose 'text' is not a str: {text!r}")
+    counts = []
+    for key in ("tokens_in", "tokens_out"):
+        count = value.get(key)
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 0
+        ):
+            raise BackendError(f"{target} returned {key}={count!r}, expected an int >= 0")
+        counts.append(count)
+    return _Reply(text, counts[0], counts[1])
 
 
 def _import_function(target: str) -> Responder:

@@ -112,7 +112,7 @@ class OpenAIBackend:
         self.requests_sent = 0
         self.retries_done = 0
         self._usage_counted = 0
-        self._words_counted = 0
+        self._uncounted = 0
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, url={self.url!r})"
@@ -137,9 +137,9 @@ class OpenAIBackend:
 
     def info(self) -> Mapping[str, Any]:
         """The identity plus the connection settings and request counters, for the report."""
-        method = "usage where the server sent it, else whitespace words"
-        if not (self._words_counted and self._usage_counted):
-            method = "whitespace words" if self._words_counted else "usage"
+        method = "usage where the server sent it, else not counted"
+        if not (self._uncounted and self._usage_counted):
+            method = "not counted (no usage from the server)" if self._uncounted else "usage"
         return {
             **self.identity(),
             "concurrency": self.concurrency,
@@ -208,16 +208,14 @@ class OpenAIBackend:
             return BackendError(self._scrub(f"request to {self.url} failed: {exc!r}"))
         latency = time.perf_counter() - started
         with self._lock:
-            self._words_counted += tokens is None
+            self._uncounted += tokens is None
             self._usage_counted += tokens is not None
-        if tokens is None:
-            words_in = sum(len(str(m.get("content", "")).split()) for m in request.messages)
-            tokens = (words_in, len(text.split()))
+        # A server that sends no usage leaves the counts unknown: words are not tokens.
         return GenerationResult(
             text=text,
             prompt=self.render(request.messages),
-            tokens_in=tokens[0],
-            tokens_out=tokens[1],
+            tokens_in=None if tokens is None else tokens[0],
+            tokens_out=None if tokens is None else tokens[1],
             latency_s=round(latency, 6),
             finish_reason=finish,
             batch_id=batch_id,

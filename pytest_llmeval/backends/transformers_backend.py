@@ -230,10 +230,11 @@ class TransformersBackend:
         input_lengths = encoded["attention_mask"].sum(dim=1).tolist()
         results = []
         for prompt, tokens, n_in in zip(prompts, new_tokens, input_lengths, strict=True):
-            n_out, stopped = self._generated_length(tokens)
+            n_out, steps, stopped = self._generated_length(tokens)
             text = str(self.tokenizer.decode(tokens[:n_out], skip_special_tokens=True))
             text, cut = _cut_at_stop(text, settings.stop)
-            finished = clock.times[n_out - 1] if 0 < n_out <= len(clock.times) else started + wall
+            # The item finished at the step that produced its last token, the end token included.
+            finished = clock.times[steps - 1] if 0 < steps <= len(clock.times) else started + wall
             results.append(
                 GenerationResult(
                     text=text,
@@ -250,15 +251,16 @@ class TransformersBackend:
             )
         return results
 
-    def _generated_length(self, tokens: list[int]) -> tuple[int, bool]:
-        """Tokens this sequence generated (an end token counts), and whether it stopped itself."""
+    def _generated_length(self, tokens: list[int]) -> tuple[int, int, bool]:
+        """Tokens this sequence generated without its end token (the rule every backend
+        follows for `tokens_out`), the decoding steps it took, and whether it stopped itself."""
         for position, token in enumerate(tokens):
             if token in self.stop_ids:
-                return position + 1, True
+                return position, position + 1, True
             if token == self.tokenizer.pad_token_id:
                 # Padding after a stop string ended the sequence early.
-                return position, True
-        return len(tokens), False
+                return position, position, True
+        return len(tokens), len(tokens), False
 
     def close(self) -> None:
         """Drop the model and return cached CUDA memory."""

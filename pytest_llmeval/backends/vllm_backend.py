@@ -78,6 +78,15 @@ def engine_kwargs(spec: ModelSpec, path: str, options: VLLMOptions) -> dict[str,
     return kwargs
 
 
+def generated_tokens(choice: Any) -> int:
+    """Tokens a vLLM completion generated without its end token (the rule every backend
+    follows): vLLM keeps the EOS or the stop token id that ended it in `token_ids`
+    (`stop_reason` None or an int); a stop string's tokens stay counted, as elsewhere."""
+    count = len(choice.token_ids)
+    ended_on_token = choice.finish_reason == "stop" and not isinstance(choice.stop_reason, str)
+    return max(0, count - 1) if ended_on_token and count else count
+
+
 def request_latency(output: Any, fallback: float) -> float:
     """A request's own latency from vLLM's metrics when it reports them."""
     metrics = getattr(output, "metrics", None)
@@ -169,7 +178,7 @@ class VLLMBackend:
                     text=choice.text,
                     prompt=prompt,
                     tokens_in=len(output.prompt_token_ids or []),
-                    tokens_out=len(choice.token_ids),
+                    tokens_out=generated_tokens(choice),
                     latency_s=round(request_latency(output, wall), 6),
                     finish_reason=str(choice.finish_reason or "length"),
                     batch_id=batch_id,

@@ -36,23 +36,27 @@ def summary_markdown(
     quality = [
         [task, model, f"{m.n}/{m.task_rows}" + (" partial" if m.partial else ""),
          _fmt(m.accuracy, "{:.3f}"), _ci(m.accuracy_ci95),
-         _fmt(m.parse_rate, "{:.3f}"), m.n_errors,
+         _fmt(m.accuracy_answered, "{:.3f}"), _fmt(m.accuracy_strict, "{:.3f}"),
+         _fmt(m.mean_score, "{:.3f}"), _fmt(m.parse_rate, "{:.3f}"), m.n_errors,
          "; ".join(f"{g.gate.text} {_VERDICT[g.passed]}"
                    for g in gate_results if g.task == task and g.model == model) or "-"]
         for (task, model), m in summaries.items()
     ]  # fmt: skip
-    lines.append(
-        tabulate(
-            quality,
-            headers=["task", "model", "n", "accuracy", "95% CI", "parse rate", "errors", "gates"],
-            tablefmt="github",
-            disable_numparse=True,  # keep "0.800" as written: fixed decimals line up
-        )
-    )
-    cost = [
+    headers = ["task", "model", "n", "accuracy", "95% CI", "answered acc.", "strict acc.",
+               "mean score", "parse rate", "errors", "gates"]  # fmt: skip
+    lines += [
+        # keep "0.800" as written: fixed decimals line up
+        tabulate(quality, headers, "github", disable_numparse=True),
+        "",
+        "accuracy: share of all selected items that passed (an error counts as not passed); "
+        "answered acc.: the same over items without error; strict acc.: only `#### n` "
+        "answers count; mean score: mean of the item scores (partial credit).",
+    ]
+    cost: list[list[object]] = [
         [task, model, _fmt(m.latency_p50, "{:.2f}"), _fmt(m.latency_p95, "{:.2f}"),
          _fmt(m.tokens_per_s, "{:.1f}"), _fmt(m.items_per_min, "{:.1f}"),
-         m.tokens_in, m.tokens_out, _energy(m), _fmt(m.j_per_token, "{:.3f}"),
+         _fmt(m.tokens_in, "{}"), _fmt(m.tokens_out, "{}"), _energy(m),
+         _fmt(m.j_per_token, "{:.3f}"),
          _fmt(m.avg_power_w, "{:.0f}"), _fmt(m.peak_power_w, "{:.0f}"),
          _fmt(m.peak_vram_gb, "{:.2f}"), _fmt(m.load_time_s, "{:.1f}"),
          _fmt(m.cost_usd, "{:.4f}")]
@@ -73,6 +77,14 @@ def summary_markdown(
         "",
         tabulate(cost, headers, "github", disable_numparse=True),
     ]
+    lines += ["", "Speed, energy and cost cover the items generated in this run; cached "
+              "items cost nothing now and are counted apart."]  # fmt: skip
+    cached = [f"{task} [{model}] {m.cached}" for (task, model), m in summaries.items() if m.cached]
+    if cached:
+        lines += ["", "Cached items: " + ", ".join(cached)]
+    speeds = sorted({str(m.speed_reason) for m in summaries.values() if m.speed_reason})
+    if speeds:
+        lines += ["", "No throughput: " + "; ".join(speeds)]
     reasons = sorted({str(m.energy_reason) for m in summaries.values() if m.energy_reason})
     if reasons:
         lines += ["", "Energy not measured: " + "; ".join(reasons)]

@@ -37,13 +37,19 @@ def with_energy(
     if not gpu:
         missing = [r for r in unavailable if r.device.startswith("gpu")]
         gpu_reason = missing[0].reason if missing else "no GPU energy source"
-    tokens = [result.tokens_out for result in results]
+    counts = [result.tokens_out for result in results]
+    # Without token counts (a callable that reports none) no share is known: split equally.
+    tokens = [0 if count is None else count for count in counts]
+    if any(count is None for count in counts):
+        tokens = [0] * len(counts)
     gpu_shares = attribute_by_tokens(gpu_j, tokens)
     cpu_shares = attribute_by_tokens(cpu_j, tokens)
     avg = [r.avg_w for r in gpu if r.avg_w is not None]
     peak = [r.peak_w for r in gpu if r.peak_w is not None]
     sources = sorted({r.source for r in readings if r.energy_j is not None})
     method = f"{ATTRIBUTION_METHOD} ({', '.join(sources)})" if sources else None
+    if method and any(count is None for count in counts):
+        method = f"equal split over the batch, tokens not counted ({', '.join(sources)})"
     return [
         replace(
             result,

@@ -13,6 +13,7 @@ errors at once with the same message instead of retrying.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ class Engine:
     results: dict[str, GenerationResult | BaseException] = field(default_factory=dict)
     batches_run: int = 0
     meter: EnergyMeter | None = None
+    # A fresh token per engine (process and run): batch ids of two runs, or of two workers
+    # whose pids repeat, never collide and merge batches in a report.
+    run_token: str = field(default_factory=lambda: secrets.token_hex(4))
 
     def backend(self, spec: ModelSpec) -> Backend:
         """The resident backend for `spec`, created on first use; a failed creation is re-raised."""
@@ -150,7 +154,7 @@ class Engine:
 
     def _run_batch(self, backend: Backend, jobs: list[_Job]) -> None:
         self.batches_run += 1
-        batch_id = f"{self.worker}-{os.getpid()}-{self.batches_run}"
+        batch_id = f"{self.run_token}-{self.worker}-{os.getpid()}-{self.batches_run}"
         meter = self._meter()
         meter.start()
         try:

@@ -123,7 +123,7 @@ class EvalItem(pytest.Item):
     def _evaluate(self, worker: Worker, row: Mapping[str, Any], target: str) -> ItemRecord:
         generation = worker.engine.result_for(self, worker.upcoming(self))
         score = _checked(self.scorer(generation.text, target, row), self.task.name)
-        passed = score.value >= self.task.pass_threshold
+        correct = passed = score.value >= self.task.pass_threshold
         comparison = None
         if self.reference is not None:
             comparison = self._compare(worker, row, generation, score, target)
@@ -135,6 +135,7 @@ class EvalItem(pytest.Item):
             generation=generation,
             score=score,
             passed=passed,
+            correct=correct,
             comparison=comparison,
         )
 

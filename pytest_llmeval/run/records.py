@@ -38,10 +38,13 @@ def evaluated(
     generation: GenerationResult,
     score: Score,
     passed: bool,
+    correct: bool,
     comparison: Comparison | None = None,
 ) -> ItemRecord:
-    """The record of an item that was generated and scored; in an agreement run whose
-    reference backend failed, an error that keeps the primary's generation and score."""
+    """The record of an item that was generated and scored; `correct` is whether the score
+    reached the task's pass threshold, `passed` the test's outcome (in agreement runs: the
+    labels agree). In an agreement run whose reference backend failed, an error that keeps
+    the primary's generation and score."""
     error = None
     if comparison is not None and comparison.reference_error is not None:
         # The item could not be compared: an error, charged to the reference by its message.
@@ -58,6 +61,7 @@ def evaluated(
         method=score.method,
         span=score.span,
         score=float(score.value),
+        correct=correct,
         comparison=comparison,
         **_generation(generation),
     )
@@ -150,6 +154,7 @@ def from_test(
         outcome=outcome,
         worker=worker,
         score={"pass": 1.0, "fail": 0.0}.get(outcome),
+        correct={"pass": True, "fail": False}.get(outcome),
         **_generation(generation),
     )
 
@@ -178,8 +183,20 @@ def _json_label(value: Any) -> Label:
     return str(value)
 
 
+# A cached generation's figures were measured by the run that generated it: this run's
+# record leaves them out, so no report mistakes them for work done now.
+_NOT_THIS_RUN = (
+    "latency_s", "latency_method", "batch_id", "batch_size", "batch_wall_s", "energy_j",
+    "cpu_energy_j", "energy_method", "batch_energy_j", "batch_avg_w", "batch_peak_w",
+)  # fmt: skip
+CACHED_REASON = "cached: no generation this run"
+
+
 def _generation(generation: GenerationResult) -> dict[str, Any]:
-    """The result's fields as record fields: the same names, except `text` is `response`."""
+    """The result's fields as record fields: the same names, except `text` is `response`;
+    a cached result keeps its text and token counts but none of its first run's figures."""
     fields = dict(vars(generation))
     fields["response"] = fields.pop("text")
+    if generation.cached:
+        fields.update(dict.fromkeys(_NOT_THIS_RUN), energy_reason=CACHED_REASON)
     return fields

@@ -1,0 +1,105 @@
+"""Speed, energy and token figures of one task x model, from the work done in this run.
+
+Only items generated in this run count (`cached is False`): an item served from the
+generation cache cost no model time, energy or money now, and the figures its first run
+measured describe another run (and another batch). Cached items are counted apart
+(`Metrics.cached`); a run that generated nothing has null speed and energy with a reason.
+
+Throughput divides generated tokens by the summed wall time of the distinct batches that
+produced them, so the items of one batch are not counted N times. A backend that cannot
+count tokens leaves them None: then the token totals and tok/s are null, never a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pytest_llmeval.analyze.record import ItemRecord
+from pytest_llmeval.analyze.stats import percentile
+
+ALL_CACHED = "all items cached: no generation this run"
+NOTHING_GENERATED = "no items generated"
+NO_TOKEN_COUNTS = "token counts unknown: the backend does not count tokens"
+
+
+def generated(records: Sequence[ItemRecord]) -> list[ItemRecord]:
+    """The records whose generation was made in this run."""
+    return [r for r in records if r.cached is False]
+
+
+def token_totals(records: Sequence[ItemRecord]) -> tuple[int | None, int | None]:
+    """Input and output tokens of the items generated in this run (0 when none was); None
+    when any of them has no count (a backend that cannot count tokens)."""
+    made = generated(records)
+    return total_tokens([r.tokens_in for r in made]), total_tokens([r.tokens_out for r in made])
+
+
+def total_tokens(counts: Sequence[int | None]) -> int | None:
+    """The sum of token counts; None when any is unknown."""
+    if any(count is None for count in counts):
+        return None
+    return sum(int(count or 0) for count in counts)
+
+
+def _nothing_generated(records: Sequence[ItemRecord]) -> str:
+    return ALL_CACHED if any(r.cached is True for r in records) else NOTHING_GENERATED
+
+
+def speed(records: Sequence[ItemRecord]) -> dict[str, Any]:
+    """The latency, token and throughput fields of `Metrics`."""
+    made = generated(records)
+    latencies = [float(r.latency_s) for r in made if r.latency_s is not None]
+    tokens_in, tokens_out = token_totals(records)
+    batch_walls = {r.batch_id: float(r.batch_wall_s or 0.0) for r in made if r.batch_id}
+    generation_s = sum(batch_walls.values())
+    reason = None
+    if not made:
+        reason = _nothing_generated(records)
+    elif tokens_out is None:
+        reason = NO_TOKEN_COUNTS
+    timed = generation_s > 0
+    return {
+        "latency_p50": percentile(latencies, 50),
+        "latency_p95": percentile(latencies, 95),
+        "latency_method": next((r.latency_method for r in made if r.latency_method), None),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "generation_s": round(generation_s, 4),
+        "batches": len(batch_walls),
+        "tokens_per_s": tokens_out / generation_s if timed and tokens_out is not None else None,
+        "items_per_min": round(len(made) * 60 / generation_s, 3) if timed else None,
+        "speed_reason": reason,
+        "cached": sum(1 for r in records if r.cached is True),
+        "generated": len(made),
+    }
+
+
+def energy(records: Sequence[ItemRecord]) -> dict[str, Any]:
+    """The energy fields of `Metrics`, over the distinct batches of this run (None with a
+    reason when unmeasured or when nothing was generated)."""
+    made = generated(records)
+    _, tokens_out = token_totals(records)
+    batches = {r.batch_id: r for r in made if r.batch_id}
+    generation_s = sum(float(b.batch_wall_s or 0.0) for b in batches.values())
+    values = [b.batch_energy_j for b in batches.values()]
+    known = bool(values) and all(v is not None for v in values)
+    energy_j = sum(float(v) for v in values if v is not None) if known else None
+    reason = None
+    if not made:
+        reason = _nothing_generated(records)
+    elif energy_j is None:
+        reason = next((r.energy_reason for r in made if r.energy_reason), None)
+        reason = reason or ("no generation batches" if not batches else "energy not measured")
+    peaks = [float(b.batch_peak_w) for b in batches.values() if b.batch_peak_w]
+    cpu = [r.cpu_energy_j for r in made if r.batch_id]
+    cpu_known = bool(cpu) and all(v is not None for v in cpu)
+    return {
+        "energy_wh": None if energy_j is None else round(energy_j / 3600, 6),
+        "energy_reason": reason,
+        "energy_method": next((r.energy_method for r in made if r.energy_method), None),
+        "j_per_token": None if energy_j is None or not tokens_out else energy_j / tokens_out,
+        "avg_power_w": None if energy_j is None or generation_s <= 0 else energy_j / generation_s,
+        "peak_power_w": max(peaks) if peaks else None,
+        "cpu_energy_wh": round(sum(float(v or 0) for v in cpu) / 3600, 6) if cpu_known else None,
+    }
