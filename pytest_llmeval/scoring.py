@@ -4,6 +4,22 @@
 
 from __future__ import annotations
 
-from pytest_llmeval.score.scorers import BUILTIN_SCORERS, Score, exact, gsm8k_target, label, numeric
+from pytest_llmeval.score.scorers import (
+    BUILTIN_SCORERS,
+    Score,
+    TargetError,
+    exact,
+    gsm8k_target,
+    label,
+    numeric,
+)
 
-__all__ = ["BUILTIN_SCORERS", "Score", "exact", "gsm8k_target", "label", "numeric"]
+__all__ = [
+    "BUILTIN_SCORERS",
+    "Score",
+    "TargetError",
+    "exact",
+    "gsm8k_target",
+    "label",
+    "numeric",
+]

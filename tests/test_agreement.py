@@ -25,6 +25,7 @@ def compared(primary: str, reference: str, primary_label: str, reference_label: 
         reference_raw_response=reference,
         reference_extracted=reference_label,
         reference_score=1.0,
+        reference_correct=True,
         reference_latency_s=None,
         reference_tokens_in=None,
         reference_tokens_out=None,
@@ -126,6 +127,7 @@ def test_a_reference_that_always_fails_is_no_agreement() -> None:
             "reference_error": "ConnectionError: refused",
             "reference_raw_response": None,
             "reference_score": None,
+            "reference_correct": None,
         }
     )
     summary = summarize_agreement([failed] * 3, uncompared=1)
@@ -134,6 +136,20 @@ def test_a_reference_that_always_fails_is_no_agreement() -> None:
     assert summary["agreement_answered"] is None and summary["kappa"] is None
     assert summary["reference_accuracy"] is None and summary["reference_generated"] == 0
     assert summary["assessment"].labels == "FAIL"
+
+
+def test_reference_accuracy_is_a_pass_rate_not_a_mean_score() -> None:
+    # A partial-credit scorer: the reference scored 1.0, 0.7 and 0.7 with pass_threshold 1.0.
+    # Before, reference_accuracy was the mean score 0.8 with a Wilson interval on a fractional
+    # sum; it is the share that passed, as the primary's accuracy.
+    base = compared("Label: toxic", "Label: toxic", "toxic", "toxic")
+    partial = Comparison(**{**vars(base), "reference_score": 0.7, "reference_correct": False})
+    summary = summarize_agreement([base, partial, partial])
+    assert summary["reference_accuracy"] == pytest.approx(1 / 3)
+    # Wilson 95% for 1 of 3 (statsmodels proportion_confint(1, 3, method="wilson")).
+    assert summary["reference_accuracy_ci95"] == pytest.approx(
+        [0.06149194472039537, 0.7923403991979523], abs=1e-6
+    )
 
 
 def test_summary_rates_and_assessment_bands() -> None:

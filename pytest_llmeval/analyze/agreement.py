@@ -105,7 +105,9 @@ def reference_figures(answered: Sequence[Comparison]) -> dict[str, Any]:
     """The reference backend's own accuracy and speed, computed as the primary's are: latency
     percentiles and tok/s over the generations made in this run (cached ones are counted
     apart), tok/s over the summed wall time of their distinct batches."""
-    scores = [float(c.reference_score) for c in answered if c.reference_score is not None]
+    # A pass rate, as the primary's `accuracy`: a partial score is not a fraction of a pass.
+    correct = [c.reference_correct for c in answered if c.reference_correct is not None]
+    hits = sum(1 for c in correct if c)
     generated = [c for c in answered if c.reference_cached is False]
     latencies = [float(c.reference_latency_s) for c in generated if c.reference_latency_s]
     walls = {c.reference_batch_id: float(c.reference_batch_wall_s or 0.0) for c in generated}
@@ -113,14 +115,13 @@ def reference_figures(answered: Sequence[Comparison]) -> dict[str, Any]:
     # Token counts follow the primary's rule: None when the backend counts none.
     tokens_generated = total_tokens([c.reference_tokens_out for c in generated])
     return {
-        "reference_accuracy": mean(scores),
-        "reference_accuracy_ci95": list(wilson_interval(sum(scores), len(scores)))
-        if scores
-        else None,
+        "reference_accuracy": hits / len(correct) if correct else None,
+        "reference_accuracy_ci95": list(wilson_interval(hits, len(correct))) if correct else None,
         "reference_latency_p50": percentile(latencies, 50),
         "reference_latency_p95": percentile(latencies, 95),
-        "reference_tokens_in": total_tokens([c.reference_tokens_in for c in answered]),
-        "reference_tokens_out": total_tokens([c.reference_tokens_out for c in answered]),
+        # Over generations made in this run, as the primary's tokens_in/out.
+        "reference_tokens_in": total_tokens([c.reference_tokens_in for c in generated]),
+        "reference_tokens_out": tokens_generated,
         "reference_tokens_per_s": (
             tokens_generated / seconds if seconds > 0 and tokens_generated is not None else None
         ),

@@ -18,9 +18,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the record and report schemas. 2: typed record; agreement fields under
-`comparison`; task context out of the record; `model_loads` entries typed."""
+`comparison`; task context out of the record; `model_loads` entries typed. 3: `correct`;
+rates over all selected items (`n`) with `*_answered` twins; `mean_score`,
+`accuracy_strict`; speed and energy over generated items; Indel similarity names; kappa;
+the reference's own figures and errors; task declarations and data origins."""
 
 # Read by pydantic when it generates a schema or validates a saved report: field docstrings
 # become descriptions, unknown keys are errors, and every key is required in the output.
@@ -56,6 +59,9 @@ class Comparison:
     """What the task's scorer extracted from the reference response."""
     reference_score: float | None
     """The reference response's score against the ground truth (0..1)."""
+    reference_correct: bool | None
+    """Whether the reference's score reached the task's `pass_threshold` (None when the
+    reference failed); `reference_accuracy` is the share of these that are true."""
     reference_prompt: str | None
     """The prompt exactly as the reference model saw it (its own chat template applied)."""
     reference_finish_reason: str | None
@@ -143,7 +149,10 @@ class ItemRecord:
     """Reasoning separated from the answer (`<think>` blocks, harmony analysis channel)."""
     extracted: str | None = None
     method: str | None = None
-    """How the answer was extracted (`strict`, `flexible`, `label`, `exact`, `none`)."""
+    """How the answer was extracted: numbers `strict` (a `#### n` line), `boxed`
+    (`\\boxed{n}`), `flexible` (the last number); labels `exact` (the whole answer), `label`
+    (a `Label:`/`Answer:` line), `flexible` (free text), `ambiguous` (two different labels);
+    `none` when nothing was found. See docs/scoring.md."""
     span: str | None = None
     """Excerpt of the response ending at the extracted answer."""
     score: float | None = None

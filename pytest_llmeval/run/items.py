@@ -177,7 +177,14 @@ class EvalItem(pytest.Item):
             score.extracted,
             self.task.binary_of,
         )
-        return records.compared(self.reference.name, generation, score, text, labels)
+        return records.compared(
+            self.reference.name,
+            generation,
+            score,
+            text,
+            labels,
+            pass_threshold=self.task.pass_threshold,
+        )
 
     def runtest(self) -> None:
         """Fail with a one-line message when the answer was wrong (or the labels differ)."""

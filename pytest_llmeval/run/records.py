@@ -105,6 +105,7 @@ def compared(
     text: str,
     labels: Mapping[str, Any],
     error: str | None = None,
+    pass_threshold: float = 1.0,
 ) -> Comparison:
     """The comparison part of an agreement run's record: the reference backend's own result
     (or its `error`, then `generation` and `score` are None) and the per-item comparison
@@ -115,6 +116,7 @@ def compared(
         reference_raw_response=None if generation is None else generation.text,
         reference_extracted=None if score is None else score.extracted,
         reference_score=None if score is None else float(score.value),
+        reference_correct=None if score is None else float(score.value) >= pass_threshold,
         text=text,
         **_reference_generation(generation),
         **labels,
