@@ -169,3 +169,14 @@ def run_evals(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
         "ignore::pytest.PytestAssertRewriteWarning",
         *args,
     )
+
+
+@pytest.fixture(scope="session")
+def embedded_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `transformers serve` of the embedded model on 127.0.0.1, started once per test
+    session (about 20 s) and always stopped; its OpenAI-compatible base URL."""
+    from served_model import served_embedded_model
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with served_embedded_model(log) as url:
+        yield url

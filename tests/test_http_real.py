@@ -3,10 +3,8 @@ serving the embedded model), and agreement between local transformers and that s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from served_model import embedded_model_dir, served_embedded_model
+from served_model import embedded_model_dir
 
 from conftest import REPO_ROOT, assert_valid_run, shared_data_dir
 from pytest_llmeval.backends import GenerationRequest
@@ -18,10 +16,8 @@ SECRET = "sk-test-7f3a9c1e5b2d4680aa11"  # a made-up key that must never be writ
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with served_embedded_model(log) as url:
-        yield url
+def server_url(embedded_server_url: str) -> str:
+    return embedded_server_url
 
 
 def test_chat_completions_from_the_real_server(server_url: str) -> None:
