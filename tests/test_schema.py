@@ -10,6 +10,7 @@ import pytest
 
 from conftest import assert_valid_run, run_evals
 from pytest_llmeval.analyze.record import SCHEMA_VERSION, ItemRecord, from_json, to_json
+from pytest_llmeval.report.fielddocs import undocumented_fields
 from pytest_llmeval.report.schema import (
     FIELD_DOCS,
     SCHEMAS,
@@ -92,3 +93,10 @@ def test_the_field_reference_is_what_the_classes_generate() -> None:
     page = field_docs()
     assert "| `latency_s` | number \\| null | This item's own latency" in page
     assert "## Metrics" in page and "## Comparison" in page
+
+
+def test_every_record_and_report_field_is_described() -> None:
+    # docs/fields.md is the field reference: each field says what it is, its unit and how it
+    # is computed (the field's docstring in its dataclass).
+    schemas = {kind: generate_schema(kind) for kind in SCHEMAS}
+    assert undocumented_fields(schemas) == []

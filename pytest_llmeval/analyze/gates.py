@@ -153,14 +153,20 @@ class GateRecord:
     origin: str
     """Where it was declared: `task`, `ini` or `cli`."""
     task: str
+    """The task the gate was checked on (a gate without a task prefix is checked on every task)."""
     model: str
     """`-` when the gated task produced no items at all."""
     metric: str
+    """The gated `Metrics` field, e.g. `accuracy`."""
     op: str
+    """The comparison `value op threshold`: `>=`, `>`, `<=`, `<` or `==`."""
     threshold: float
+    """The number the metric's value is compared with."""
     value: float | None
     """The metric's value; None when it had no data (the gate then fails)."""
     n: int
+    """The count the metric is computed over: `n` (all selected items) or the metric's own count
+    (`n_answered`, `compared`, `kappa_n`, `*_n`); 0 when its task ran no items."""
     ci95: list[float] | None
     """The 95% interval of a proportion metric."""
     partial: bool

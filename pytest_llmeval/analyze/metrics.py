@@ -25,8 +25,12 @@ class Assessment:
     __pydantic_config__ = SCHEMA_CONFIG
 
     labels: Band
+    """Band of `agreement` under `thresholds.labels_*`; `NO DATA` when `agreement` is None."""
     indel_similarity: Band
+    """Band of `response_indel_similarity` under `thresholds.indel_similarity_*`; `NO DATA` when
+    it is None."""
     overall: Band
+    """The worse of `labels` and `indel_similarity` (PASS, CAUTION, FAIL, NO DATA in that order)."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,14 @@ class AgreementThresholds:
     labels_pass: float = 0.95
     """Band of `agreement`."""
     labels_caution: float = 0.90
+    """`agreement` at or above this, but below `labels_pass`, is CAUTION; below it, FAIL."""
     indel_similarity_pass: float = 0.80
     """Band of `response_indel_similarity`. Not 0-based: unrelated English prose scores about
     0.4 (shared letters make a long common subsequence), two short answers of one template
     with different content about 0.6."""
     indel_similarity_caution: float = 0.60
+    """`response_indel_similarity` at or above this, but below `indel_similarity_pass`, is
+    CAUTION; below it, FAIL."""
 
 
 @dataclass
@@ -132,33 +139,55 @@ class Metrics:
     """GPU energy (Wh) of the distinct batches of this run; None with `energy_reason` when
     not measured or when nothing was generated."""
     energy_reason: str | None
+    """Why `energy_wh` is None: all items cached, nothing generated, or why the meter gave no
+    reading (no GPU energy source, window too short, ...); None when measured."""
     energy_method: str | None
+    """How the GPU energy was measured and split over the items (the `energy_method` of the items
+    generated in this run); None when nothing was measured."""
     j_per_token: float | None
     """GPU joules per generated token (`tokens_out`) of this run."""
     avg_power_w: float | None
+    """Watts: average GPU power over this run's batches, their energy (`energy_wh` in J) /
+    `generation_s`; None when `energy_wh` is None."""
     peak_power_w: float | None
+    """Watts: the highest `batch_peak_w` of this run's batches (sampled GPU power); None when the
+    meter reads an energy counter (no samples), measured nothing, or nothing was generated."""
     cpu_energy_wh: float | None
+    """CPU package energy (Wh, RAPL: the whole package, not only this process) of the items
+    generated in this run, the sum of their `cpu_energy_j`; None when any is unmeasured or
+    nothing was generated."""
     load_time_s: float | None = None
     """Longest model load of this model over the workers that ran it."""
     model_loads: int = 0
+    """Loads of this model's weights, summed over the run's processes (0: every item came from
+    the cache, or an API model); per model, so the same for each of its tasks."""
     model_size_gb: float | None = None
+    """GB (1e9 bytes) of the model's weight files on disk, the largest any process reported; None
+    when unknown (API backends)."""
     peak_vram_gb: float | None = None
+    """GB (1e9 bytes): the largest peak GPU memory allocated by one process that ran this model
+    (`torch.cuda.max_memory_allocated`, whole process, all its tasks); None on the CPU and for
+    API backends."""
     cost_usd: float | None = None
     """Estimated API cost (USD, price table) of the items generated in this run: a cached
     item costs nothing now. None with `cost_reason` when unpriced or tokens uncounted."""
     cost_reason: str | None = None
+    """Why `cost_usd` is None: a local model (see the energy fields), no price for the API model,
+    or tokens not counted; None when priced."""
     # Agreement runs (--compare-backend) only; None otherwise.
     agreement: float | None = None
     """Agreement runs: share of all items (`n`) whose binary labels agree: both
     sides gave a label and the labels' binary classes are equal. An unparsed side, or an
     error on either side, counts as not agreeing."""
     agreement_ci95: Interval = None
+    """Wilson 95% interval of `agreement`."""
     agreement_answered: float | None = None
     """Share of the compared items (`compared`: both sides answered) whose binary labels
     agree; an unparsed side still counts as not agreeing."""
     finegrain_agreement: float | None = None
     """As `agreement`, with the fine-grained labels themselves (case-insensitive)."""
     finegrain_agreement_ci95: Interval = None
+    """Wilson 95% interval of `finegrain_agreement`."""
     kappa: float | None = None
     """Cohen's kappa of the binary labels over the items where both sides gave a label
     (`kappa_n`): (p_o - p_e) / (1 - p_e), the observed agreement corrected by the agreement
@@ -175,37 +204,57 @@ class Metrics:
     primary_parse_rate: float | None = None
     """Share of the compared items where the primary gave one of the task's labels."""
     reference_parse_rate: float | None = None
+    """Share of the compared items where the reference gave one of the task's labels."""
     both_parse_rate: float | None = None
     """Share of the compared items where both sides gave a label."""
     both_parse_rate_ci95: Interval = None
+    """Wilson 95% interval of `both_parse_rate`."""
     response_indel_similarity: float | None = None
     """Mean normalized Indel similarity (`rapidfuzz.fuzz.ratio / 100`: 2 x longest common
     character subsequence / total length, 0..1) of the two final answers, over the compared
     items where at least one answer is non-empty (`response_indel_similarity_n`)."""
     response_indel_similarity_n: int | None = None
+    """Compared items where at least one final answer is non-empty: the n of
+    `response_indel_similarity`."""
     reasoning_indel_similarity: float | None = None
     """Mean normalized Indel similarity of the two reasonings over the items where both
     sides reasoned (`reasoning_indel_similarity_n`); None when there are none."""
     reasoning_indel_similarity_n: int | None = None
+    """Compared items where both sides reasoned: the n of `reasoning_indel_similarity`."""
     primary_response_chars: float | None = None
     """Mean length in characters of the primary's final answers (compared items)."""
     reference_response_chars: float | None = None
+    """Mean length in characters of the reference's final answers (compared items)."""
     primary_reasoning_chars: float | None = None
+    """Mean length in characters of the primary's reasoning (compared items; 0 for an item
+    without reasoning)."""
     reference_reasoning_chars: float | None = None
+    """Mean length in characters of the reference's reasoning (compared items; 0 for an item
+    without reasoning)."""
     assessment: Assessment | None = None
+    """Agreement runs: PASS / CAUTION / FAIL bands of `agreement` and `response_indel_similarity`
+    under `thresholds`."""
     thresholds: AgreementThresholds | None = None
+    """Agreement runs: the band limits `assessment` was computed with."""
     reference_model: str | None = None
+    """Name of the reference model (`--compare-backend` or the task's `reference`)."""
     reference_accuracy: float | None = None
-    """Mean score of the reference's answers against the ground truth, over the items the
-    reference answered."""
+    """Pass rate of the reference: share of the compared items (the reference answered) whose
+    reference score reached the task's `pass_threshold`."""
     reference_accuracy_ci95: Interval = None
+    """Wilson 95% interval of `reference_accuracy`."""
     reference_latency_p50: float | None = None
     """Median latency in seconds of the reference generations made in this run (cached
     ones excluded), each its own latency as for `latency_p50`."""
     reference_latency_p95: float | None = None
+    """Seconds; 95th percentile (linear interpolation) of the same reference latencies as
+    `reference_latency_p50`."""
     reference_tokens_in: int | None = None
-    """Prompt tokens of all the reference's answers (cached included)."""
+    """Prompt tokens of the reference generations made in this run (cached ones excluded);
+    None when its backend does not count tokens."""
     reference_tokens_out: int | None = None
+    """Tokens the reference generated in this run (cached generations excluded), the
+    end-of-sequence token not counted; None when its backend does not count tokens."""
     reference_tokens_per_s: float | None = None
     """Reference tokens generated in this run / summed wall time of their distinct batches."""
     reference_cached: int | None = None

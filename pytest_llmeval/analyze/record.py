@@ -67,14 +67,21 @@ class Comparison:
     reference_finish_reason: str | None
     """Why the reference generation stopped (`stop`, `length`, ...), as its backend said."""
     reference_latency_s: float | None
-    """The reference generation's own latency in seconds (see the record's `latency_method`)."""
+    """The reference generation's own latency in seconds (see the record's `latency_method`);
+    a cached reference generation keeps the figures of the run that made it."""
     reference_tokens_in: int | None
+    """Prompt tokens of the reference generation; None when its backend does not count tokens or
+    the reference failed."""
     reference_tokens_out: int | None
+    """Tokens the reference generated, the end-of-sequence/stop token not counted; None when its
+    backend does not count tokens or the reference failed."""
     reference_cached: bool | None
     """True when the reference generation came from the cache (no model work this run)."""
     reference_batch_id: str | None
     """The reference generation's batch (distinct from the primary's batches)."""
     reference_batch_size: int | None
+    """Requests in the reference generation's batch; None when the reference failed (a cached
+    generation keeps its first run's batch, as `reference_latency_s`)."""
     reference_batch_wall_s: float | None
     """Wall time in seconds of the reference generation's whole batch."""
     text: str
@@ -87,10 +94,16 @@ class Comparison:
     """The binary class of `primary_label` (the task's `binary_of`; the label itself when the
     task has none; `[invalid]` when no label)."""
     reference_binary_label: str | None
+    """The binary class of `reference_label`, as for `primary_binary_label`; None when the
+    reference failed."""
     primary_parsed: bool
     """Whether the primary response gave one of the task's labels."""
     reference_parsed: bool | None
+    """Whether the reference response gave one of the task's labels; None when the reference
+    failed."""
     both_parsed: bool | None
+    """Whether both responses gave one of the task's labels (the items of `kappa`); None when the
+    reference failed."""
     finegrain_match: bool | None
     """Whether both sides gave a label and the labels are the same (case-insensitive); an
     unparsed side is a disagreement."""
@@ -107,12 +120,20 @@ class Comparison:
     primary_response: str
     """The primary's final answer, reasoning removed."""
     reference_response: str | None
+    """The reference's final answer, reasoning removed; None when the reference failed."""
     primary_reasoning: str
+    """The primary's reasoning (`<think>` blocks, harmony analysis channel); empty when it gave
+    none."""
     reference_reasoning: str | None
+    """The reference's reasoning, as `primary_reasoning`; None when the reference failed."""
     primary_response_chars: int
+    """Length in characters of `primary_response`."""
     reference_response_chars: int | None
+    """Length in characters of `reference_response`; None when the reference failed."""
     primary_reasoning_chars: int
+    """Length in characters of `primary_reasoning` (0 without reasoning)."""
     reference_reasoning_chars: int | None
+    """Length in characters of `reference_reasoning`; None when the reference failed."""
 
 
 @dataclass
@@ -126,10 +147,15 @@ class ItemRecord:
     nodeid: str
     """The pytest node id, for `--lf`, `-k` and JUnit."""
     task: str
+    """The task's name (hand-written tests: the test module's path, e.g. `tests/test_safety.py`)."""
     model: str
     """The model's name as given on the command line (alias, Hub id or `backend:spec`)."""
     split: str
+    """The dataset split the task declares (`DataSource.split`, default `test`); `test` for
+    hand-written tests."""
     row_index: int
+    """0-based index of the row in the task's dataset as loaded (before `--limit`); hand-written
+    tests: the index of the generation within the test."""
     source: Literal["task", "test"]
     """`task`: an item collected from a Task; `test`: a generation made by a hand-written test
     through the `llmeval_backend` fixture (its outcome is the test's)."""
@@ -142,12 +168,19 @@ class ItemRecord:
     worker: str | None = None
     """xdist worker id (`gw0`) or `main`."""
     target: str | None = None
+    """The expected answer (the task's target field or function, as a string); None for
+    hand-written tests and when the item errored before the target was known."""
     prompt: str | None = None
     """The prompt exactly as the model saw it (chat template applied)."""
     response: str | None = None
+    """The model's full response as the backend returned it, reasoning included (from the cache
+    for a cached item); None when nothing was generated."""
     reasoning: str | None = None
     """Reasoning separated from the answer (`<think>` blocks, harmony analysis channel)."""
     extracted: str | None = None
+    """The answer the task's scorer extracted from the response (a number, a label, the
+    normalized answer); None or `[invalid]` when none was found; None when the item errored
+    before scoring."""
     method: str | None = None
     """How the answer was extracted: numbers `strict` (a `#### n` line), `boxed`
     (`\\boxed{n}`), `flexible` (the last number); labels `exact` (the whole answer), `label`
@@ -165,29 +198,49 @@ class ItemRecord:
     """This item's own latency in seconds (see `latency_method`), not its batch's wall time;
     None for a cached item (no model work this run)."""
     latency_method: str | None = None
+    """How the backend measured `latency_s` (transformers: batch start until the item's last
+    token; vllm: request metrics; openai: the item's HTTP request; callable: the call); None for
+    a cached item."""
     tokens_in: int | None = None
     """Prompt tokens; None when the backend does not count tokens."""
     tokens_out: int | None = None
     """Tokens the model generated, the end-of-sequence/stop token not counted; None when the
     backend does not count tokens (a callable that reports no counts)."""
     finish_reason: str | None = None
+    """Why generation stopped, as the backend says: `stop` (end-of-sequence or a stop string) or
+    `length` (`max_new_tokens` reached); openai passes the API's value. None when nothing was
+    generated."""
     batch_id: str | None = None
     """The generation batch of this run (unique per run); None for a cached item."""
     batch_size: int | None = None
+    """Requests in the item's generation batch; None for a cached item."""
     batch_wall_s: float | None = None
     """Seconds: wall time of the item's batch; None for a cached item."""
     cached: bool | None = None
     """True when the generation came from the cache: no model work this run, so the latency,
     batch and energy fields are None (the cache keeps the first run's figures)."""
     energy_j: float | None = None
-    """GPU energy attributed to this item (its generated-token share of the batch)."""
+    """Joules: GPU energy attributed to this item, its generated-token share of
+    `batch_energy_j` (an equal split when tokens are not counted); None with `energy_reason`
+    when not measured or cached."""
     cpu_energy_j: float | None = None
+    """Joules: the item's generated-token share of the CPU package energy (RAPL, the whole
+    package) during its batch; None when not measured or cached."""
     energy_reason: str | None = None
     """Why energy is null, when it is."""
     energy_method: str | None = None
+    """How `energy_j` was measured and attributed: the token-share split (an equal split when
+    tokens are not counted) and the sources read (`nvml-energy-counter`, `nvml-power-sampling`,
+    `rapl`); None when nothing was measured or cached."""
     batch_energy_j: float | None = None
+    """Joules: GPU energy of the item's whole batch, summed over this process's GPUs; None when
+    not measured or cached."""
     batch_avg_w: float | None = None
+    """Watts: average GPU power during the item's batch, summed over this process's GPUs (the
+    meter's own average, else `batch_energy_j / batch_wall_s`); None when not measured or cached."""
     batch_peak_w: float | None = None
+    """Watts: sum over this process's GPUs of each one's highest sampled power during the batch;
+    power sampling only (None with an energy counter, unmeasured or cached)."""
     comparison: Comparison | None = None
     """Agreement runs only: the reference backend's result and the comparison."""
 
@@ -213,6 +266,7 @@ class DataOrigin:
     revision: str | None
     """The Hub revision asked for (None: the default branch, not pinned)."""
     split: str | None
+    """The dataset split the task declares (`DataSource.split`)."""
     rows: int | None
     """Rows in the dataset before `--limit` or deselection."""
     rows_used: int | None
@@ -229,6 +283,8 @@ class PromptInfo:
     __pydantic_config__ = SCHEMA_CONFIG
 
     kind: Literal["chat", "function"]
+    """`chat`: a `ChatPrompt` (its templates below); `function`: a prompt function (see
+    `function`)."""
     system: str | None
     """The system prompt (`ChatPrompt.system`)."""
     user: str | None
@@ -250,11 +306,16 @@ class GenerationInfo:
     __pydantic_config__ = SCHEMA_CONFIG
 
     max_new_tokens: int
+    """Most tokens generated per item (a generation cut there has `finish_reason` `length`)."""
     temperature: float
     """0 means greedy decoding."""
     top_p: float
+    """Nucleus-sampling probability mass (1.0: the whole distribution); applies to sampled
+    decoding only."""
     stop: list[str]
+    """Stop strings: generation ends at the first one produced (empty: none)."""
     seed: int
+    """Sampling seed given to the backend; matters only for sampled decoding (`temperature` > 0)."""
     other: dict[str, Any]
     """Any further `Generation` field, by name."""
 
@@ -266,8 +327,11 @@ class TaskDeclaration:
     __pydantic_config__ = SCHEMA_CONFIG
 
     description: str
+    """The task's `description` (empty when not given)."""
     prompt: PromptInfo
+    """The task's prompt: `ChatPrompt` templates and few-shot hash, or a prompt function's name."""
     generation: GenerationInfo
+    """The task's generation settings."""
     target: str
     """The target's row field, or `module.qualname` of the target function."""
     scorer: str
@@ -279,6 +343,7 @@ class TaskDeclaration:
     label_field: str | None
     """The row field `--limit` stratifies on."""
     pass_threshold: float
+    """The score (0..1) an item must reach to be correct (default 1.0: all-or-nothing)."""
     gates: list[str]
     """The gates the task declares (ini and command-line gates are in `settings.gates`)."""
     reference: str | None

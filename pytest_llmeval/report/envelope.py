@@ -38,10 +38,17 @@ class ModelInfo:
     __pydantic_config__ = SCHEMA_CONFIG
 
     name: str
+    """The model's name as given with `--model` (alias, Hub id, local dir or `backend:spec`)."""
     backend: str
+    """The backend that runs it: `transformers`, `vllm`, `openai` or `callable`."""
     model_id: str
+    """What the backend loads or calls: a Hub id, a local directory, or the backend's own spec
+    (e.g. an API model name)."""
     vram_gb: float | None
+    """Estimated GPU memory in GB (bf16 weights plus ~10%), from the built-in alias table or a
+    user alias's `vram_gb`; None when unknown."""
     revision: str | None
+    """The Hub revision a user alias pins (`revision`); None: the default branch."""
 
     @classmethod
     def of(cls, spec: ModelSpec) -> ModelInfo:
@@ -56,14 +63,22 @@ class SettingsInfo:
     __pydantic_config__ = SCHEMA_CONFIG
 
     models: list[ModelInfo]
+    """The models evaluated (`--model`, in order), as resolved; the agreement reference is not
+    among them."""
     limit: int | None
+    """`--limit N`: items kept per task by seeded sampling; None: every row."""
     seed: int
+    """`--llmeval-seed`: the seed of `--limit` sampling (default 0)."""
     data_dir: str | None
+    """Absolute directory searched first for offline copies of task data (`--llmeval-data-dir`,
+    its environment variable or ini); None when not set."""
     batch_size: int | str
     """A number, or `auto` for the backend's default."""
     gates: list[str]
     """Command-line and ini gates (`[task:]metric op value`)."""
     strict: bool
+    """`--llmeval-strict`: any wrong item fails the run (plain pytest exit status), not only the
+    gates."""
 
     @classmethod
     def of(cls, settings: Settings) -> SettingsInfo:
@@ -86,7 +101,10 @@ class WorkerInfo:
     __pydantic_config__ = SCHEMA_CONFIG
 
     cuda_visible_devices: str | None
+    """The process's `CUDA_VISIBLE_DEVICES` at session end (set per xdist worker when GPUs are
+    pinned); None when unset."""
     pid: int
+    """The process id."""
 
 
 @dataclass
@@ -96,7 +114,9 @@ class ModelResult:
     __pydantic_config__ = SCHEMA_CONFIG
 
     metrics: Metrics
+    """The metrics of this task x model."""
     gates: list[GateRecord]
+    """The gates checked on this task x model, with their verdicts."""
 
 
 @dataclass
@@ -108,6 +128,8 @@ class TaskResult:
     origin: str | None
     """`file:<path>`, `hub:<id>/<config>/<split>` or `generated` (details in `data`)."""
     split: str | None
+    """The dataset split the task declares; `test` for hand-written tests; None when the
+    declaration is unusable."""
     rows: int | None
     """Rows in the dataset before `--limit` or deselection."""
     models: dict[str, ModelResult]
@@ -131,10 +153,18 @@ class Totals:
     __pydantic_config__ = SCHEMA_CONFIG
 
     items: int
+    """Item records of the run (lines of items.jsonl): every item of every task x model,
+    hand-written tests' generations included."""
     passed: int
+    """Records whose outcome is `pass`."""
     failed: int
+    """Records whose outcome is `fail` (a wrong answer; in agreement runs, labels that disagree)."""
     errors: int
+    """Records whose outcome is `error` (the item could not be evaluated, or its reference
+    failed)."""
     gates_failed: int
+    """Checked gates that fail (`passed` false); gates not evaluated under
+    `--llmeval-allow-missing` do not count."""
 
 
 @dataclass
@@ -145,12 +175,18 @@ class RunReport:
     __pydantic_config__ = SCHEMA_CONFIG
 
     schema_version: int
+    """Version of the record and report schemas this report follows (`SCHEMA_VERSION`)."""
     run_id: str
+    """`YYYYMMDD-HHMMSS-xxxx`: the run's UTC start time and 4 random hex digits; the default
+    report directory is `reports/<run_id>/`."""
     started: str
     """ISO 8601, UTC."""
     finished: str
+    """ISO 8601, UTC: when the report was built, at session end."""
     duration_s: float
+    """Seconds from the session's start (`started`) to the report's build (`finished`)."""
     argv: list[str]
+    """The command line of the pytest process that wrote the report (`sys.argv`)."""
     exit_status: int
     """The session's exit status as pytest returned it (0 when every gate held)."""
     versions: dict[str, str | None]
@@ -158,12 +194,23 @@ class RunReport:
     git: GitInfo | None
     """The checkout's commit and whether it had uncommitted changes (None outside git)."""
     machine: MachineInfo
+    """The machine the report was written on: host, OS, CPU, memory, Python and GPUs."""
     settings: SettingsInfo
+    """The settings that decided what ran: models, `--limit`, seed, gates."""
     model_loads: list[ModelLoad]
+    """One entry per model and process that created its backend (failed creations included): load
+    time, size on disk, peak VRAM, energy meter."""
     workers: dict[str, WorkerInfo]
+    """Per process that used a model, by worker id (`gw0`, or `main` without xdist): its GPU
+    pinning and pid."""
     tasks: dict[str, TaskResult]
+    """Per task (hand-written tests: per test module): its declaration, data origin and the
+    result per model."""
     gates: list[GateRecord]
+    """Every checked gate of the run, over all tasks and models (each also under its task x
+    model)."""
     totals: Totals
+    """Counts over the whole run: item records by outcome, and gates that failed."""
     files: dict[str, str]
     """The run's other files, relative to report.json (items, items_parquet, summary, ...)."""
     metadata: dict[str, Any] = field(default_factory=dict)
