@@ -419,3 +419,30 @@ def test_reference_errors_are_the_reference_s(toxproject: pytest.Pytester) -> No
     # Only compared items are in the agreement table.
     table = pd.read_parquet(toxproject.path / "out" / "agreement.parquet")
     assert len(table) == 16
+
+
+def test_a_cached_reference_generation_carries_no_old_timings(
+    toxproject: pytest.Pytester,
+) -> None:
+    # Before: a rerun served the reference from the cache but its records kept the first
+    # run's latency and batch, while the primary's cached records had them blanked.
+    args = [
+        "--model", "callable:responders:primary",
+        "--compare-backend", "callable:responders:primary",
+        "--llmeval-data-dir=data", "-W", "ignore::pytest.PytestAssertRewriteWarning",
+    ]  # fmt: skip
+    toxproject.runpytest_subprocess(*args, "--llmeval-report", "first/report.json")
+    toxproject.runpytest_subprocess(*args, "--llmeval-report", "second/report.json")
+    items = [json.loads(line) for line in (toxproject.path / "second/items.jsonl").open()]
+    assert items and all(r["comparison"]["reference_cached"] is True for r in items)
+    for record in items:
+        comparison = record["comparison"]
+        assert comparison["reference_latency_s"] is None and record["latency_s"] is None
+        assert (
+            comparison["reference_batch_id"] is None
+            and comparison["reference_batch_wall_s"] is None
+        )
+    report = assert_valid_run(toxproject.path / "second")
+    metrics = report["tasks"]["tox"]["models"]["callable:responders:primary"]["metrics"]
+    assert metrics["reference_cached"] == len(items) and metrics["reference_generated"] == 0
+    assert metrics["reference_latency_p50"] is None

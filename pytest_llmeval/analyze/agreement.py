@@ -109,7 +109,9 @@ def reference_figures(answered: Sequence[Comparison]) -> dict[str, Any]:
     correct = [c.reference_correct for c in answered if c.reference_correct is not None]
     hits = sum(1 for c in correct if c)
     generated = [c for c in answered if c.reference_cached is False]
-    latencies = [float(c.reference_latency_s) for c in generated if c.reference_latency_s]
+    latencies = [
+        float(c.reference_latency_s) for c in generated if c.reference_latency_s is not None
+    ]
     walls = {c.reference_batch_id: float(c.reference_batch_wall_s or 0.0) for c in generated}
     seconds = sum(walls.values())
     # Token counts follow the primary's rule: None when the backend counts none.

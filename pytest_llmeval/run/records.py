@@ -127,7 +127,11 @@ def _reference_generation(generation: GenerationResult | None) -> dict[str, Any]
     """The reference generation's own facts as `reference_*` fields (all None without one)."""
     names = ("prompt", "finish_reason", "latency_s", "tokens_in", "tokens_out", "cached",
              "batch_id", "batch_size", "batch_wall_s")  # fmt: skip
-    return {f"reference_{name}": getattr(generation, name, None) for name in names}
+    fields = {f"reference_{name}": getattr(generation, name, None) for name in names}
+    if generation is not None and generation.cached:
+        # As the primary's: a cached generation's timings belong to the run that made it.
+        fields.update({f"reference_{name}": None for name in names if name in _NOT_THIS_RUN})
+    return fields
 
 
 def from_test(
