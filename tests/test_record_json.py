@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,8 +53,20 @@ TASKS = textwrap.dedent(
 )
 
 
-def _project(evalproject: pytest.Pytester, scorer: str) -> None:
+def _run(
+    evalproject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, scorer: str, workers: list[str]
+) -> tuple[pytest.RunResult, list[dict[str, Any]]]:
+    """Run the mini task with `scorer` (in-process or under xdist); the result and its items."""
     evalproject.makepyfile(scorers=SCORERS, test_mini=TASKS.format(scorer=scorer))
+    monkeypatch.setenv("PYTHONPATH", str(evalproject.path), prepend=os.pathsep)
+    result = evalproject.runpytest_subprocess(
+        "--model", "callable:answers:reply", "--llmeval-data-dir=data",
+        "--llmeval-report", "out/report.json", "-p", "no:cacheprovider", *workers,
+    )  # fmt: skip
+    assert "INTERNALERROR" not in result.stdout.str()
+    assert_valid_run(evalproject.path / "out")
+    items = [json.loads(line) for line in (evalproject.path / "out/items.jsonl").open()]
+    return result, items
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
@@ -62,16 +75,8 @@ def test_numpy_scores_are_coerced_on_the_worker(
 ) -> None:
     # Before: with -n 2 a numpy float crossing the xdist channel ended in INTERNALERROR, exit 3,
     # and no report at all.
-    _project(evalproject, "numpy_score")
-    monkeypatch.setenv("PYTHONPATH", str(evalproject.path), prepend=os.pathsep)
-    result = evalproject.runpytest_subprocess(
-        "--model", "callable:answers:reply", "--llmeval-data-dir=data",
-        "--llmeval-report", "out/report.json", "-p", "no:cacheprovider", *workers,
-    )  # fmt: skip
+    result, items = _run(evalproject, monkeypatch, "numpy_score", workers)
     assert result.ret == 0, result.stdout.str()[-2000:]
-    assert "INTERNALERROR" not in result.stdout.str()
-    assert_valid_run(evalproject.path / "out")
-    items = [json.loads(line) for line in (evalproject.path / "out/items.jsonl").open()]
     assert len(items) == 10
     assert {type(r["score"]) for r in items} == {float}
     assert all(r["outcome"] == "pass" and r["extracted"] == r["target"] for r in items)
@@ -81,16 +86,8 @@ def test_numpy_scores_are_coerced_on_the_worker(
 def test_a_value_that_cannot_be_json_is_an_item_error_naming_the_field(
     evalproject: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
 ) -> None:
-    _project(evalproject, "opaque_score")
-    monkeypatch.setenv("PYTHONPATH", str(evalproject.path), prepend=os.pathsep)
-    result = evalproject.runpytest_subprocess(
-        "--model", "callable:answers:reply", "--llmeval-data-dir=data",
-        "--llmeval-report", "out/report.json", "-p", "no:cacheprovider", *workers,
-    )  # fmt: skip
+    result, items = _run(evalproject, monkeypatch, "opaque_score", workers)
     assert result.ret == 1
-    assert "INTERNALERROR" not in result.stdout.str()
-    assert_valid_run(evalproject.path / "out")
-    items = [json.loads(line) for line in (evalproject.path / "out/items.jsonl").open()]
     assert len(items) == 10
     assert {r["outcome"] for r in items} == {"error"}
     assert all("field 'extracted'" in r["error"] and "Opaque" in r["error"] for r in items)
