@@ -94,10 +94,8 @@ class Controller:
         if first[0] != task.data.sha256 and task.name not in self.data_conflicts:
             self.data_conflicts[task.name] = f"workers loaded different rows: {first[1]}; {seen}"
 
-    def add(self, record: ItemRecord, task: TaskInfo | None) -> None:
+    def add(self, record: ItemRecord) -> None:
         """Keep one finished record, append it to items.jsonl at once, count progress."""
-        if task is not None:
-            self.add_task(task)
         if self.writer is None:
             self.writer = ReportWriter(self.report_path)
         self.records.append(record)
@@ -143,7 +141,7 @@ class Controller:
             default_model = self.settings.models[0].name
             node = getattr(report, "node", None)  # xdist puts the crashed worker here
             worker = getattr(node, "workerinput", {}).get("workerid")
-            self.add(records.crashed(report.nodeid, first_line, default_model, worker), None)
+            self.add(records.crashed(report.nodeid, first_line, default_model, worker))
             return
         if report.when == "call" and report.failed and is_eval_item(report.nodeid):
             # A miss is an eval item's failed call (ItemMiss); an xfailed one is no failure.
@@ -156,7 +154,7 @@ class Controller:
                 worker = getattr(node, "workerinput", {}).get("workerid")
                 self.add_task(task_info_from_json(task), worker)
             for record in payload["records"]:
-                self.add(from_json(record), None)
+                self.add(from_json(record))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

@@ -46,6 +46,8 @@ def item_record(outcome: str = "pass", **fields: Any) -> ItemRecord:
         "source": "task",
         "outcome": outcome,
         "score": 1.0 if outcome == "pass" else 0.0,
+        # As the record builders set it: the score reached the pass threshold (None: error).
+        "correct": {"pass": True, "fail": False}.get(outcome),
         "extracted": "42",
     }
     values.update(fields)

@@ -90,6 +90,19 @@ def test_strict_accuracy_next_to_the_flexible_one() -> None:
 def test_strict_accuracy_is_none_for_other_scorers() -> None:
     summary = summarize([_record("pass", method="label"), _record("fail", method="none")])
     assert summary.accuracy_strict is None and summary.accuracy_strict_ci95 is None
+    # The label scorer reads free text with method "flexible" too: still no strict accuracy
+    # (before: 0.0 for every label task with one free-text answer).
+    summary = summarize([_record("pass", method="flexible"), _record("pass", method="label")])
+    assert summary.accuracy_strict is None
+    assert summarize([_record("pass", method="flexible")], numeric=False).accuracy_strict is None
+
+
+def test_strict_accuracy_of_a_numeric_task_without_any_marker_is_zero() -> None:
+    # Declared numeric (summarize_run reads it from the task's declaration): no `#### n`
+    # answer at all is a strict accuracy of 0, not "does not apply".
+    records = [_record("pass", method="flexible"), _record("fail", method="none", score=0.0)]
+    assert summarize(records, numeric=True).accuracy_strict == 0.0
+    assert summarize([_record("pass", method="boxed")]).accuracy_strict == 0.0
 
 
 def test_no_items_answered_gives_none_quality_and_zero_accuracy() -> None:

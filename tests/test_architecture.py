@@ -100,6 +100,7 @@ PURE_RUN = textwrap.dedent(
             id=ids.item_id("t", "test", i), nodeid=f"x.py::{ids.item_id('t', 'test', i)}",
             task="t", model=spec.name, split="test", row_index=i, source="task",
             outcome="pass" if i % 4 else "fail", score=float(bool(i % 4)), extracted=str(i),
+            correct=bool(i % 4),
         )
         for i in range(8)
     ]

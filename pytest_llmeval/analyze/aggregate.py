@@ -24,9 +24,10 @@ from pytest_llmeval.analyze.stats import mean_interval, wilson_interval
 from pytest_llmeval.score.labels import INVALID
 
 TaskModel = tuple[str, str]
-# Extraction methods only the numeric scorer reports: a task whose records show one of them
-# has a strict (`#### n`) accuracy; other scorers' tasks get None.
-NUMERIC_METHODS = frozenset({"strict", "flexible"})
+# Extraction methods only number extraction reports ("flexible" is not one: the label scorer
+# reads free text with it too). Without the task's declaration, a task whose records show one
+# of them is taken to be numeric.
+NUMBER_ONLY_METHODS = frozenset({"strict", "boxed"})
 
 
 def group_records(records: Iterable[ItemRecord]) -> dict[TaskModel, list[ItemRecord]]:
@@ -52,21 +53,15 @@ def summarize_run(
         info = tasks.get(task)
         extra: dict[str, Any] = hardware_summary(model, loads)
         if models is not None and model in models:
-            extra.update(_cost(*models[model], group, prices or {}))
-        summaries[(task, model)] = summarize(group, info.rows if info else None, **extra)
+            extra.update(
+                estimate_cost(*models[model], *performance.token_totals(group), prices or {})
+            )
+        declared = info.declaration if info else None
+        numeric = declared.scorer == "numeric" if declared else None
+        summaries[(task, model)] = summarize(
+            group, info.rows if info else None, numeric=numeric, **extra
+        )
     return summaries
-
-
-def _cost(
-    backend: str, model_id: str, records: Sequence[ItemRecord], prices: Mapping[str, Price]
-) -> dict[str, Any]:
-    tokens_in, tokens_out = performance.token_totals(records)
-    if tokens_in is None or tokens_out is None:
-        cost = estimate_cost(backend, model_id, 0, 0, prices)
-        if cost["cost_usd"] is not None:  # priced, but the counts to price are missing
-            return {"cost_usd": None, "cost_reason": performance.NO_TOKEN_COUNTS}
-        return cost
-    return estimate_cost(backend, model_id, tokens_in, tokens_out, prices)
 
 
 def _rate(hits: int, n: int) -> tuple[float | None, list[float] | None]:
@@ -78,18 +73,20 @@ def _rate(hits: int, n: int) -> tuple[float | None, list[float] | None]:
 
 def is_correct(record: ItemRecord) -> bool:
     """Whether the item's score reached the task's pass threshold (an error never does)."""
-    if record.score is None:
-        return False
-    if record.correct is not None:
-        return record.correct
-    # A record without `correct` (hand-built): outside agreement runs the outcome is the same.
-    return record.comparison is None and record.outcome == "pass"
+    return record.score is not None and bool(record.correct)
 
 
-def summarize(records: Sequence[ItemRecord], task_rows: int | None = None, **extra: Any) -> Metrics:
+def summarize(
+    records: Sequence[ItemRecord],
+    task_rows: int | None = None,
+    numeric: bool | None = None,
+    **extra: Any,
+) -> Metrics:
     """Metrics of one task x model from its records; `extra` sets the hardware and cost fields.
 
     `task_rows` is the task's row count before selection (defaults to the records' count).
+    `numeric`: whether the task uses the numeric scorer, so has `accuracy_strict` (None:
+    inferred from the records' extraction methods).
     An item is an error for these figures when it has no primary score (`score` None).
     """
     n = len(records)
@@ -105,7 +102,9 @@ def summarize(records: Sequence[ItemRecord], task_rows: int | None = None, **ext
     parse_answered, parse_answered_ci95 = _rate(parsed, len(answered))
     error_rate, error_rate_ci95 = _rate(errors, n)
     strict, strict_ci95 = None, None
-    if any(r.method in NUMERIC_METHODS for r in answered):
+    if numeric is None:
+        numeric = any(r.method in NUMBER_ONLY_METHODS for r in answered)
+    if numeric:
         strict, strict_ci95 = _rate(sum(1 for r in correct if r.method == "strict"), n)
     interval = mean_interval(scores)
     rows = n if task_rows is None else task_rows

@@ -57,10 +57,18 @@ def load_prices(rootdir: Path) -> dict[str, Price]:
     return prices
 
 
+NO_TOKEN_COUNTS = "token counts unknown: the backend does not count tokens"
+
+
 def estimate_cost(
-    backend: str, model_id: str, tokens_in: int, tokens_out: int, prices: Mapping[str, Price]
+    backend: str,
+    model_id: str,
+    tokens_in: int | None,
+    tokens_out: int | None,
+    prices: Mapping[str, Price],
 ) -> dict[str, Any]:
-    """`{"cost_usd", "cost_reason"}` for one task x model."""
+    """`{"cost_usd", "cost_reason"}` for one task x model (token counts None: the backend
+    counts none, so a priced model's cost is unknown)."""
     if backend != "openai":
         return {"cost_usd": None, "cost_reason": "local model: see energy"}
     model = model_id.rsplit("@", 1)[0]
@@ -69,4 +77,6 @@ def estimate_cost(
             "cost_usd": None,
             "cost_reason": f"no price for {model!r}: add [tool.llmeval.prices.{model!r}]",
         }
+    if tokens_in is None or tokens_out is None:
+        return {"cost_usd": None, "cost_reason": NO_TOKEN_COUNTS}
     return {"cost_usd": round(prices[model].cost(tokens_in, tokens_out), 6), "cost_reason": None}

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_llmeval.analyze.cost import NO_TOKEN_COUNTS
 from pytest_llmeval.analyze.record import ItemRecord
 from pytest_llmeval.analyze.stats import percentile
 
 ALL_CACHED = "all items cached: no generation this run"
 NOTHING_GENERATED = "no items generated"
-NO_TOKEN_COUNTS = "token counts unknown: the backend does not count tokens"
 
 
 def generated(records: Sequence[ItemRecord]) -> list[ItemRecord]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -64,12 +63,9 @@ def declaration(task: Task) -> TaskDeclaration:
 
 
 def scorer_labels(scorer: object) -> list[str] | None:
-    """The label set of a classification scorer: its `labels` attribute, or the labels that
-    `scoring.label([...])` closed over."""
+    """The label set of a classification scorer: its `labels` attribute (`scoring.label([...])`
+    sets it; a custom scorer may too)."""
     found = getattr(scorer, "labels", None)
-    if found is None and inspect.isfunction(scorer):
-        closure = inspect.getclosurevars(scorer).nonlocals
-        found = next((closure[k] for k in ("choices", "labels") if k in closure), None)
     if isinstance(found, list | tuple) and all(isinstance(x, str) for x in found):
         return list(found)
     return None

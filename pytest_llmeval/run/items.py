@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.analyze.plain import RecordValueError, plain_record, plain_value
+from pytest_llmeval.analyze.plain import RecordValueError, plain_record
 from pytest_llmeval.analyze.record import Comparison, ItemRecord, TaskInfo
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.declare.data import RowError
@@ -85,7 +85,7 @@ class EvalItem(pytest.Item):
         """What this item is, for its record."""
         label = None
         if self.task.label_field and isinstance(self.row, Mapping):
-            label = _plain_label(self.row.get(self.task.label_field))
+            label = self.row.get(self.task.label_field)
         split = self.task_info.split or ""
         return records.ItemFacts(
             self.item_id, self.nodeid, self.task.name, self.spec.name, split, self.row_index, label
@@ -286,14 +286,6 @@ def miss_message(record: ItemRecord) -> str:
     span = record.span or str(record.response or "")[-60:]
     span = " ".join(span.split())
     return f'expected {record.target}, got {got} ({record.method}: "{span}")'
-
-
-def _plain_label(value: Any) -> Any:
-    """A row's stratification label as JSON (its repr when it has no JSON form)."""
-    try:
-        return plain_value(value, "label")
-    except RecordValueError:
-        return repr(value)
 
 
 def _checked(score: Score, task: str) -> Score:

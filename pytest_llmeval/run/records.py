@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_llmeval.analyze.plain import RecordValueError, plain_value
 from pytest_llmeval.analyze.record import Comparison, ItemRecord, Label, Outcome
 from pytest_llmeval.backends import GenerationResult
 from pytest_llmeval.declare.ids import parse_nodeid
@@ -178,15 +179,13 @@ def _identity(facts: ItemFacts) -> dict[str, Any]:
 
 
 def _json_label(value: Any) -> Label:
-    """A row's label as a JSON scalar (numpy scalars from parquet/csv rows become Python)."""
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
-    item = getattr(value, "item", None)  # numpy scalar
-    if callable(item):
-        converted = item()
-        if isinstance(converted, str | bool | int | float):
-            return converted
-    return str(value)
+    """A row's label as a JSON scalar (numpy/pandas scalars from parquet or csv rows become
+    Python; a value with no JSON form is kept as its repr rather than failing the item)."""
+    try:
+        converted: Label = plain_value(value, "label")
+    except RecordValueError:
+        return repr(value)
+    return converted
 
 
 # A cached generation's figures were measured by the run that generated it: this run's

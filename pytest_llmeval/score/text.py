@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import string
 
-from rapidfuzz.fuzz import ratio
-
 from pytest_llmeval.score.reasoning import split_reasoning
 
 # Sign, currency and percent symbols are kept: stripping them changes meaning.
@@ -49,4 +47,7 @@ def similarity(a: str, b: str) -> float | None:
     na, nb = normalize_text(a), normalize_text(b)
     if not na and not nb:
         return None
-    return ratio(na, nb) / 100.0
+    # Imported here: only agreement runs compare texts, so plugin import stays without it.
+    from rapidfuzz.fuzz import ratio
+
+    return float(ratio(na, nb)) / 100.0
