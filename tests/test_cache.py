@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_llmeval.backends import GenerationRequest
 from pytest_llmeval.declare.task import Generation
 from pytest_llmeval.run.cache import (
     CHUNK,
@@ -369,3 +370,18 @@ def test_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     cache.put_many([("parent2", entry(3))])
     assert cache.get("parent2") == entry(3)
     cache.close()
+
+
+def test_sampled_generations_are_keyed_by_their_own_seed() -> None:
+    sampled = Generation(temperature=0.7, seed=3)
+    first = GenerationRequest([{"role": "user", "content": "q"}], sampled, item_id="t/test/0001")
+    other = GenerationRequest([{"role": "user", "content": "q"}], sampled, item_id="t/test/0002")
+    again = GenerationRequest([{"role": "user", "content": "q"}], sampled, item_id="t/test/0001")
+    assert first.seed is not None and first.seed == again.seed
+    assert first.seed != other.seed  # same prompt, another item: another draw
+    assert cache_key(IDENTITY, "q", sampled, 0, first.seed) != cache_key(
+        IDENTITY, "q", sampled, 0, other.seed
+    )
+    # Greedy decoding has no seed: two items with one prompt share one generation.
+    greedy = GenerationRequest([{"role": "user", "content": "q"}], Generation(), item_id="a")
+    assert greedy.seed is None

@@ -241,6 +241,13 @@ class ItemRecord:
     batch_peak_w: float | None = None
     """Watts: sum over this process's GPUs of each one's highest sampled power during the batch;
     power sampling only (None with an energy counter, unmeasured or cached)."""
+    decoding: dict[str, Any] | None = None
+    """The decoding settings the backend actually used or sent for this item, by the
+    backend's own names (e.g. transformers `do_sample`, `temperature`, `top_p`, `top_k`,
+    `repetition_penalty`, `max_new_tokens`, `stop_strings`; openai: the request body's sampling
+    fields), with `seed`: this item's derived seed when sampling, None for greedy; None for a
+    backend that does not say (a custom backend). Kept for cached items: it is what made the
+    text."""
     comparison: Comparison | None = None
     """Agreement runs only: the reference backend's result and the comparison."""
 
@@ -315,7 +322,12 @@ class GenerationInfo:
     stop: list[str]
     """Stop strings: generation ends at the first one produced (empty: none)."""
     seed: int
-    """Sampling seed given to the backend; matters only for sampled decoding (`temperature` > 0)."""
+    """The task seed; each sampled generation is seeded from it, the item id and the sample
+    index (matters only for sampled decoding, `temperature` > 0)."""
+    top_k: int
+    """Keep only the k most likely tokens when sampling (0: no top-k cut)."""
+    repetition_penalty: float
+    """Repetition penalty every backend pins (1.0: none; never the model's own default)."""
     other: dict[str, Any]
     """Any further `Generation` field, by name."""
 

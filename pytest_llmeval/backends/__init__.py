@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.seeds import sample_seed
 from pytest_llmeval.declare.task import Generation, Message
 
 
@@ -38,10 +39,21 @@ class BatchPartiallyFailed(BackendError):
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One item's request: its chat messages and generation settings."""
+    """One item's request: its chat messages and generation settings, and for sampled
+    decoding which item and which sample it is (they decide its `seed`)."""
 
     messages: list[Message]
     settings: Generation
+    item_id: str = ""
+    sample_index: int = 0
+
+    @property
+    def seed(self) -> int | None:
+        """The seed of this one generation when sampling (None for greedy decoding): derived
+        from the task seed, the item id and the sample index, never from the batch."""
+        if self.settings.greedy:
+            return None
+        return sample_seed(self.settings.seed, self.item_id, self.sample_index)
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,8 @@ class GenerationResult:
     batch_energy_j: float | None = None
     batch_avg_w: float | None = None
     batch_peak_w: float | None = None
+    # What the backend actually asked the engine or server for (see `ItemRecord.decoding`).
+    decoding: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON of every field, as stored in the cache and in items.jsonl."""

@@ -88,13 +88,17 @@ def _prompt(prompt: object) -> PromptInfo:
 
 def _generation(generation: Generation) -> GenerationInfo:
     settings = generation.as_dict()
-    known = ("max_new_tokens", "temperature", "top_p", "stop", "seed")
+    known = (
+        "max_new_tokens", "temperature", "top_p", "stop", "seed", "top_k", "repetition_penalty"
+    )  # fmt: skip
     return GenerationInfo(
         max_new_tokens=settings["max_new_tokens"],
         temperature=settings["temperature"],
         top_p=settings["top_p"],
         stop=list(settings["stop"]),
         seed=settings["seed"],
+        top_k=settings["top_k"],
+        repetition_penalty=settings["repetition_penalty"],
         other={k: v for k, v in settings.items() if k not in known},
     )
 

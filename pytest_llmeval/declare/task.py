@@ -68,13 +68,22 @@ class DataSource:
 
 @dataclass(frozen=True)
 class Generation:
-    """Generation settings; `temperature == 0` means greedy decoding (the default)."""
+    """Generation settings; `temperature == 0` means greedy decoding (the default).
+
+    Every backend sends or pins all of them explicitly (never the model's or the server's own
+    defaults): `top_k` 0 means no top-k cut, `repetition_penalty` 1.0 means none. `seed` is the
+    task seed: each (item, sample) draws with its own seed derived from it and the item id
+    (`pytest_llmeval.declare.seeds.sample_seed`), so a sampled draw does not depend on its
+    batch-mates, the batch size, `-n` or where a run resumed.
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int = 0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -83,6 +92,13 @@ class Generation:
             raise TaskError(f"Generation.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise TaskError(f"Generation.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise TaskError(f"Generation.top_k must be >= 0 (0: no top-k cut), got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise TaskError(
+                "Generation.repetition_penalty must be > 0 (1.0: none), "
+                f"got {self.repetition_penalty}"
+            )
         # Accept a list from users but keep the dataclass hashable (it keys batches and caches).
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         object.__setattr__(self, "stop", stop)

@@ -41,8 +41,10 @@ if TYPE_CHECKING:
     from pytest_llmeval.declare.task import Generation
 
 
-KEY_VERSION = 1
-"""Bumped whenever the meaning of a key or of a stored value changes, orphaning old entries."""
+KEY_VERSION = 2
+"""Bumped whenever the meaning of a key or of a stored value changes, orphaning old entries.
+2: sampled generations are keyed by their own derived seed; settings gained `top_k` and
+`repetition_penalty`; backend identities name versions, devices and server facts."""
 
 DB_NAME = "generations.sqlite3"
 BUSY_TIMEOUT_S = 30.0
@@ -67,21 +69,28 @@ class CacheUnavailableWarning(UserWarning):
 
 
 def cache_key(
-    identity: Mapping[str, Any], prompt: str, settings: Generation, sample_index: int = 0
+    identity: Mapping[str, Any],
+    prompt: str,
+    settings: Generation,
+    sample_index: int = 0,
+    seed: int | None = None,
 ) -> str:
     """The cache key of one generation: the sha256 hex digest of a canonical JSON of
-    ``{"identity", "prompt", "settings", "sample", "v"}`` (sorted keys, no spaces).
+    ``{"identity", "prompt", "settings", "sample", "seed", "v"}`` (sorted keys, no spaces).
 
     `identity` holds everything about the backend that changes outputs (backend name, model id,
-    revision or weights hash, dtype, chat template hash) and must be plain JSON; `prompt` is the
-    rendered prompt; `sample_index` tells apart repeated samples of the same prompt. Numbers
-    are compared by value, so ``temperature=0`` and ``temperature=0.0`` give the same key.
+    revision or weights hash, dtype, chat template hash, versions, server facts) and must be
+    plain JSON; `prompt` is the rendered prompt; `sample_index` tells apart repeated samples of
+    the same prompt and `seed` is the generation's own derived seed (None for greedy decoding,
+    where two items with the same prompt share one generation). Numbers are compared by value,
+    so ``temperature=0`` and ``temperature=0.0`` give the same key.
     """
     payload = {
         "identity": identity,
         "prompt": prompt,
         "settings": settings.as_dict(),
         "sample": sample_index,
+        "seed": seed,
         "v": KEY_VERSION,
     }
     text = json.dumps(_canonical(payload), sort_keys=True, separators=(",", ":"))

@@ -135,7 +135,8 @@ class Engine:
         self, backend: Backend, identity: dict[str, Any], item: Pending, request: GenerationRequest
     ) -> _Job:
         prompt = backend.render(request.messages)
-        return _Job(item, request, prompt, cache_key(identity, prompt, request.settings))
+        key = cache_key(identity, prompt, request.settings, request.sample_index, request.seed)
+        return _Job(item, request, prompt, key)
 
     def _serve_from_cache(self, window: list[_Job]) -> list[_Job]:
         """Fill results from the cache; return the jobs still to generate."""

@@ -79,7 +79,7 @@ class EvalItem(pytest.Item):
             messages = self.task.messages(self.row)
         except TaskError as exc:
             raise ItemError(f"task {self.task.name}: {exc}") from None
-        return GenerationRequest(messages, self.task.generation)
+        return GenerationRequest(messages, self.task.generation, item_id=self.item_id)
 
     def facts(self) -> records.ItemFacts:
         """What this item is, for its record."""
