@@ -209,6 +209,8 @@ def test_generation_defaults_greedy() -> None:
         "top_p": 1.0,
         "stop": (),
         "seed": 0,
+        "top_k": 0,
+        "repetition_penalty": 1.0,
     }
 
 
