@@ -20,7 +20,10 @@ OPENAI_KNOWN = (
     "base_url, api_key_env, endpoint, concurrency, connect_timeout, read_timeout, "
     "max_retries, backoff_s, headers"
 )
-VLLM_KNOWN = "dtype, gpu_memory_utilization, max_model_len, tensor_parallel_size, enforce_eager"
+VLLM_KNOWN = (
+    "dtype, gpu_memory_utilization, max_model_len, tensor_parallel_size, enforce_eager, "
+    "quantization"
+)
 
 
 def spec(

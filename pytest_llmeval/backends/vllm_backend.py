@@ -3,9 +3,16 @@
 `--model vllm:<hub id, alias or local dir>`, or an alias with `backend = "vllm"` whose extra
 keys are `VLLMOptions`. vLLM is an optional dependency (`pip install vllm`); without it the
 backend reports a one-line install hint. The engine batches internally, so a whole window of
-requests goes in one `generate` call; the chat template is applied by our tokenizer call, the
-same way the transformers backend does, so that the two backends see identical prompts and can
-be compared.
+requests goes in one `generate` call, with one `SamplingParams` per request (its own seed when
+sampling, every setting explicit: `vllm_requests.py`).
+
+The prompt is rendered once, by our tokenizer's chat template exactly as on the transformers
+backend, and sent as token ids with no special token added (`chat_tokens.py`): a string
+prompt would be tokenized again by vLLM with BOS added, giving Llama-3, Gemma-2 and Mistral
+prompts two BOS tokens. Latency is the request's own from vLLM's request metrics; a version
+that reports none gets the batch wall time, named as such in `latency_method`. The identity
+(cache key) names the vLLM, torch and transformers versions, the device and GPU model, and
+every engine option that changes numerics.
 """
 
 from __future__ import annotations
@@ -17,31 +24,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.backends.chat_tokens import prompt_token_ids, render_chat
+from pytest_llmeval.backends.runtime import package_version, vllm_device
+from pytest_llmeval.backends.vllm_requests import (
+    generated_tokens,
+    request_latency,
+    sampling_kwargs,
+)
 from pytest_llmeval.backends.weights import locate_weights
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import Generation, Message
+from pytest_llmeval.declare.task import Message
 
 INSTALL_HINT = "the vllm backend needs vLLM on a CUDA machine: pip install vllm"
-LATENCY_METHOD = "vllm request metrics: first scheduled until finished (else batch wall time)"
 
-
-def sampling_kwargs(settings: Generation) -> dict[str, Any]:
-    """`vllm.SamplingParams` keyword arguments equivalent to our generation settings.
-
-    Greedy decoding is temperature 0 in vLLM (top_p must then stay 1); a seed is passed only
-    when sampling, where it makes the draw reproducible.
-    """
-    kwargs: dict[str, Any] = {
-        "max_tokens": settings.max_new_tokens,
-        "temperature": 0.0 if settings.greedy else settings.temperature,
-        "top_p": 1.0 if settings.greedy else settings.top_p,
-        "n": 1,
-    }
-    if settings.stop:
-        kwargs["stop"] = list(settings.stop)
-    if not settings.greedy:
-        kwargs["seed"] = settings.seed
-    return kwargs
+__all__ = [
+    "INSTALL_HINT",
+    "VLLMBackend",
+    "VLLMOptions",
+    "engine_kwargs",
+    "generated_tokens",
+    "request_latency",
+    "sampling_kwargs",
+]
 
 
 @dataclass(frozen=True)
@@ -54,16 +58,28 @@ class VLLMOptions:
     max_model_len: int | None = None  # context length (a smaller one needs less KV cache)
     tensor_parallel_size: int | None = None  # GPUs to split the model over
     enforce_eager: bool | None = None  # no CUDA graphs: starts faster, generates slower
+    quantization: str | None = None  # "awq", "gptq", "fp8", ...; None: as the checkpoint says
 
 
 # Passed to `vllm.LLM` only when set, so that vLLM's own defaults stay in charge otherwise.
-_PASSTHROUGH = ("gpu_memory_utilization", "max_model_len", "tensor_parallel_size", "enforce_eager")
+_PASSTHROUGH = (
+    "gpu_memory_utilization",
+    "max_model_len",
+    "tensor_parallel_size",
+    "enforce_eager",
+    "quantization",
+)
+# The options that can change the numbers a model produces, so part of the cache key: the
+# context length (RoPE scaling of some models depends on it), the tensor-parallel split (other
+# reduction order), the quantization method and CUDA graphs (other kernels). Memory share is
+# not: like our own batch size, it changes only how requests are scheduled together.
+_NUMERICS = ("max_model_len", "tensor_parallel_size", "quantization", "enforce_eager")
 
 
 def engine_kwargs(spec: ModelSpec, path: str, options: VLLMOptions) -> dict[str, Any]:
     """`vllm.LLM` keyword arguments: our dtype names map to vLLM's; the other options that are
     set pass through (`gpu_memory_utilization`, `max_model_len`, `tensor_parallel_size`,
-    `enforce_eager`)."""
+    `enforce_eager`, `quantization`)."""
     dtype = options.dtype
     kwargs: dict[str, Any] = {
         "model": path,
@@ -76,25 +92,6 @@ def engine_kwargs(spec: ModelSpec, path: str, options: VLLMOptions) -> dict[str,
         if value is not None:
             kwargs[key] = value
     return kwargs
-
-
-def generated_tokens(choice: Any) -> int:
-    """Tokens a vLLM completion generated without its end token (the rule every backend
-    follows): vLLM keeps the EOS or the stop token id that ended it in `token_ids`
-    (`stop_reason` None or an int); a stop string's tokens stay counted, as elsewhere."""
-    count = len(choice.token_ids)
-    ended_on_token = choice.finish_reason == "stop" and not isinstance(choice.stop_reason, str)
-    return max(0, count - 1) if ended_on_token and count else count
-
-
-def request_latency(output: Any, fallback: float) -> float:
-    """A request's own latency from vLLM's metrics when it reports them."""
-    metrics = getattr(output, "metrics", None)
-    start = getattr(metrics, "first_scheduled_time", None) or getattr(metrics, "arrival_time", None)
-    end = getattr(metrics, "finished_time", None) or getattr(metrics, "last_token_time", None)
-    if isinstance(start, int | float) and isinstance(end, int | float) and end >= start:
-        return float(end - start)
-    return fallback
 
 
 class VLLMBackend:
@@ -117,6 +114,7 @@ class VLLMBackend:
         if not self.tokenizer.chat_template:
             raise BackendError(f"{spec.model_id} has no chat template; use an instruction model")
         self._engine: Any = None
+        self._identity: dict[str, Any] | None = None
         self.load_time_s: float | None = None
         self.default_batch_size = 256  # vLLM schedules internally; a large window keeps it fed
 
@@ -132,22 +130,32 @@ class VLLMBackend:
         return self._engine
 
     def identity(self) -> Mapping[str, Any]:
-        """Model id, weights fingerprint, dtype and chat template hash (part of the cache key)."""
-        template = str(self.tokenizer.chat_template)
-        return {
-            "backend": "vllm",
-            "model_id": self.spec.model_id,
-            "weights": self.weights.fingerprint,
-            "dtype": self.dtype or "auto",
-            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
-        }
+        """Everything about this engine that changes outputs (part of the cache key): model id,
+        weights fingerprint, dtype, chat template hash, the vLLM, torch and transformers
+        versions, the device type and GPU model (None without one), and the engine options
+        that change numerics (None: vLLM's default). Computed once, without starting the
+        engine, so a run served from the cache starts none."""
+        if self._identity is None:
+            template = str(self.tokenizer.chat_template)
+            device_type, gpu_name = vllm_device()
+            self._identity = {
+                "backend": "vllm",
+                "model_id": self.spec.model_id,
+                "weights": self.weights.fingerprint,
+                "dtype": self.dtype or "auto",
+                "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
+                "vllm_version": package_version("vllm"),
+                "torch_version": package_version("torch"),
+                "transformers_version": package_version("transformers"),
+                "device_type": device_type,
+                "gpu_name": gpu_name,
+                **{name: getattr(self.options, name) for name in _NUMERICS},
+            }
+        return dict(self._identity)
 
     def render(self, messages: list[Message]) -> str:
         """The prompt text exactly as the model sees it (chat template applied)."""
-        rendered = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-        return str(rendered)
+        return render_chat(self.tokenizer, messages)
 
     def info(self) -> Mapping[str, Any]:
         """The identity plus weights source and load time, for the report."""
@@ -161,30 +169,39 @@ class VLLMBackend:
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str
     ) -> list[GenerationResult]:
-        """The whole batch in one engine call; results in request order."""
+        """The whole batch in one engine call, one `SamplingParams` per request; results in
+        request order."""
         import vllm
 
         engine = self.engine
         prompts = [self.render(request.messages) for request in requests]
-        params = vllm.SamplingParams(**sampling_kwargs(requests[0].settings))
+        token_ids = [prompt_token_ids(self.tokenizer, prompt) for prompt in prompts]
+        decodings = [sampling_kwargs(request) for request in requests]
+        params = [vllm.SamplingParams(**decoding) for decoding in decodings]
+        # The dict form of `vllm.inputs.TokensPrompt`: token ids taken as given (no BOS added),
+        # accepted by every vLLM version that takes prompt objects.
+        inputs = [{"prompt_token_ids": ids} for ids in token_ids]
         started = time.perf_counter()
-        outputs = engine.generate(prompts, params, use_tqdm=False)
-        wall = time.perf_counter() - started
+        outputs = engine.generate(inputs, params, use_tqdm=False)
+        wall = round(time.perf_counter() - started, 6)
         results = []
-        for prompt, output in zip(prompts, outputs, strict=True):
+        sent = zip(prompts, token_ids, decodings, outputs, strict=True)
+        for prompt, ids, decoding, output in sent:
             choice = output.outputs[0]
+            latency, method = request_latency(output, wall)
             results.append(
                 GenerationResult(
                     text=choice.text,
                     prompt=prompt,
-                    tokens_in=len(output.prompt_token_ids or []),
+                    tokens_in=len(ids),
                     tokens_out=generated_tokens(choice),
-                    latency_s=round(request_latency(output, wall), 6),
+                    latency_s=round(latency, 6),
                     finish_reason=str(choice.finish_reason or "length"),
                     batch_id=batch_id,
                     batch_size=len(requests),
-                    batch_wall_s=round(wall, 6),
-                    latency_method=LATENCY_METHOD,
+                    batch_wall_s=wall,
+                    latency_method=method,
+                    decoding=decoding,
                 )
             )
         return results
