@@ -199,8 +199,9 @@ class ItemRecord:
     None for a cached item (no model work this run)."""
     latency_method: str | None = None
     """How the backend measured `latency_s` (transformers: batch start until the item's last
-    token; vllm: request metrics; openai: the item's HTTP request; callable: the call); None for
-    a cached item."""
+    token; vllm: the request's metrics, first scheduled until finished, or, from a vLLM version
+    that reports no per-request metrics, the batch wall time, which this then says is not the
+    item's own; openai: the item's HTTP request; callable: the call); None for a cached item."""
     tokens_in: int | None = None
     """Prompt tokens; None when the backend does not count tokens."""
     tokens_out: int | None = None
