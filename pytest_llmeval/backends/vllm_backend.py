@@ -16,7 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.backends import (
+    BackendError,
+    EnergyDevices,
+    GenerationRequest,
+    GenerationResult,
+)
 from pytest_llmeval.backends.weights import locate_weights
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
@@ -78,6 +83,11 @@ def engine_kwargs(spec: ModelSpec, path: str, options: VLLMOptions) -> dict[str,
     return kwargs
 
 
+def energy_devices_for(options: VLLMOptions) -> tuple[int, ...]:
+    """The CUDA ordinals a vLLM engine occupies: 0 .. tensor_parallel_size - 1."""
+    return tuple(range(options.tensor_parallel_size or 1))
+
+
 def generated_tokens(choice: Any) -> int:
     """Tokens a vLLM completion generated without its end token (the rule every backend
     follows): vLLM keeps the EOS or the stop token id that ended it in `token_ids`
@@ -130,6 +140,14 @@ class VLLMBackend:
             self._engine = vllm.LLM(**engine_kwargs(self.spec, self.weights.path, self.options))
             self.load_time_s = time.perf_counter() - started
         return self._engine
+
+    def load(self) -> None:
+        """Build the engine now (weights, KV cache, CUDA graph capture); once."""
+        _ = self.engine
+
+    def energy_devices(self) -> EnergyDevices:
+        """The GPUs of the engine's tensor-parallel group."""
+        return energy_devices_for(self.options)
 
     def identity(self) -> Mapping[str, Any]:
         """Model id, weights fingerprint, dtype and chat template hash (part of the cache key)."""
