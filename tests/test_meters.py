@@ -300,3 +300,58 @@ UUIDS = {0: "GPU-aaa", 1: "GPU-bbb", 2: "GPU-ccc"}
 )
 def test_nvml_indices_for_visible(env: str | None, expected: list[int]) -> None:
     assert nvml_indices_for_visible(env, UUIDS) == expected
+
+
+# --- NVML detection on a fake pynvml: both readings, their ratio, scope -----------------------
+
+
+def _fake_nvml(monkeypatch: pytest.MonkeyPatch, watts: list[float], factor: float = 1.0) -> None:
+    from fake_nvml import FakeNvml
+
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(watts, counter_factor=factor))
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_counter_and_power_sampling_over_the_same_windows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, factor: float
+) -> None:
+    # factor 1: the counter and the sampled power agree; 2: the counter reads twice the energy.
+    _fake_nvml(monkeypatch, [100.0], factor)
+    meter = EnergyMeter.detect(gpu_indices=[0], powercap_root=tmp_path)
+    assert [(s.source, s.name) for s in meter.sources] == [("nvml-energy-counter", "gpu0")]
+    for _ in range(2):
+        meter.start()
+        time.sleep(0.3)
+        (reading,) = meter.stop()  # the counter is the measurement; sampling only checks it
+        assert reading.energy_j == pytest.approx(30.0 * factor, rel=0.2)
+    check = meter.describe()["counter_vs_sampling"]["gpu0"]
+    assert check["windows"] == 2
+    assert check["ratio"] == pytest.approx(factor, rel=0.1)
+    assert check["counter_j"] == pytest.approx(check["ratio"] * check["sampled_j"], rel=1e-3)
+
+
+def test_without_a_counter_power_sampling_measures_and_there_is_no_ratio(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _fake_nvml(monkeypatch, [100.0])
+
+    def unsupported(handle: int) -> int:
+        raise RuntimeError("Not Supported")  # pre-Volta GPUs have no energy counter
+
+    monkeypatch.setattr(sys.modules["pynvml"], "nvmlDeviceGetTotalEnergyConsumption", unsupported)
+    meter = EnergyMeter.detect(gpu_indices=[0], powercap_root=tmp_path)
+    assert [s.source for s in meter.sources] == ["nvml-power-sampling"]
+    meter.start()
+    time.sleep(0.3)
+    (reading,) = meter.stop()
+    assert reading.energy_j == pytest.approx(30.0, rel=0.2)
+    assert meter.describe()["counter_vs_sampling"] == {}
+
+
+def test_a_shared_cpu_package_is_split_between_the_workers() -> None:
+    src = FakeSource([10.0, 30.0], source="rapl", name="package-0")
+    meter = EnergyMeter([src], min_window_s=0.0, shared_by={"package-0": 4})
+    meter.start()
+    (reading,) = meter.stop()
+    assert reading.energy_j == pytest.approx(5.0)  # a quarter of the package's 20 J
+    assert "package-0 shared by 4 workers" in " ".join(meter.notes())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from pytest_llmeval.declare.ids import is_eval_item, model_of
@@ -78,3 +80,22 @@ def test_the_load_scheduling_members_eval_scheduling_uses_exist(pytester: pytest
     scheduler = EvalScheduling(pytester.parseconfig("-p", "xdist", "--tx", "2*popen"))
     missing = [name for name in LOAD_SCHEDULING_MEMBERS if not hasattr(scheduler, name)]
     assert missing == [], f"pytest-xdist's LoadScheduling no longer has {missing}"
+
+
+def test_pinned_worker_specs_say_how_many_workers_share_their_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import execnet
+
+    from pytest_llmeval.run.xdist_hooks import XdistHooks
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    specs = [execnet.XSpec("popen") for _ in range(3)]
+    for index, spec in enumerate(specs):
+        spec.id = f"gw{index}"
+    config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=lambda name: None))
+    with pytest.warns(GpuPinningWarning):
+        XdistHooks(pin_gpus=True).pytest_xdist_setupnodes(config, specs)  # type: ignore[arg-type]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "1", "0"]
+    assert [s.env["LLMEVAL_GPU_SHARED_BY"] for s in specs] == ["2", "1", "2"]
+    assert [s.id for s in specs] == ["gw0", "gw1", "gw2"]

@@ -28,7 +28,8 @@ class ModelLoad:
     model_loads: int
     """Loads of the weights in this process (0: everything came from the cache, or an API)."""
     load_time_s: float | None
-    """Seconds to load the weights (and build the engine); None when never loaded."""
+    """Seconds to load the weights (and build the engine, capture CUDA graphs), as the backend
+    timed it (else the engine's load window); None when never loaded."""
     model_size_bytes: int | None = None
     """Bytes of the weight files on disk; None for API backends."""
     peak_vram_bytes: int | None = None
@@ -36,24 +37,55 @@ class ModelLoad:
     None on the CPU."""
     parameters: int | None = None
     """Parameter count of the loaded model; None for API backends."""
+    load_energy_j: float | None = None
+    """Joules: GPU energy of the model load (the backend's `load()`, metered in its own window
+    before the first batch, on the GPUs the model occupies; this worker's share of a shared
+    GPU); None with `load_energy_reason`."""
+    load_cpu_energy_j: float | None = None
+    """Joules: CPU package energy (RAPL, this worker's share) during the model load; None when
+    not measured."""
+    load_energy_reason: str | None = None
+    """Why `load_energy_j` is None: "remote backend", model not loaded in this run, the model
+    on the CPU, no GPU energy source, window too short, or a backend without `load()` (its
+    load then falls inside its first batch); None when measured."""
     energy: dict[str, Any] | None = None
-    """The worker's energy meter: sources in use and why others are unavailable."""
+    """The energy meter of this model's devices (None for a remote backend, or when no batch
+    ran): `sources` (source, device, `shared_by`: workers splitting the device, null when
+    unknown), `unavailable` (device and reason), `notes` (shared or undeclared devices, as in
+    `energy_method`), `counter_vs_sampling` (per GPU with an NVML energy counter and power
+    readings: counter J and power-sampled J summed over the same windows, their `ratio`
+    counter / sampled, and the number of `windows`), `min_window_s`, `sample_interval_s`,
+    `attribution`."""
     backend_info: dict[str, Any] = field(default_factory=dict)
     """Everything else the backend reports: identity (model id, revision or weights hash,
     dtype, chat template hash), device, and backend-specific settings."""
 
     @classmethod
     def from_info(
-        cls, worker: str, model: str, info: Mapping[str, Any], energy: dict[str, Any] | None
+        cls,
+        worker: str,
+        model: str,
+        info: Mapping[str, Any],
+        energy: dict[str, Any] | None,
+        load: Mapping[str, Any] | None = None,
     ) -> ModelLoad:
-        """A load record from a backend's `info()` (its typed keys lifted out)."""
+        """A load record from a backend's `info()` (its typed keys lifted out) and the
+        engine's load window (`load_energy_j`, `load_cpu_energy_j`, `load_energy_reason`,
+        `load_window_s`)."""
         rest = {k: v for k, v in info.items() if k not in _TYPED}
+        load = load or {}
+        load_time_s = info.get("load_time_s")
+        if load_time_s is None:
+            load_time_s = load.get("load_window_s")
         return cls(
             worker=worker,
             model=model,
             error=None,
             model_loads=int(info.get("model_loads") or 0),
-            load_time_s=info.get("load_time_s"),
+            load_time_s=load_time_s,
+            load_energy_j=load.get("load_energy_j"),
+            load_cpu_energy_j=load.get("load_cpu_energy_j"),
+            load_energy_reason=load.get("load_energy_reason"),
             model_size_bytes=info.get("model_size_bytes"),
             peak_vram_bytes=info.get("peak_vram_bytes"),
             parameters=info.get("parameters"),

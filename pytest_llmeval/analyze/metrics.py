@@ -153,7 +153,7 @@ class Metrics:
     """Watts: the highest `batch_peak_w` of this run's batches (sampled GPU power); None when the
     meter reads an energy counter (no samples), measured nothing, or nothing was generated."""
     cpu_energy_wh: float | None
-    """CPU package energy (Wh, RAPL: the whole package, not only this process) of the items
+    """CPU package energy (Wh, RAPL; per worker its equal share of the package) of the items
     generated in this run, the sum of their `cpu_energy_j`; None when any is unmeasured or
     nothing was generated."""
     load_time_s: float | None = None

@@ -225,23 +225,30 @@ class ItemRecord:
     `batch_energy_j` (an equal split when tokens are not counted); None with `energy_reason`
     when not measured or cached."""
     cpu_energy_j: float | None = None
-    """Joules: the item's generated-token share of the CPU package energy (RAPL, the whole
-    package) during its batch; None when not measured or cached."""
+    """Joules: the item's generated-token share of the CPU package energy (RAPL) during its
+    batch, this worker's equal share of the package when several xdist workers run on the host;
+    None when not measured, cached, or a remote backend."""
     energy_reason: str | None = None
-    """Why energy is null, when it is."""
+    """Why energy is null, when it is ("remote backend" for API and callable backends, whose
+    energy is not on this machine)."""
     energy_method: str | None = None
     """How `energy_j` was measured and attributed: the token-share split (an equal split when
-    tokens are not counted) and the sources read (`nvml-energy-counter`, `nvml-power-sampling`,
-    `rapl`); None when nothing was measured or cached."""
+    tokens are not counted), the sources read (`nvml-energy-counter`, `nvml-power-sampling`,
+    `rapl`) and notes on the devices: "gpuN shared by K workers: its energy split equally",
+    "gpuN not pinned to this worker: ..." (counted whole, flagged), or devices not declared by
+    a user's backend; None when nothing was measured or cached."""
     batch_energy_j: float | None = None
-    """Joules: GPU energy of the item's whole batch, summed over this process's GPUs; None when
-    not measured or cached."""
+    """Joules: GPU energy of the item's whole batch, summed over the GPUs the model occupies
+    (this worker's share of a GPU shared by pinned workers); the model load is metered apart
+    (`ModelLoad.load_energy_j`); None when not measured or cached."""
     batch_avg_w: float | None = None
-    """Watts: average GPU power during the item's batch, summed over this process's GPUs (the
-    meter's own average, else `batch_energy_j / batch_wall_s`); None when not measured or cached."""
+    """Watts: average GPU power during the item's batch, summed over the model's GPUs (this
+    worker's share of a shared one; the meter's own average, else `batch_energy_j /
+    batch_wall_s`); None when not measured or cached."""
     batch_peak_w: float | None = None
-    """Watts: sum over this process's GPUs of each one's highest sampled power during the batch;
-    power sampling only (None with an energy counter, unmeasured or cached)."""
+    """Watts: sum over the model's GPUs of each one's highest sampled power during the batch
+    (the whole device, even when shared); power sampling only (None with an energy counter,
+    unmeasured or cached)."""
     decoding: dict[str, Any] | None = None
     """The decoding settings the backend actually used or sent for this item, by the
     backend's own names (e.g. transformers `do_sample`, `temperature`, `top_p`, `top_k`,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.seeds import sample_seed
@@ -100,11 +100,28 @@ class GenerationResult:
         return cls(**{**known, "cached": cached})
 
 
+# Where a backend's model sits, for the energy meters: CUDA ordinals of this process, "cpu",
+# or None for a remote backend (an API server, a Python callable): no local energy is its own.
+EnergyDevices = tuple[int, ...] | Literal["cpu"] | None
+
+
+def devices_of(device: str) -> EnergyDevices:
+    """The energy devices of a torch device string: "cuda" / "cuda:N" -> (N,) (0 for "cuda",
+    torch's current device unless changed), anything else ("cpu", "mps") -> "cpu"."""
+    kind, _, index = device.partition(":")
+    if kind != "cuda":
+        return "cpu"
+    return (int(index) if index else 0,)
+
+
 class Backend(Protocol):
     """What the engine needs of a backend; one instance stays resident for the session.
 
-    Creating a backend must be cheap (a tokenizer at most): the model itself loads on the
-    first `generate`, so a run served entirely from the cache loads no model.
+    Creating a backend must be cheap (a tokenizer at most): the model itself loads in `load()`,
+    which the engine calls before the first batch it generates (in its own energy window), so
+    a run served entirely from the cache loads no model. A user's backend may lack `load()`
+    and `energy_devices()` (then it loads inside its first batch and is metered on every GPU
+    the process sees).
     """
 
     spec: ModelSpec
@@ -120,6 +137,13 @@ class Backend(Protocol):
     def info(self) -> Mapping[str, Any]:
         """Plain-JSON facts for the report: identity, device, whether and how long the model
         took to load (`model_loads`, `load_time_s`)."""
+
+    def load(self) -> None:
+        """Load the model (weights, engine, CUDA graphs) now; idempotent; nothing for a remote
+        backend. `generate` loads it too when nobody called this."""
+
+    def energy_devices(self) -> EnergyDevices:
+        """Where the model sits: the CUDA ordinals it occupies, "cpu", or None (remote)."""
 
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str

@@ -105,6 +105,12 @@ class CallableBackend:
             for request, reply, latency in timed
         ]
 
+    def load(self) -> None:
+        """Nothing to load here: the model runs behind a Python callable."""
+
+    def energy_devices(self) -> None:
+        """None: a remote backend; no local device's energy is its own."""
+
     def close(self) -> None:
         """Nothing to release."""
 

@@ -173,6 +173,12 @@ class OpenAIBackend:
             raise BatchPartiallyFailed(results)
         return done
 
+    def load(self) -> None:
+        """Nothing to load here: the model runs behind an HTTP server."""
+
+    def energy_devices(self) -> None:
+        """None: a remote backend; no local device's energy is its own."""
+
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._session.close()

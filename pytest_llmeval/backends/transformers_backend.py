@@ -18,7 +18,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.backends import (
+    BackendError,
+    EnergyDevices,
+    GenerationRequest,
+    GenerationResult,
+    devices_of,
+)
 from pytest_llmeval.backends.weights import locate_weights
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
@@ -130,6 +136,14 @@ class TransformersBackend:
             self.stop_ids = _stop_token_ids(self._model, self.tokenizer)
             self.load_time_s = time.perf_counter() - started
         return self._model
+
+    def load(self) -> None:
+        """Load the weights now (once; a failed load raises its remembered error)."""
+        _ = self.model
+
+    def energy_devices(self) -> EnergyDevices:
+        """The CUDA ordinal of the model's device, or "cpu"."""
+        return devices_of(self.device)
 
     def identity(self) -> Mapping[str, Any]:
         """Model id, weights fingerprint, device type, dtype and chat template hash."""

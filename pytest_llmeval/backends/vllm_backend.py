@@ -23,7 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.backends import (
+    BackendError,
+    EnergyDevices,
+    GenerationRequest,
+    GenerationResult,
+)
 from pytest_llmeval.backends.chat_tokens import prompt_token_ids, render_chat
 from pytest_llmeval.backends.runtime import package_version, vllm_device
 from pytest_llmeval.backends.vllm_requests import (
@@ -94,6 +99,11 @@ def engine_kwargs(spec: ModelSpec, path: str, options: VLLMOptions) -> dict[str,
     return kwargs
 
 
+def energy_devices_for(options: VLLMOptions) -> tuple[int, ...]:
+    """The CUDA ordinals a vLLM engine occupies: 0 .. tensor_parallel_size - 1."""
+    return tuple(range(options.tensor_parallel_size or 1))
+
+
 class VLLMBackend:
     """A vLLM offline engine, created on first `generate` and kept for the session."""
 
@@ -128,6 +138,14 @@ class VLLMBackend:
             self._engine = vllm.LLM(**engine_kwargs(self.spec, self.weights.path, self.options))
             self.load_time_s = time.perf_counter() - started
         return self._engine
+
+    def load(self) -> None:
+        """Build the engine now (weights, KV cache, CUDA graph capture); once."""
+        _ = self.engine
+
+    def energy_devices(self) -> EnergyDevices:
+        """The GPUs of the engine's tensor-parallel group."""
+        return energy_devices_for(self.options)
 
     def identity(self) -> Mapping[str, Any]:
         """Everything about this engine that changes outputs (part of the cache key): model id,

@@ -1,14 +1,17 @@
-"""Energy of one generation batch, from an EnergyMeter window, attributed to its items.
+"""Energy of one generation batch, from an EnergyMeter window, attributed to its items; and
+the energy of a model load, from its own window.
 
 GPU energy (NVML counter or power sampling) and CPU package energy (RAPL) are kept apart.
 A batch's energy is split over its items by generated-token share; when a device kind is not
-measurable the item's value is None and `energy_reason` says why (never a guessed 0).
+measurable the item's value is None and `energy_reason` says why (never a guessed 0). A remote
+backend's items get no energy at all: "remote backend".
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from pytest_llmeval.backends import GenerationResult
 from pytest_llmeval.run.meters import ATTRIBUTION_METHOD, EnergyReading, attribute_by_tokens
@@ -28,8 +31,10 @@ def with_energy(
     results: Sequence[GenerationResult],
     readings: Sequence[EnergyReading],
     unavailable: Sequence[EnergyReading],
+    notes: Sequence[str] = (),
 ) -> list[GenerationResult]:
-    """`results` with per-item energy attributed from one batch's readings."""
+    """`results` with per-item energy attributed from one batch's readings; `notes` (shared
+    or undeclared devices, from the meter) are added to the method."""
     gpu = [r for r in readings if r.device.startswith("gpu")]
     cpu = [r for r in readings if not r.device.startswith("gpu")]
     gpu_j, gpu_reason = _total(gpu)
@@ -50,6 +55,8 @@ def with_energy(
     method = f"{ATTRIBUTION_METHOD} ({', '.join(sources)})" if sources else None
     if method and any(count is None for count in counts):
         method = f"equal split over the batch, tokens not counted ({', '.join(sources)})"
+    if method and notes:
+        method = f"{method}; {'; '.join(notes)}"
     return [
         replace(
             result,
@@ -69,3 +76,41 @@ def _average_w(joules: float | None, seconds: float) -> float | None:
     if joules is None or seconds <= 0:
         return None
     return round(joules / seconds, 3)
+
+
+REMOTE = "remote backend"
+NO_LOAD = "the backend has no load(): its model, if any, loads inside the first batch"
+
+
+def remote(results: Sequence[GenerationResult]) -> list[GenerationResult]:
+    """`results` of a remote backend (an API, a callable): no local energy is theirs."""
+    return [
+        replace(
+            result,
+            energy_j=None,
+            cpu_energy_j=None,
+            energy_reason=REMOTE,
+            energy_method=None,
+            batch_energy_j=None,
+            batch_avg_w=None,
+            batch_peak_w=None,
+        )
+        for result in results
+    ]
+
+
+def load_energy(
+    readings: Sequence[EnergyReading], unavailable: Sequence[EnergyReading]
+) -> dict[str, Any]:
+    """The `ModelLoad` energy fields of a load window's readings."""
+    gpu = [r for r in readings if r.device.startswith("gpu")]
+    gpu_j, reason = _total(gpu)
+    cpu_j, _ = _total([r for r in readings if not r.device.startswith("gpu")])
+    if not gpu:
+        missing = [r for r in unavailable if r.device.startswith("gpu")]
+        reason = missing[0].reason if missing else "no GPU energy source"
+    return {
+        "load_energy_j": None if gpu_j is None else round(gpu_j, 6),
+        "load_cpu_energy_j": None if cpu_j is None else round(cpu_j, 6),
+        "load_energy_reason": reason,
+    }

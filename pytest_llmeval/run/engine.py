@@ -27,11 +27,13 @@ from pytest_llmeval.backends import (
     GenerationResult,
 )
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.run.batch_energy import with_energy
+from pytest_llmeval.run.batch_energy import NO_LOAD, REMOTE, load_energy, remote, with_energy
 from pytest_llmeval.run.cache import GenerationCache, cache_key
+from pytest_llmeval.run.energy_sources import EnergyScope, scope_of
 from pytest_llmeval.run.meters import EnergyMeter
 
 WINDOW_BATCHES = 4
+NOT_LOADED = "model not loaded in this run (nothing to generate)"
 
 
 class Pending(Protocol):
@@ -76,7 +78,12 @@ class Engine:
     failed: dict[str, tuple[BaseException, float]] = field(default_factory=dict)
     results: dict[str, GenerationResult | BaseException] = field(default_factory=dict)
     batches_run: int = 0
-    meter: EnergyMeter | None = None
+    # One meter per distinct device set (a worker may hold models on different GPUs); per
+    # model its meter (None: a remote backend, never metered) and its load window's figures.
+    meters: dict[EnergyScope, EnergyMeter] = field(default_factory=dict)
+    meter_of: dict[str, EnergyMeter | None] = field(default_factory=dict)
+    loaded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load_errors: dict[str, BaseException] = field(default_factory=dict)
     # A fresh token per engine (process and run): batch ids of two runs, or of two workers
     # whose pids repeat, never collide and merge batches in a report.
     run_token: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -154,14 +161,22 @@ class Engine:
         return missing
 
     def _run_batch(self, backend: Backend, jobs: list[_Job]) -> None:
+        meter = self._meter(backend)
+        try:
+            self._load(backend, meter)
+        except Exception as exc:
+            for job in jobs:
+                self.results[job.item.nodeid] = exc
+            return
         self.batches_run += 1
         batch_id = f"{self.run_token}-{self.worker}-{os.getpid()}-{self.batches_run}"
-        meter = self._meter()
-        meter.start()
+        if meter is not None:  # a remote backend's batches open no window at all
+            meter.start()
         try:
             generated = backend.generate([job.request for job in jobs], batch_id)
         except BatchPartiallyFailed as partial:
-            meter.stop()
+            if meter is not None:
+                meter.stop()
             # The backend kept each request's own outcome: keep the successes, error the rest.
             pairs = list(zip(jobs, partial.results, strict=True))
             if self.cache is not None:
@@ -171,7 +186,8 @@ class Engine:
                 self.results[job.item.nodeid] = outcome
             return
         except Exception as exc:
-            meter.stop()
+            if meter is not None:
+                meter.stop()
             if len(jobs) == 1:
                 self.results[jobs[0].item.nodeid] = exc
                 return
@@ -180,7 +196,10 @@ class Engine:
             for job in jobs:
                 self._run_batch(backend, [job])
             return
-        generated = with_energy(generated, meter.stop(), meter.unavailable())
+        if meter is None:
+            generated = remote(generated)
+        else:
+            generated = with_energy(generated, meter.stop(), meter.unavailable(), meter.notes())
         if self.cache is not None:
             # On disk before the next batch starts: a killed run loses at most this batch.
             self.cache.put_many(
@@ -189,20 +208,57 @@ class Engine:
         for job, result in zip(jobs, generated, strict=True):
             self.results[job.item.nodeid] = result
 
-    def _meter(self) -> EnergyMeter:
-        if self.meter is None:
-            # After the backend exists: CUDA_VISIBLE_DEVICES (set for this worker) decides
-            # which GPUs are this process's.
-            self.meter = EnergyMeter.detect()
-        return self.meter
+    def _load(self, backend: Backend, meter: EnergyMeter | None) -> None:
+        """Load the model before its first batch, in a window of its own: the load's energy
+        and time are load figures, never a batch's. A failed load is re-raised later on."""
+        name = backend.spec.name
+        if name in self.load_errors:
+            raise self.load_errors[name]
+        if name in self.loaded:
+            return
+        load = getattr(backend, "load", None)  # a user's backend may predate load()
+        if not callable(load):
+            self.loaded[name] = {"load_energy_reason": NO_LOAD}
+            return
+        if meter is not None:
+            meter.start()
+        started = time.perf_counter()
+        try:
+            load()
+        except Exception as exc:
+            if meter is not None:
+                meter.stop()
+            self.load_errors[name] = exc
+            self.loaded[name] = {"load_energy_reason": f"the load failed: {exc}"}
+            raise
+        seconds = round(time.perf_counter() - started, 3)
+        if meter is None:
+            self.loaded[name] = {"load_energy_reason": REMOTE}
+        else:
+            figures = load_energy(meter.stop(), meter.unavailable())
+            self.loaded[name] = {**figures, "load_window_s": seconds}
+
+    def _meter(self, backend: Backend) -> EnergyMeter | None:
+        """The meter of the devices `backend`'s model sits on; None for a remote backend."""
+        name = backend.spec.name
+        if name not in self.meter_of:
+            # After the backend exists: its device and CUDA_VISIBLE_DEVICES (set for this
+            # worker) decide which GPUs are its own.
+            scope = scope_of(backend)
+            if scope is not None and scope not in self.meters:
+                self.meters[scope] = EnergyMeter.detect(scope=scope)
+            self.meter_of[name] = None if scope is None else self.meters[scope]
+        return self.meter_of[name]
 
     def load_records(self) -> list[ModelLoad]:
-        """Per model: this worker's backend facts, model loads and load time (or the error)."""
-        energy = None if self.meter is None else self.meter.describe()
-        loads = [
-            ModelLoad.from_info(self.worker, name, backend.info(), energy)
-            for name, backend in self.backends.items()
-        ]
+        """Per model: this worker's backend facts, model loads, load time and energy (or the
+        error), and the meter of its devices."""
+        loads = []
+        for name, backend in self.backends.items():
+            meter = self.meter_of.get(name)
+            energy = None if meter is None else meter.describe()
+            load = self.loaded.get(name) or {"load_energy_reason": NOT_LOADED}
+            loads.append(ModelLoad.from_info(self.worker, name, backend.info(), energy, load))
         loads += [
             ModelLoad(
                 worker=self.worker,
@@ -221,5 +277,5 @@ class Engine:
             backend.close()
         if self.cache is not None:
             self.cache.close()
-        if self.meter is not None:
-            self.meter.close()
+        for meter in self.meters.values():
+            meter.close()

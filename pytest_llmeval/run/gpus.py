@@ -2,7 +2,8 @@
 
 The variable is set in the xdist spec (`//env:CUDA_VISIBLE_DEVICES=<gpu>`), so it is in the
 worker's environment before the worker imports anything, and a replacement for a crashed
-worker, started from the same spec, keeps its GPU. GPUs are the entries of an outer
+worker, started from the same spec, keeps its GPU. Next to it, `LLMEVAL_GPU_SHARED_BY` says
+how many workers got that GPU, for the energy meters. GPUs are the entries of an outer
 `CUDA_VISIBLE_DEVICES` when the user set one (indices or UUIDs), else the devices NVML sees.
 """
 
@@ -13,6 +14,9 @@ import warnings
 from collections.abc import Mapping
 
 VARIABLE = "CUDA_VISIBLE_DEVICES"
+# How many workers were pinned to the same GPU, in each pinned worker's spec: their meters
+# split that GPU's energy instead of each counting all of it.
+SHARED_VARIABLE = "LLMEVAL_GPU_SHARED_BY"
 
 
 class GpuPinningWarning(UserWarning):
@@ -52,3 +56,8 @@ def assign_gpus(workers: int, gpus: list[str]) -> list[str | None]:
             stacklevel=2,
         )
     return [gpus[index % len(gpus)] for index in range(workers)]
+
+
+def sharing(assigned: list[str | None]) -> list[int]:
+    """For each worker, how many workers were assigned its GPU (1 without a GPU)."""
+    return [1 if gpu is None else assigned.count(gpu) for gpu in assigned]

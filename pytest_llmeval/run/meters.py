@@ -1,22 +1,46 @@
-"""Energy of a generation batch: NVML energy counters, NVML power sampling, RAPL.
+"""Energy of a generation batch (or a model load): NVML energy counters, NVML power sampling, RAPL.
 
-`EnergyMeter.detect()` finds, per GPU this process may use, NVML's total-energy counter (Volta+)
-or else a thread sampling NVML power (integrated by the trapezoidal rule), and per CPU package the
-RAPL counter when readable. `start()` / `stop()` around a batch give one `EnergyReading` per
-source. What cannot be measured is None with a reason, never a guess or 0 (no NVML, RAPL not
-readable, a window too short for the counter). Imports neither torch nor pynvml.
+`EnergyMeter.detect(scope=...)` finds, per GPU of a backend's scope, NVML's total-energy counter
+(Volta+) or else a thread sampling NVML power (integrated by the trapezoidal rule), and per CPU
+package the RAPL counter when readable. `start()` / `stop()` around a window give one
+`EnergyReading` per source; a device shared by several workers gives this worker's equal share.
+Where a GPU has both a counter and power readings, the power is sampled over the same windows
+too, and `describe()` reports the counter-to-sampling ratio. What cannot be measured is None
+with a reason, never a guess or 0 (no NVML, RAPL not readable, a window too short for the
+counter). Imports neither torch nor pynvml.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from pytest_llmeval.run.energy_sources import (
+    EnergyReading,
+    EnergyScope,
+    EnergySource,
+    detect_nvml,
+    detect_rapl,
+    nvml_indices_for_visible,
+    nvml_shutdown,
+    read_or_error,
+)
+
+__all__ = [
+    "ATTRIBUTION_METHOD",
+    "EnergyMeter",
+    "EnergyReading",
+    "EnergySource",
+    "PowerSampler",
+    "attribute_by_tokens",
+    "nvml_indices_for_visible",
+    "trapezoid_energy",
+]
 
 ATTRIBUTION_METHOD = "generated-token share of the batch's measured energy"
 # NVML's energy counter and power readings refresh roughly every 100 ms: shorter windows can
@@ -30,54 +54,6 @@ _LABELS = {
 }
 
 Sample = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class EnergyReading:
-    """Energy of one measured window for one source.
-
-    `source` is "nvml-energy-counter", "nvml-power-sampling" or "rapl" ("nvml" / "rapl" in
-    `EnergyMeter.unavailable()`); `device` e.g. "gpu0" (NVML index) or "package-0". When
-    `energy_j` is None, `reason` says why. `peak_w` comes from power sampling only.
-    """
-
-    source: str
-    energy_j: float | None
-    reason: str | None
-    seconds: float
-    avg_w: float | None
-    peak_w: float | None
-    device: str
-
-
-class EnergySource(Protocol):
-    """A device: `read()` gives joules (kind "counter") or watts (kind "power").
-
-    `wrap_j` is a counter's range (None: no wrap); `source`, `name` label its readings."""
-
-    @property
-    def name(self) -> str:
-        """The device, e.g. `gpu0` or `package-0`."""
-        ...
-
-    @property
-    def kind(self) -> str:
-        """`counter` (joules) or `power` (watts)."""
-        ...
-
-    @property
-    def source(self) -> str:
-        """What is read: `nvml-energy-counter`, `nvml-power-sampling` or `rapl`."""
-        ...
-
-    @property
-    def wrap_j(self) -> float | None:
-        """A counter's range in joules before it wraps (None: no wrap)."""
-        ...
-
-    def read(self) -> float:
-        """The current reading (joules or watts, by `kind`)."""
-        ...
 
 
 def trapezoid_energy(samples: Sequence[Sample]) -> tuple[float | None, float | None, float | None]:
@@ -107,32 +83,6 @@ def attribute_by_tokens(total_j: float | None, tokens: Sequence[int]) -> list[fl
     if whole == 0:
         return [total_j / len(tokens)] * len(tokens)
     return [total_j * count / whole for count in tokens]
-
-
-def nvml_indices_for_visible(env_value: str | None, uuids_by_index: Mapping[int, str]) -> list[int]:
-    """NVML indices of the GPUs a CUDA_VISIBLE_DEVICES value lets this process use, in CUDA order.
-
-    None (unset) means all devices; "" means none. Entries are indices or UUIDs ("GPU-..."; a
-    unique prefix is enough, as for CUDA). Like CUDA, parsing stops at the first entry that names
-    no device. MIG entries stop it too: NVML measures energy per whole GPU only.
-    """
-    if env_value is None:
-        return sorted(uuids_by_index)
-    found: list[int] = []
-    for raw in env_value.split(","):
-        entry = raw.strip()
-        if entry.isdigit() and int(entry) in uuids_by_index:
-            index: int | None = int(entry)
-        elif entry.startswith("GPU-"):
-            matches = [i for i, uuid in uuids_by_index.items() if uuid.startswith(entry)]
-            index = matches[0] if len(matches) == 1 else None
-        else:
-            index = None
-        if index is None:
-            break
-        if index not in found:
-            found.append(index)
-    return found
 
 
 class PowerSampler:
@@ -192,31 +142,13 @@ class PowerSampler:
         self._samples.append((time.perf_counter(), watts))
 
 
-@dataclass(frozen=True)
-class _Source:
-    """A detected device; `read` gives joules (counter) or watts (power)."""
-
-    name: str
-    kind: str
-    source: str
-    read: Callable[[], float]
-    wrap_j: float | None = None
-
-
-def _nvml_reader(function: Callable[[Any], int], handle: Any) -> Callable[[], float]:
-    # NVML reports millijoules and milliwatts.
-    return lambda: function(handle) / 1000.0
-
-
-def _rapl_reader(path: Path) -> Callable[[], float]:
-    return lambda: int(path.read_text()) / 1e6  # microjoules
-
-
 class EnergyMeter:
-    """Measures windows on the devices this process may use.
+    """Measures windows on the devices of one energy scope.
 
     Build with `detect()` (or from sources, in tests); `start()` / `stop()` bracket one window
-    at a time; `unavailable()` says why a kind of device is not measured."""
+    at a time; `unavailable()` says why a kind of device is not measured. `shared_by` maps a
+    device to the number of workers sharing it (None: unknown, counted whole and flagged);
+    `checks` are power sources sampled beside the counters of the same devices."""
 
     def __init__(
         self,
@@ -225,36 +157,62 @@ class EnergyMeter:
         *,
         sample_interval_s: float = 0.05,
         min_window_s: float = MIN_WINDOW_S,
+        shared_by: Mapping[str, int | None] | None = None,
+        checks: Sequence[EnergySource] = (),
+        scope_note: str | None = None,
     ) -> None:
-        for src in sources:
+        for src in [*sources, *checks]:
             if src.kind not in ("counter", "power"):
                 raise ValueError(f"source {src.name}: kind must be counter or power: {src.kind}")
         self.sources = list(sources)
+        self.checks = [c for c in checks if c.kind == "power"]
         self.sample_interval_s = sample_interval_s
         self.min_window_s = min_window_s
+        self.shared_by = dict(shared_by or {})
+        self.scope_note = scope_note
         self._unavailable = list(unavailable)
         self._started: float | None = None
         self._begin: dict[int, float | str] = {}
         self._samplers: dict[int, PowerSampler] = {}
+        self._check_samplers: dict[str, PowerSampler] = {}
+        # Per checked device: [counter J, sampled J, windows] over windows where both read.
+        self._compared: dict[str, list[float]] = {c.name: [0.0, 0.0, 0] for c in self.checks}
         self._nvml_open = False  # set by detect() when it leaves NVML initialised
 
     @classmethod
     def detect(
-        cls, gpu_indices: Sequence[int] | None = None, *, powercap_root: Path = POWERCAP_ROOT
+        cls,
+        gpu_indices: Sequence[int] | None = None,
+        *,
+        scope: EnergyScope | None = None,
+        powercap_root: Path | None = None,
     ) -> EnergyMeter:
-        """A meter on whatever this process can measure; never raises.
+        """A meter on what this process can measure of `scope`; never raises.
 
-        `gpu_indices` are NVML indices; None means the GPUs CUDA_VISIBLE_DEVICES lets this
-        process use (all when unset), mapped to NVML indices since NVML ignores the variable.
+        `gpu_indices` are NVML indices; None means the GPUs at the scope's CUDA ordinals, mapped
+        to NVML indices through CUDA_VISIBLE_DEVICES (NVML ignores the variable); every GPU the
+        process may use when there is no scope or it names no devices.
         """
-        gpu_sources, gpu_missing = _detect_nvml(gpu_indices)
-        cpu_sources, cpu_missing = _detect_rapl(powercap_root)
-        meter = cls([*gpu_sources, *cpu_sources], [*gpu_missing, *cpu_missing])
+        scope = scope or EnergyScope(None)
+        gpu_sources, checks, gpu_missing = detect_nvml(gpu_indices, scope.cuda_ordinals)
+        cpu_sources, cpu_missing = detect_rapl(powercap_root or POWERCAP_ROOT)
+        shared: dict[str, int | None] = {s.name: scope.gpu_shared_by for s in gpu_sources}
+        shared.update({s.name: scope.cpu_shared_by for s in cpu_sources})
+        note = None
+        if not scope.declared and gpu_sources:
+            note = "devices not declared by the backend (no energy_devices()): every GPU seen"
+        meter = cls(
+            [*gpu_sources, *cpu_sources],
+            [*gpu_missing, *cpu_missing],
+            shared_by=shared,
+            checks=checks,
+            scope_note=note,
+        )
         meter._nvml_open = bool(gpu_sources)
         return meter
 
     def start(self) -> None:
-        """Begin a window: read the counters, start a sampler per power source."""
+        """Begin a window: read the counters, start a sampler per power source and check."""
         if self._started is not None:
             raise RuntimeError("EnergyMeter window already started")
         self._begin, self._samplers = {}, {}
@@ -263,7 +221,12 @@ class EnergyMeter:
                 self._samplers[i] = PowerSampler(src.read, self.sample_interval_s)
                 self._samplers[i].start()
             else:
-                self._begin[i] = _read_or_error(src)
+                self._begin[i] = read_or_error(src)
+        self._check_samplers = {
+            c.name: PowerSampler(c.read, self.sample_interval_s) for c in self.checks
+        }
+        for sampler in self._check_samplers.values():
+            sampler.start()
         self._started = time.perf_counter()
 
     def stop(self) -> list[EnergyReading]:
@@ -272,20 +235,56 @@ class EnergyMeter:
             raise RuntimeError("EnergyMeter.stop() without start()")
         seconds = time.perf_counter() - self._started
         self._started = None
-        return [self._reading(i, src, seconds) for i, src in enumerate(self.sources)]
+        whole = [self._reading(i, src, seconds) for i, src in enumerate(self.sources)]
+        self._compare(whole, seconds)
+        return [self._share(reading) for reading in whole]
 
     def unavailable(self) -> list[EnergyReading]:
         """Why devices are not measured (no NVML, RAPL not readable, a failing GPU)."""
         return list(self._unavailable)
 
+    def notes(self) -> list[str]:
+        """What the method must say about the scope: shared devices, undeclared devices."""
+        notes = [self.scope_note] if self.scope_note else []
+        for src in self.sources:
+            count = self.shared_by.get(src.name, 1)
+            if count is None:
+                notes.append(
+                    f"{src.name} not pinned to this worker: other workers may use it too "
+                    "(each counts its whole energy)"
+                )
+            elif count > 1:
+                notes.append(f"{src.name} shared by {count} workers: its energy split equally")
+        return notes
+
+    def counter_vs_sampling(self) -> dict[str, dict[str, Any]]:
+        """Per GPU with both readings: counter and sampled joules summed over the windows
+        where both read, their ratio (counter / sampled) and the number of such windows."""
+        compared = {}
+        for device, (counter_j, sampled_j, windows) in self._compared.items():
+            ratio = counter_j / sampled_j if sampled_j > 0 else None
+            compared[device] = {
+                "counter_j": round(counter_j, 6),
+                "sampled_j": round(sampled_j, 6),
+                "ratio": None if ratio is None else round(ratio, 4),
+                "windows": int(windows),
+            }
+        return compared
+
     def describe(self) -> dict[str, Any]:
-        """Plain-JSON description: sources in use and the reasons for what is missing."""
+        """Plain-JSON description: sources in use, the reasons for what is missing, notes on
+        shared devices, and the counter-to-sampling comparison."""
         return {
-            "sources": [{"source": s.source, "device": s.name} for s in self.sources],
+            "sources": [
+                {"source": s.source, "device": s.name, "shared_by": self.shared_by.get(s.name, 1)}
+                for s in self.sources
+            ],
             "unavailable": [
                 {"source": r.source, "device": r.device, "reason": r.reason}
                 for r in self._unavailable
             ],
+            "notes": self.notes(),
+            "counter_vs_sampling": self.counter_vs_sampling(),
             "min_window_s": self.min_window_s,
             "sample_interval_s": self.sample_interval_s,
             "attribution": ATTRIBUTION_METHOD,
@@ -295,7 +294,28 @@ class EnergyMeter:
         """Release NVML when detect() initialised it (NVML reference-counts nvmlInit)."""
         if self._nvml_open:
             self._nvml_open = False
-            _nvml_shutdown()
+            nvml_shutdown()
+
+    def _share(self, reading: EnergyReading) -> EnergyReading:
+        count = self.shared_by.get(reading.device, 1) or 1
+        if count == 1 or reading.energy_j is None:
+            return reading
+        avg_w = None if reading.avg_w is None else reading.avg_w / count
+        return replace(reading, energy_j=reading.energy_j / count, avg_w=avg_w)
+
+    def _compare(self, readings: Sequence[EnergyReading], seconds: float) -> None:
+        for device, sampler in self._check_samplers.items():
+            sampled_j, _, _ = trapezoid_energy(sampler.stop())
+            counter = next((r for r in readings if r.device == device), None)
+            if sampler.error or sampled_j is None or seconds < self.min_window_s:
+                continue
+            if counter is None or counter.energy_j is None:
+                continue
+            totals = self._compared[device]
+            totals[0] += counter.energy_j
+            totals[1] += sampled_j
+            totals[2] += 1
+        self._check_samplers = {}
 
     def _reading(self, i: int, src: EnergySource, seconds: float) -> EnergyReading:
         label = _LABELS.get(src.source, f"the {src.source} source")
@@ -310,7 +330,7 @@ class EnergyMeter:
             if reason is None:
                 return EnergyReading(src.source, joules, None, seconds, avg_w, peak_w, src.name)
         else:
-            begin, end = self._begin[i], _read_or_error(src)
+            begin, end = self._begin[i], read_or_error(src)
             if isinstance(begin, str) or isinstance(end, str):
                 reason = begin if isinstance(begin, str) else str(end)
             elif seconds < self.min_window_s:
@@ -326,89 +346,3 @@ class EnergyMeter:
                     )
                 reason = f"{too_short}; the counter did not tick)"
         return EnergyReading(src.source, None, reason, seconds, None, peak_w, src.name)
-
-
-def _read_or_error(src: EnergySource) -> float | str:
-    try:
-        return float(src.read())
-    except Exception as exc:  # noqa: BLE001 - a failed read becomes the reading's reason
-        return f"{src.source} read failed: {exc}"
-
-
-def _nvml_shutdown() -> None:
-    try:
-        import pynvml
-
-        pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - shutting down a library that is gone is moot
-        pass
-
-
-def _detect_nvml(
-    gpu_indices: Sequence[int] | None,
-) -> tuple[list[EnergySource], list[EnergyReading]]:
-    def missing(reason: str, device: str = "gpu") -> EnergyReading:
-        return EnergyReading("nvml", None, reason, 0.0, None, None, device)
-
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception as exc:  # noqa: BLE001 - no pynvml, no library, no driver: all mean no NVML
-        return [], [missing(f"no NVML ({exc})")]
-    sources: list[EnergySource] = []
-    problems: list[EnergyReading] = []
-    try:
-        handles = {
-            i: pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())
-        }
-        if gpu_indices is None:
-            uuids = {i: str(pynvml.nvmlDeviceGetUUID(h)) for i, h in handles.items()}
-            gpu_indices = nvml_indices_for_visible(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids)
-        for index in gpu_indices:
-            device = f"gpu{index}"
-            if index not in handles:
-                problems.append(missing(f"no NVML device with index {index}", device))
-                continue
-            energy = _nvml_reader(pynvml.nvmlDeviceGetTotalEnergyConsumption, handles[index])
-            counter = _Source(device, "counter", "nvml-energy-counter", energy)
-            watts = _nvml_reader(pynvml.nvmlDeviceGetPowerUsage, handles[index])
-            power = _Source(device, "power", "nvml-power-sampling", watts)
-            # The counter needs Volta or later (NotSupported before): power is the fallback.
-            if not isinstance(_read_or_error(counter), str):
-                sources.append(counter)
-            elif isinstance(failed := _read_or_error(power), str):
-                problems.append(missing(failed, device))
-            else:
-                sources.append(power)
-        if not gpu_indices:
-            problems.append(missing("no NVML devices visible to this process"))
-    except Exception as exc:  # noqa: BLE001 - detect() must not raise
-        problems.append(missing(f"NVML query failed: {exc}"))
-    if not sources:
-        _nvml_shutdown()
-    return sources, problems
-
-
-def _detect_rapl(root: Path) -> tuple[list[EnergySource], list[EnergyReading]]:
-    sources: list[EnergySource] = []
-    why = f"no package domains under {root}"
-    # Top-level zones are intel-rapl:N (packages, or psys); intel-rapl:N:M are sub-domains.
-    for zone in sorted(root.glob("intel-rapl:*")):
-        if zone.name.count(":") != 1:
-            continue
-        try:
-            name = (zone / "name").read_text().strip()
-            if not name.startswith("package"):
-                continue
-            reader = _rapl_reader(zone / "energy_uj")
-            reader()
-            wrap_j = int((zone / "max_energy_range_uj").read_text()) / 1e6
-        except (OSError, ValueError) as exc:
-            # Kernels since 2020 make energy_uj root-only (the PLATYPUS side channel).
-            why = str(exc)
-            continue
-        sources.append(_Source(name, "counter", "rapl", reader, wrap_j))
-    if sources:
-        return sources, []
-    return [], [EnergyReading("rapl", None, f"RAPL not readable ({why})", 0.0, None, None, "cpu")]

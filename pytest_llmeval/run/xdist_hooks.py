@@ -14,7 +14,14 @@ from typing import Any
 import execnet
 import pytest
 
-from pytest_llmeval.run.gpus import VARIABLE, GpuPinningWarning, assign_gpus, visible_gpus
+from pytest_llmeval.run.gpus import (
+    SHARED_VARIABLE,
+    VARIABLE,
+    GpuPinningWarning,
+    assign_gpus,
+    sharing,
+    visible_gpus,
+)
 from pytest_llmeval.run.scheduling import EvalScheduling
 
 
@@ -41,11 +48,14 @@ class XdistHooks:
             warnings.warn_explicit(
                 warning.message, warning.category, warning.filename, warning.lineno
             )
+        shared = sharing(gpus)
         for position, (spec, gpu) in enumerate(zip(specs, gpus, strict=True)):
             if gpu is None or VARIABLE in spec.env:
                 continue  # no GPUs, or the user pinned this spec by hand
             # The spec string is what xdist re-parses (and what a replacement worker reuses).
-            pinned = execnet.XSpec(f"{spec}//env:{VARIABLE}={gpu}")
+            # The sharing count lets the worker's meters split a GPU it shares.
+            env = f"//env:{VARIABLE}={gpu}//env:{SHARED_VARIABLE}={shared[position]}"
+            pinned = execnet.XSpec(f"{spec}{env}")
             pinned.id = spec.id  # xdist set the id on the object, not in the string
             specs[position] = pinned
 
