@@ -260,3 +260,38 @@ def test_group_records_by_task_and_model_in_first_seen_order() -> None:
     assert [r.row_index for r in groups[("gsm8k", "a")]] == [1]
     assert [r.row_index for r in groups[("ethos", "b")]] == [2]
     assert group_records([]) == {}
+
+
+def test_latency_percentiles_leave_out_copied_batch_wall_times() -> None:
+    # A vLLM version without per-request metrics gives every item of a batch the batch's wall
+    # time: those copies are not item latencies and must not enter p50/p95.
+    own = "vllm request metrics: first scheduled until finished"
+    copied = "batch wall time: this vLLM version reported no per-request metrics (not ...)"
+    records = [
+        _record("pass", cached=False, latency_s=s, latency_method=own, batch_id="b1",
+                batch_wall_s=3.0, tokens_in=10, tokens_out=5)
+        for s in (1.0, 2.0, 3.0)
+    ] + [
+        _record("pass", cached=False, latency_s=9.0, latency_method=copied, batch_id="b2",
+                batch_wall_s=9.0, tokens_in=10, tokens_out=5)
+        for _ in range(3)
+    ]  # fmt: skip
+    summary = summarize(records)
+    assert summary.latency_p50 == pytest.approx(2.0)  # numpy.percentile([1, 2, 3], 50)
+    assert summary.latency_p95 == pytest.approx(2.9)  # numpy.percentile([1, 2, 3], 95)
+    assert summary.latency_method is not None
+    assert "3 items with only their batch's wall time left out" in summary.latency_method
+    only_copies = summarize(records[3:])
+    assert only_copies.latency_p50 is None
+    assert only_copies.latency_method == copied
+
+
+def test_a_callable_pipeline_has_no_cost_and_says_why() -> None:
+    from pytest_llmeval.analyze.cost import estimate_cost
+
+    figures = estimate_cost("callable", "mypkg.pipe:run", None, None, {})
+    # Not "local model: see energy": a callable's energy is not metered (remote backend).
+    assert figures == {
+        "cost_usd": None,
+        "cost_reason": "callable pipeline: its cost is not known to the harness",
+    }

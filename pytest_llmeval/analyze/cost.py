@@ -69,6 +69,12 @@ def estimate_cost(
 ) -> dict[str, Any]:
     """`{"cost_usd", "cost_reason"}` for one task x model (token counts None: the backend
     counts none, so a priced model's cost is unknown)."""
+    if backend == "callable":
+        # Its energy is not metered either (a remote backend): nothing here knows its cost.
+        return {
+            "cost_usd": None,
+            "cost_reason": "callable pipeline: its cost is not known to the harness",
+        }
     if backend != "openai":
         return {"cost_usd": None, "cost_reason": "local model: see energy"}
     model = model_id.rsplit("@", 1)[0]

@@ -106,11 +106,13 @@ class Metrics:
     error_rate_ci95: Interval
     """Wilson 95% interval of `error_rate`."""
     latency_p50: float | None
-    """Seconds; median of the item latencies of the items generated in this run."""
+    """Seconds; median of the item latencies of the items generated in this run (items that
+    only have their batch's wall time, `latency_method` "batch wall time: ...", left out)."""
     latency_p95: float | None
     """Seconds; 95th percentile (linear interpolation) of the same latencies."""
     latency_method: str | None
-    """How the backend measured an item's latency."""
+    """How the backend measured an item's latency, and how many items with only their batch's
+    wall time the percentiles leave out."""
     tokens_in: int | None
     """Prompt tokens of the items generated in this run (0 when none was); None when the
     backend does not count tokens."""
@@ -172,8 +174,8 @@ class Metrics:
     """Estimated API cost (USD, price table) of the items generated in this run: a cached
     item costs nothing now. None with `cost_reason` when unpriced or tokens uncounted."""
     cost_reason: str | None = None
-    """Why `cost_usd` is None: a local model (see the energy fields), no price for the API model,
-    or tokens not counted; None when priced."""
+    """Why `cost_usd` is None: a local model (see the energy fields), a callable pipeline, no
+    price for the API model, or tokens not counted; None when priced."""
     # Agreement runs (--compare-backend) only; None otherwise.
     agreement: float | None = None
     """Agreement runs: share of all items (`n`) whose binary labels agree: both

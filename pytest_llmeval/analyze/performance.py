@@ -20,6 +20,9 @@ from pytest_llmeval.analyze.record import ItemRecord
 from pytest_llmeval.analyze.stats import percentile
 
 ALL_CACHED = "all items cached: no generation this run"
+BATCH_WALL_PREFIX = "batch wall time"
+"""How a backend's `latency_method` starts when it could only give an item its batch's wall
+time (vLLM versions without per-request metrics): not the item's own latency."""
 NOTHING_GENERATED = "no items generated"
 
 
@@ -49,7 +52,9 @@ def _nothing_generated(records: Sequence[ItemRecord]) -> str:
 def speed(records: Sequence[ItemRecord]) -> dict[str, Any]:
     """The latency, token and throughput fields of `Metrics`."""
     made = generated(records)
-    latencies = [float(r.latency_s) for r in made if r.latency_s is not None]
+    timed_items = [r for r in made if r.latency_s is not None]
+    own = [r for r in timed_items if not (r.latency_method or "").startswith(BATCH_WALL_PREFIX)]
+    latencies = [float(r.latency_s) for r in own if r.latency_s is not None]
     tokens_in, tokens_out = token_totals(records)
     batch_walls = {r.batch_id: float(r.batch_wall_s or 0.0) for r in made if r.batch_id}
     generation_s = sum(batch_walls.values())
@@ -62,7 +67,7 @@ def speed(records: Sequence[ItemRecord]) -> dict[str, Any]:
     return {
         "latency_p50": percentile(latencies, 50),
         "latency_p95": percentile(latencies, 95),
-        "latency_method": next((r.latency_method for r in made if r.latency_method), None),
+        "latency_method": _latency_method(own, len(timed_items) - len(own), made),
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
         "generation_s": round(generation_s, 4),
@@ -73,6 +78,20 @@ def speed(records: Sequence[ItemRecord]) -> dict[str, Any]:
         "cached": sum(1 for r in records if r.cached is True),
         "generated": len(made),
     }
+
+
+def _latency_method(
+    own: Sequence[ItemRecord], copied: int, made: Sequence[ItemRecord]
+) -> str | None:
+    """The method of the percentiles: the per-item one, saying how many items had only their
+    batch's wall time (left out: a copy is not an item's latency); with no per-item latency
+    at all, the batch-wall method itself (the percentiles are then None)."""
+    method = next((r.latency_method for r in own if r.latency_method), None)
+    if method is None:
+        return next((r.latency_method for r in made if r.latency_method), None)
+    if copied:
+        return f"{method}; {copied} items with only their batch's wall time left out"
+    return method
 
 
 def energy(records: Sequence[ItemRecord]) -> dict[str, Any]:

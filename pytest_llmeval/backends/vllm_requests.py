@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_llmeval.analyze.performance import BATCH_WALL_PREFIX
 from pytest_llmeval.backends import GenerationRequest
 
 BATCH_WALL_METHOD = (
-    "batch wall time: this vLLM version reported no per-request metrics "
+    f"{BATCH_WALL_PREFIX}: this vLLM version reported no per-request metrics "
     "(not this item's own latency)"
 )
 
