@@ -1,0 +1,158 @@
+"""The cache serves only what this exact setup would generate: the identity of callable and
+transformers backends (issue 10, points 5 and 6).
+
+Callable backends are driven through whole pytester runs (a first run fills the cache, the
+second shows whether it was served from it); the transformers identity is built with the real
+tokenizer of the embedded model and a mocked `torch.cuda` for the GPU name (no weights load).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import TASK_MODULE, mini_rows
+from pytest_llmeval.backends.callable_backend import CallableBackend, CallableOptions
+from pytest_llmeval.backends.fingerprint import source_identity
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.task import Generation
+from pytest_llmeval.run.cache import cache_key
+
+# A pipeline whose answer goes through a helper of the same module; `OFFSET` is what the
+# tests edit between runs (0: right answers, 1000: every answer wrong).
+PIPE_MODULE = """
+import functools
+
+OFFSET = {offset}
+
+
+def add(left, right):
+    return left + right + OFFSET
+
+
+def reply(messages, settings, extra=""):
+    question = messages[-1]["content"]
+    left, _op, right = question.split("q: ")[1].split()[:3]
+    return f"The sum is {{add(int(left), int(right))}}.{{extra}}\\n#### {{add(int(left), int(right))}}"
+
+
+reply_partial = functools.partial(reply, extra=" (via a partial)")
+"""
+
+
+def write_pipe(pytester: pytest.Pytester, offset: int) -> None:
+    # The file's size changes with the offset, so Python never reuses a stale .pyc either.
+    (pytester.path / "pipe.py").write_text(PIPE_MODULE.format(offset=offset))
+
+
+@pytest.fixture
+def pipeproject(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester project with the mini task (10 sums) and the pipeline module `pipe`."""
+    pytester.syspathinsert()
+    pytester.makepyfile(test_mini=TASK_MODULE)
+    write_pipe(pytester, offset=0)
+    (pytester.path / "data").mkdir()
+    (pytester.path / "data" / "mini.jsonl").write_text(mini_rows())
+    return pytester
+
+
+def run_pipe(
+    pytester: pytest.Pytester, model: str
+) -> tuple[pytest.RunResult, list[dict[str, Any]]]:
+    result = pytester.runpytest(
+        "--model",
+        model,
+        "--llmeval-data-dir=data",
+        "--llmeval-report",
+        "out/report.json",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    )
+    lines = (pytester.path / "out" / "items.jsonl").read_text().splitlines()
+    return result, [json.loads(line) for line in lines]
+
+
+def test_editing_a_helper_in_the_functions_module_invalidates_the_cache(
+    pipeproject: pytest.Pytester,
+) -> None:
+    first, records = run_pipe(pipeproject, "callable:pipe:reply")
+    first.assert_outcomes(passed=11)  # 10 items and the gate
+    assert [r["cached"] for r in records] == [False] * 10
+
+    write_pipe(pipeproject, offset=1000)  # `reply` itself is unchanged; its helper is not
+    second, records = run_pipe(pipeproject, "callable:pipe:reply")
+    second.assert_outcomes(passed=0, failed=11)  # as an uncached run of the new code
+    assert [r["cached"] for r in records] == [False] * 10
+
+
+def test_a_partial_is_served_from_the_cache_on_the_second_run(
+    pipeproject: pytest.Pytester,
+) -> None:
+    first, records = run_pipe(pipeproject, "callable:pipe:reply_partial")
+    first.assert_outcomes(passed=11)
+    assert all(r["response"].startswith("The sum is") for r in records)
+    assert "(via a partial)" in records[0]["response"]
+    assert [r["cached"] for r in records] == [False] * 10
+
+    second, records = run_pipe(pipeproject, "callable:pipe:reply_partial")
+    second.assert_outcomes(passed=11)
+    assert [r["cached"] for r in records] == [True] * 10
+
+
+def test_a_version_change_in_the_alias_invalidates_the_cache(
+    pipeproject: pytest.Pytester,
+) -> None:
+    def alias(version: str) -> None:
+        (pipeproject.path / "pyproject.toml").write_text(
+            textwrap.dedent(
+                f"""
+                [tool.llmeval.models.mypipe]
+                backend = "callable"
+                model = "pipe:reply"
+                version = "{version}"
+                """
+            )
+        )
+
+    alias("1")
+    _, records = run_pipe(pipeproject, "mypipe")
+    assert [r["cached"] for r in records] == [False] * 10
+    _, records = run_pipe(pipeproject, "mypipe")
+    assert [r["cached"] for r in records] == [True] * 10, "same version: served from the cache"
+    alias("2")  # e.g. a helper in another module changed
+    result, records = run_pipe(pipeproject, "mypipe")
+    result.assert_outcomes(passed=11)
+    assert [r["cached"] for r in records] == [False] * 10
+
+
+def test_callable_identity_names_the_module_files_and_version() -> None:
+    spec = ModelSpec(name="pipe", backend="callable", model_id="json:dumps")
+    plain = CallableBackend(spec, CallableOptions()).identity()
+    versioned = CallableBackend(spec, CallableOptions(version="2")).identity()
+    assert plain["version"] is None and versioned["version"] == "2"
+    assert plain["source"] == versioned["source"]
+    # json.dumps is defined in json/__init__.py: its file contents are the source identity.
+    (module,) = plain["source"]["modules"]
+    assert module["module"] == "json" and len(module["sha256"]) == 64
+    assert cache_key(plain, "p", Generation()) != cache_key(versioned, "p", Generation())
+
+
+def test_a_partials_identity_holds_no_memory_address() -> None:
+    import functools
+
+    def render(function: Any) -> str:
+        return json.dumps(source_identity("m:f", function), sort_keys=True)
+
+    first = render(functools.partial(json.dumps, indent=2, default=object, cls=None))
+    second = render(functools.partial(json.dumps, indent=2, default=object, cls=None))
+    assert first == second and "0x" not in first
+    assert "indent=2" in first and "default=builtins.object" in first
+    assert render(functools.partial(json.dumps, indent=3)) != render(
+        functools.partial(json.dumps, indent=2)
+    )
+    # An argument with the default repr is rendered by its type, not its address.
+    assert "0x" not in render(functools.partial(json.dumps, default=Path.cwd, cls=object()))
