@@ -18,7 +18,7 @@ import pytest
 from conftest import TASK_MODULE, mini_rows
 from pytest_llmeval.backends.callable_backend import CallableBackend, CallableOptions
 from pytest_llmeval.backends.fingerprint import source_identity
-from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.models import ModelSpec, resolve_model
 from pytest_llmeval.declare.task import Generation
 from pytest_llmeval.run.cache import cache_key
 
@@ -156,3 +156,99 @@ def test_a_partials_identity_holds_no_memory_address() -> None:
     )
     # An argument with the default repr is rendered by its type, not its address.
     assert "0x" not in render(functools.partial(json.dumps, default=Path.cwd, cls=object()))
+
+
+# --- transformers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_backend() -> Any:
+    """The embedded model's transformers backend on a (mocked) CUDA device: its tokenizer
+    loads, its weights never do."""
+    from pytest_llmeval.backends.transformers_backend import (
+        TransformersBackend,
+        TransformersOptions,
+    )
+
+    # An explicit dtype: "auto" would ask this GPU-less machine whether it supports bfloat16.
+    options = TransformersOptions(device="cuda:0", dtype="bfloat16")
+    with pytest.MonkeyPatch.context() as patch:
+        from pytest_llmeval.backends.weights import CACHE_ENV, model_cache_dir
+
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv(CACHE_ENV, str(model_cache_dir()))
+        return TransformersBackend(resolve_model("smollm2-135m"), options)
+
+
+def test_transformers_identity_holds_versions_device_name_and_dtype(
+    local_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    import transformers
+
+    asked: list[Any] = []
+
+    def device_name(device: Any = None) -> str:
+        asked.append(device)
+        return "NVIDIA H100 80GB HBM3"
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", device_name)
+    identity = local_backend.identity()
+    assert identity["torch"] == torch.__version__
+    assert identity["transformers"] == transformers.__version__
+    assert identity["device_type"] == "cuda"
+    assert identity["device_name"] == "NVIDIA H100 80GB HBM3"
+    assert identity["dtype"] == "bfloat16"
+    assert identity["cuda"] == torch.version.cuda
+    assert identity["float32_matmul_precision"] == torch.get_float32_matmul_precision()
+    assert [str(d) for d in asked] == ["cuda:0"]
+    assert local_backend._model is None, "the identity must not load the weights"
+    json.dumps(identity)  # plain JSON, as the cache key needs
+    assert local_backend.info()["device_name"] == "NVIDIA H100 80GB HBM3"
+
+
+def test_transformers_identity_on_the_cpu_says_cpu(
+    local_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    def no_gpu(device: Any = None) -> str:
+        raise AssertionError("the CPU identity must not ask CUDA")
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", no_gpu)
+    monkeypatch.setattr(local_backend, "device", "cpu")
+    identity = local_backend.identity()
+    assert identity["device_type"] == "cpu" and identity["device_name"] == "cpu"
+    assert identity["cuda"] is None
+
+
+def test_transformers_cache_key_changes_with_the_transformers_version(
+    local_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    import transformers
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A10G")
+    settings = Generation(max_new_tokens=8)
+    before = cache_key(local_backend.identity(), "prompt", settings)
+    assert cache_key(local_backend.identity(), "prompt", settings) == before
+    monkeypatch.setattr(transformers, "__version__", "99.0.0")
+    assert cache_key(local_backend.identity(), "prompt", settings) != before
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA L4")
+    assert cache_key(local_backend.identity(), "prompt", settings) != before
+
+
+def test_an_unusable_cuda_device_is_a_one_line_backend_error(
+    local_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from pytest_llmeval.backends import BackendError
+
+    def no_cuda(device: Any = None) -> str:
+        raise AssertionError("Torch not compiled with CUDA enabled")
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", no_cuda)
+    with pytest.raises(BackendError, match="^device 'cuda:0' is not usable: Torch not compiled"):
+        local_backend.identity()
