@@ -16,6 +16,18 @@ the model name sent to the server and the base URL. Options come from a pyprojec
     backoff_s = 0.5              # first retry delay, doubled each retry, capped at 30 s
     headers = { X-Team = "eval" }
     base_url = "..."             # only when `model` has no '@URL'
+    version = "2024-06"          # your own label for the served weights (part of the cache key)
+    server = "auto"              # "vllm", "llama.cpp" or "openai" (standard fields only)
+    extra_body = { repeat_penalty = 1.0 }  # merged into every request body, last (wins)
+    tokenizer = "org/model"      # completions: where the chat template comes from
+    chat_template = "tpl.jinja"  # completions: a template file (wins over the tokenizer's)
+
+The cache key holds the URL, model name, endpoint, `version`, `extra_body`, the server kind,
+the chat template's hash (completions) and what the server says about itself, read once per
+process: its `/v1/models` entry without the fields that change per call (see
+`openai_server.VOLATILE_FIELDS`) and the `model` and `system_fingerprint` of one probe
+request (`max_tokens` 1). A server that cannot be reached for these facts serves nothing from
+the cache: its items are errors saying so.
 
 Connection errors, timeouts, HTTP 429 and 5xx are retried (429/503 wait for `Retry-After`
 when the server sends it, at most 60 s); other 4xx and malformed 200 responses fail at once.
@@ -47,8 +59,16 @@ from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
 )
+from pytest_llmeval.backends.openai_server import (
+    check_extra_body,
+    check_kind,
+    decoding_fields,
+    kind_of,
+    models_entry,
+)
+from pytest_llmeval.backends.prompt_template import ChatTemplate, load_template
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import Message
+from pytest_llmeval.declare.task import Generation, Message
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +89,16 @@ class OpenAIOptions:
     max_retries: int = 4
     backoff_s: float = 0.5
     headers: Mapping[str, str] = field(default_factory=dict)
+    version: str | None = None
+    server: str = "auto"
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None
+    chat_template: str | None = None
 
 
 MAX_BACKOFF_S = 30.0
+# The probe request that asks the server who it is (its answer's `model`, fingerprint).
+PROBE = Generation(max_new_tokens=1)
 MAX_RETRY_AFTER_S = 60.0
 
 
@@ -96,6 +123,13 @@ class OpenAIBackend:
         self.max_retries = int(_at_least("max_retries", options.max_retries, 0))
         self.backoff_s = _at_least("backoff_s", options.backoff_s, 0)
         self.url = f"{self.base_url}/{ENDPOINTS[self.endpoint]}"
+        self.server = check_kind(options.server)
+        self.extra_body = check_extra_body(options.extra_body)
+        self.version = options.version
+        # Completions need the model's own prompt format: found now, or a clear error now.
+        self.template: ChatTemplate | None = None
+        if self.endpoint == "completions":
+            self.template = load_template(self.model, options.tokenizer, options.chat_template)
         self.default_batch_size = self.concurrency
         headers = dict(options.headers)
         self.api_key_env = options.api_key_env
@@ -113,35 +147,71 @@ class OpenAIBackend:
         self.retries_done = 0
         self._usage_counted = 0
         self._uncounted = 0
+        # The server's facts, read once (the engine asks for the identity every window); a
+        # failure is remembered too, so that each item does not retry a dead server again.
+        self._entry: tuple[dict[str, Any] | None, str] | BackendError | None = None
+        self._served: dict[str, Any] | BackendError | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, url={self.url!r})"
 
     def identity(self) -> Mapping[str, Any]:
-        """Server URL, model name and endpoint (part of the cache key; never the API key)."""
-        return {
+        """Everything that changes the server's answers (part of the cache key; never the API
+        key): the configuration plus the server's own facts, read at the first call. Raises
+        BackendError when the server cannot be reached for them."""
+        try:
+            kind = self.server_kind()
+            served = self._served_facts()
+        except BackendError as exc:
+            raise BackendError(
+                f"openai backend: cannot read the server's facts from {self.base_url} (part of "
+                f"the cache key; nothing is served from the cache without them): {exc}"
+            ) from None
+        return {**self._configured(), "server": kind, "served": served}
+
+    def _configured(self) -> dict[str, Any]:
+        """The identity's part that needs no server."""
+        configured: dict[str, Any] = {
             "backend": "openai",
             "base_url": self.base_url,
             "model": self.model,
             "endpoint": self.endpoint,
+            "version": self.version,
+            "extra_body": self.extra_body,
         }
+        if self.template is not None:
+            configured["chat_template_sha256"] = self.template.sha256
+            configured["template_stop"] = list(self.template.stop)
+        return configured
 
     def render(self, messages: list[Message]) -> str:
-        """For "completions", the prompt sent: one `role: content` line per message, then a
-        line `assistant:`. For "chat", the messages as canonical JSON (sorted keys, no
+        """For "completions", the prompt sent: the model's chat template applied, with the
+        assistant's header. For "chat", the messages as canonical JSON (sorted keys, no
         spaces): what identifies the prompt in the cache key and in reports."""
-        if self.endpoint == "chat":
+        if self.template is None:
             return json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages]
-        return "\n".join([*lines, "assistant:"])
+        return self.template.render(messages)
+
+    def server_kind(self) -> str:
+        """ "vllm", "llama.cpp" or "openai" (generic): option `server`, else detected from the
+        `/v1/models` entry (read once). Raises BackendError when the server is unreachable."""
+        if self.server != "auto":
+            return self.server
+        return self._models_entry()[1]
 
     def info(self) -> Mapping[str, Any]:
-        """The identity plus the connection settings and request counters, for the report."""
+        """The configuration, the server facts read so far (None when they could not be
+        read), the connection settings and request counters, for the report."""
         method = "usage where the server sent it, else not counted"
         if not (self._uncounted and self._usage_counted):
             method = "not counted (no usage from the server)" if self._uncounted else "usage"
+        kind = self.server if self.server != "auto" else None
+        if isinstance(self._entry, tuple):
+            kind = kind or self._entry[1]
         return {
-            **self.identity(),
+            **self._configured(),
+            "server": kind,  # None: never learnt (the server could not be reached)
+            "served": self._served if isinstance(self._served, dict) else None,
             "concurrency": self.concurrency,
             "connect_timeout_s": self.connect_timeout,
             "read_timeout_s": self.read_timeout,
@@ -161,8 +231,14 @@ class OpenAIBackend:
         """All requests concurrently (at most `concurrency` in flight), results in order;
         raises BatchPartiallyFailed when any request failed after its retries."""
         started = time.perf_counter()
+        try:
+            kind = self.server_kind()  # before the threads: read once, by one of them
+        except BackendError as exc:
+            raise BatchPartiallyFailed([exc for _ in requests]) from None
         with ThreadPoolExecutor(max(1, min(self.concurrency, len(requests)))) as pool:
-            outcomes = list(pool.map(lambda r: self._attempt(r, batch_id, len(requests)), requests))
+            outcomes = list(
+                pool.map(lambda r: self._attempt(r, kind, batch_id, len(requests)), requests)
+            )
         wall = round(time.perf_counter() - started, 6)
         results = [
             replace(o, batch_wall_s=wall) if isinstance(o, GenerationResult) else o
@@ -177,31 +253,71 @@ class OpenAIBackend:
         """Close the HTTP connection pool."""
         self._session.close()
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
-        settings = request.settings
+    def _body(self, request: GenerationRequest, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The request body, and the decoding settings it carries (the record's `decoding`)."""
+        stop = request.settings.stop + (self.template.stop if self.template else ())
+        settings = replace(request.settings, stop=tuple(dict.fromkeys(stop)))
+        fields, left = decoding_fields(settings, request.seed, kind, self.extra_body)
         body: dict[str, Any] = {"model": self.model}
-        if self.endpoint == "chat":
+        if self.template is None:
             body["messages"] = request.messages
         else:
-            body["prompt"] = self.render(request.messages)
-        body |= {
-            "max_tokens": settings.max_new_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "seed": settings.seed,
-        }
-        if settings.stop:
-            body["stop"] = list(settings.stop)
-        return body
+            body["prompt"] = self.template.render(request.messages)
+        decoding = {**fields, "seed": fields.get("seed"), "server": kind, "server_defaults": left}
+        if self.template is not None:
+            decoding["chat_template_sha256"] = self.template.sha256
+        return body | fields, decoding
+
+    def _models_entry(self) -> tuple[dict[str, Any] | None, str]:
+        """The server's `/v1/models` entry for the model and the kind it shows; read once.
+        The entry is None when the server lists no such model or answers with an HTTP error
+        (some have no such endpoint; `transformers serve` answers 500 when it cannot scan
+        its cache): the probe's facts still identify it. Raises BackendError only when the
+        server cannot be reached."""
+        if self._entry is None:
+            try:
+                url = f"{self.base_url}/models"
+                response, _ = self._send("GET", url, None, counted=False, any_status=True)
+                try:
+                    listing = response.json() if response.ok else None
+                except ValueError:
+                    listing = None
+                entry = models_entry(listing, self.model)
+                self._entry = (entry, kind_of(entry))
+            except BackendError as exc:
+                self._entry = BackendError(self._scrub(str(exc)))
+        if isinstance(self._entry, BackendError):
+            raise self._entry
+        return self._entry
+
+    def _served_facts(self) -> dict[str, Any]:
+        """The `/v1/models` entry plus the `model` and `system_fingerprint` of one probe
+        request (`max_tokens` 1, greedy): what the server says it is; read once."""
+        if self._served is None:
+            try:
+                kind = self.server_kind()
+                probe = GenerationRequest([{"role": "user", "content": "Hi"}], PROBE)
+                data = self._answer(self._body(probe, kind)[0], counted=False)
+                self._served = {
+                    "models_entry": self._models_entry()[0],
+                    "response_model": data.get("model"),
+                    "system_fingerprint": data.get("system_fingerprint"),
+                }
+            except BackendError as exc:
+                self._served = BackendError(self._scrub(str(exc)))
+        if isinstance(self._served, BackendError):
+            raise self._served
+        return self._served
 
     def _attempt(
-        self, request: GenerationRequest, batch_id: str, batch_size: int
+        self, request: GenerationRequest, kind: str, batch_id: str, batch_size: int
     ) -> GenerationResult | BackendError:
         """One request with its retries (batch_wall_s still 0), or the error that ended it.
         Never raises: it runs in a worker thread and must not hide its siblings' results."""
         started = time.perf_counter()
         try:
-            text, tokens, finish = self._post_with_retries(self._body(request))
+            body, decoding = self._body(request, kind)
+            text, tokens, finish = self._parse(self._answer(body))
         except BackendError as exc:
             return BackendError(self._scrub(str(exc)))
         except Exception as exc:  # a bug or an unforeseen failure stays this item's error
@@ -225,18 +341,53 @@ class OpenAIBackend:
                 "per-request: wall time of this item's HTTP request, retries and backoff "
                 f"included, with up to {self.concurrency} requests in flight"
             ),
+            decoding=decoding,
         )
 
-    def _post_with_retries(self, body: dict[str, Any]) -> tuple[str, tuple[int, int] | None, str]:
+    def _answer(self, body: dict[str, Any], *, counted: bool = True) -> dict[str, Any]:
+        """The JSON answer to a POST of `body` to the endpoint, after retries."""
+        response, after = self._send("POST", self.url, body, counted=counted)
+        if not response.ok:
+            excerpt = self._scrub(response.text)[:200]
+            raise BackendError(f"HTTP {response.status_code} from {self.url} {after}: {excerpt}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise BackendError(
+                f"malformed JSON from {self.url}: {self._scrub(response.text)[:200]!r}"
+            ) from None
+        if not isinstance(data, dict):
+            raise BackendError(
+                f"unexpected response from {self.url} (not a JSON object): "
+                f"{self._scrub(response.text)[:200]!r}"
+            )
+        return data
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        *,
+        counted: bool = True,
+        any_status: bool = False,
+    ) -> tuple[requests.Response, str]:
+        """The first response not worth retrying (2xx, or a 4xx other than 429: the request
+        itself is wrong; `any_status`: every response) and "after N attempts"; connection
+        errors, timeouts, 429 and 5xx are retried and raise BackendError once the retries
+        are spent. `counted`: a generation request (the counters leave out the requests for
+        the server's facts)."""
         attempts_allowed = self.max_retries + 1
         for attempt in range(1, attempts_allowed + 1):
-            with self._lock:
-                self.requests_sent += 1
+            if counted:
+                with self._lock:
+                    self.requests_sent += 1
             after = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
             wait = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
             try:
-                response = self._session.post(
-                    self.url,
+                response = self._session.request(
+                    method,
+                    url,
                     json=body,
                     headers=self._headers,
                     timeout=(self.connect_timeout, self.read_timeout),
@@ -244,35 +395,29 @@ class OpenAIBackend:
             except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
                 kind = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
                 failure = (
-                    f"timed out {after} to {self.url} ({kind} timeout; connect_timeout "
+                    f"timed out {after} to {url} ({kind} timeout; connect_timeout "
                     f"{self.connect_timeout} s, read_timeout {self.read_timeout} s)"
                 )
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                failure = f"connection failed to {self.url} {after}: {_reason(exc)}"
+                failure = f"connection failed to {url} {after}: {_reason(exc)}"
             else:
-                if response.ok:
-                    return self._parse(response)
+                if any_status or (response.status_code != 429 and response.status_code < 500):
+                    return response, after
                 excerpt = self._scrub(response.text)[:200]
-                failure = f"HTTP {response.status_code} from {self.url} {after}: {excerpt}"
-                if response.status_code != 429 and response.status_code < 500:
-                    raise BackendError(failure)  # the request itself is wrong: retry won't help
+                failure = f"HTTP {response.status_code} from {url} {after}: {excerpt}"
                 if response.status_code in (429, 503):
                     wait = _retry_after(response.headers.get("Retry-After"), wait)
             if attempt == attempts_allowed:
                 raise BackendError(failure)
             log.info("retrying in %.2f s: %s", wait, self._scrub(failure))
-            with self._lock:
-                self.retries_done += 1
+            if counted:
+                with self._lock:
+                    self.retries_done += 1
             time.sleep(wait)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _parse(self, response: requests.Response) -> tuple[str, tuple[int, int] | None, str]:
-        try:
-            data = response.json()
-        except ValueError:
-            raise BackendError(
-                f"malformed JSON from {self.url}: {self._scrub(response.text)[:200]!r}"
-            ) from None
+    def _parse(self, data: dict[str, Any]) -> tuple[str, tuple[int, int] | None, str]:
+        """Text, (tokens in, tokens out) from usage if given, and finish reason."""
         try:
             choice = data["choices"][0]
             if self.endpoint == "chat":
@@ -286,7 +431,7 @@ class OpenAIBackend:
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BackendError(
                 f"unexpected response from {self.url} (no usable choices[0]: {exc!r}): "
-                f"{self._scrub(response.text)[:200]!r}"
+                f"{self._scrub(json.dumps(data))[:200]!r}"
             ) from None
         if isinstance(reasoning, str) and reasoning:
             # Keep the server-separated reasoning where the reasoning splitter looks for it.
