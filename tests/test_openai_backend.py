@@ -18,11 +18,8 @@ from pytest_llmeval.backends import (
     GenerationResult,
     create_backend,
 )
-from pytest_llmeval.backends.openai_backend import (
-    BatchPartiallyFailed,
-    OpenAIBackend,
-    _retry_after,
-)
+from pytest_llmeval.backends.openai_backend import BatchPartiallyFailed, OpenAIBackend
+from pytest_llmeval.backends.openai_http import _retry_after
 from pytest_llmeval.declare.models import ModelSpec, resolve_model
 from pytest_llmeval.declare.seeds import sample_seed
 from pytest_llmeval.declare.task import Generation
@@ -83,7 +80,11 @@ def test_model_id_splits_at_last_at_sign_and_options_apply() -> None:
         "server": None,  # not learnt yet: nothing was asked of the server
     }
     assert plain.default_batch_size == 8
-    assert (plain.connect_timeout, plain.read_timeout, plain.max_retries) == (5, 120, 4)
+    assert (plain.http.connect_timeout, plain.http.read_timeout, plain.http.max_retries) == (
+        5,
+        120,
+        4,
+    )
 
     template = f"{embedded_model_dir()}/chat_template.jinja"  # completions need one
     tuned = backend(

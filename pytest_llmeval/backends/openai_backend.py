@@ -38,20 +38,12 @@ carries every request's result or error in order. The API key appears in no mess
 from __future__ import annotations
 
 import json
-import logging
-import math
-import os
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from email.utils import parsedate_to_datetime
 from typing import Any
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from pytest_llmeval.backends import (
     BackendError,
@@ -59,6 +51,7 @@ from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
 )
+from pytest_llmeval.backends.openai_http import Transport, api_key, at_least, split_model_id
 from pytest_llmeval.backends.openai_server import (
     check_extra_body,
     check_kind,
@@ -69,8 +62,6 @@ from pytest_llmeval.backends.openai_server import (
 from pytest_llmeval.backends.prompt_template import ChatTemplate, load_template
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
-
-log = logging.getLogger(__name__)
 
 ENDPOINTS = {"chat": "chat/completions", "completions": "completions"}
 
@@ -96,10 +87,8 @@ class OpenAIOptions:
     chat_template: str | None = None
 
 
-MAX_BACKOFF_S = 30.0
 # The probe request that asks the server who it is (its answer's `model`, fingerprint).
 PROBE = Generation(max_new_tokens=1)
-MAX_RETRY_AFTER_S = 60.0
 
 
 class OpenAIBackend:
@@ -110,18 +99,14 @@ class OpenAIBackend:
     def __init__(self, spec: ModelSpec, options: OpenAIOptions) -> None:
         self.spec = spec
         self.options = options
-        self.model, self.base_url = _split_model_id(spec.model_id, options.base_url)
+        self.model, self.base_url = split_model_id(spec.model_id, options.base_url)
         self.endpoint = options.endpoint
         if self.endpoint not in ENDPOINTS:
             raise BackendError(
                 f"openai backend: option 'endpoint' must be chat or completions, "
                 f"got {options.endpoint!r}"
             )
-        self.concurrency = int(_at_least("concurrency", options.concurrency, 1))
-        self.connect_timeout = _at_least("connect_timeout", options.connect_timeout, 0.001)
-        self.read_timeout = _at_least("read_timeout", options.read_timeout, 0.001)
-        self.max_retries = int(_at_least("max_retries", options.max_retries, 0))
-        self.backoff_s = _at_least("backoff_s", options.backoff_s, 0)
+        self.concurrency = int(at_least("concurrency", options.concurrency, 1))
         self.url = f"{self.base_url}/{ENDPOINTS[self.endpoint]}"
         self.server = check_kind(options.server)
         self.extra_body = check_extra_body(options.extra_body)
@@ -131,20 +116,21 @@ class OpenAIBackend:
         if self.endpoint == "completions":
             self.template = load_template(self.model, options.tokenizer, options.chat_template)
         self.default_batch_size = self.concurrency
-        headers = dict(options.headers)
         self.api_key_env = options.api_key_env
-        key = _api_key(self.api_key_env, self.base_url)
-        self._headers = {**headers, **({"Authorization": f"Bearer {key}"} if key else {})}
-        # Scrubbed from every message: servers echo requests in error bodies, and a long
-        # extra header value may be a credential too.
-        self._secrets = [v for v in headers.values() if len(v) >= 8] + ([key] if key else [])
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(self.concurrency, 10))
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._lock = threading.Lock()  # guards the counters below (updated from workers)
-        self.requests_sent = 0
-        self.retries_done = 0
+        self.connect_timeout = at_least("connect_timeout", options.connect_timeout, 0.001)
+        self.read_timeout = at_least("read_timeout", options.read_timeout, 0.001)
+        self.max_retries = int(at_least("max_retries", options.max_retries, 0))
+        self.backoff_s = at_least("backoff_s", options.backoff_s, 0)
+        self.http = Transport(
+            headers=options.headers,
+            api_key=api_key(self.api_key_env, self.base_url),
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_retries=self.max_retries,
+            backoff_s=self.backoff_s,
+            pool_size=max(self.concurrency, 10),
+        )
+        self._lock = threading.Lock()  # guards the token-count counters (updated from workers)
         self._usage_counted = 0
         self._uncounted = 0
         # The server's facts, read once (the engine asks for the identity every window); a
@@ -219,8 +205,8 @@ class OpenAIBackend:
             "backoff_s": self.backoff_s,
             "api_key_env": self.api_key_env,
             "token_count_method": method,
-            "requests_sent": self.requests_sent,
-            "retries_done": self.retries_done,
+            "requests_sent": self.http.requests_sent,
+            "retries_done": self.http.retries_done,
             "model_loads": 0,
             "load_time_s": 0,
         }
@@ -251,7 +237,7 @@ class OpenAIBackend:
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
-        self._session.close()
+        self.http.close()
 
     def _body(self, request: GenerationRequest, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The request body, and the decoding settings it carries (the record's `decoding`)."""
@@ -277,7 +263,7 @@ class OpenAIBackend:
         if self._entry is None:
             try:
                 url = f"{self.base_url}/models"
-                response, _ = self._send("GET", url, None, counted=False, any_status=True)
+                response, _ = self.http.send("GET", url, None, counted=False, any_status=True)
                 try:
                     listing = response.json() if response.ok else None
                 except ValueError:
@@ -285,7 +271,7 @@ class OpenAIBackend:
                 entry = models_entry(listing, self.model)
                 self._entry = (entry, kind_of(entry))
             except BackendError as exc:
-                self._entry = BackendError(self._scrub(str(exc)))
+                self._entry = BackendError(self.http.scrub(str(exc)))
         if isinstance(self._entry, BackendError):
             raise self._entry
         return self._entry
@@ -304,7 +290,7 @@ class OpenAIBackend:
                     "system_fingerprint": data.get("system_fingerprint"),
                 }
             except BackendError as exc:
-                self._served = BackendError(self._scrub(str(exc)))
+                self._served = BackendError(self.http.scrub(str(exc)))
         if isinstance(self._served, BackendError):
             raise self._served
         return self._served
@@ -319,9 +305,9 @@ class OpenAIBackend:
             body, decoding = self._body(request, kind)
             text, tokens, finish = self._parse(self._answer(body))
         except BackendError as exc:
-            return BackendError(self._scrub(str(exc)))
+            return BackendError(self.http.scrub(str(exc)))
         except Exception as exc:  # a bug or an unforeseen failure stays this item's error
-            return BackendError(self._scrub(f"request to {self.url} failed: {exc!r}"))
+            return BackendError(self.http.scrub(f"request to {self.url} failed: {exc!r}"))
         latency = time.perf_counter() - started
         with self._lock:
             self._uncounted += tokens is None
@@ -346,75 +332,22 @@ class OpenAIBackend:
 
     def _answer(self, body: dict[str, Any], *, counted: bool = True) -> dict[str, Any]:
         """The JSON answer to a POST of `body` to the endpoint, after retries."""
-        response, after = self._send("POST", self.url, body, counted=counted)
+        response, after = self.http.send("POST", self.url, body, counted=counted)
         if not response.ok:
-            excerpt = self._scrub(response.text)[:200]
+            excerpt = self.http.scrub(response.text)[:200]
             raise BackendError(f"HTTP {response.status_code} from {self.url} {after}: {excerpt}")
         try:
             data = response.json()
         except ValueError:
             raise BackendError(
-                f"malformed JSON from {self.url}: {self._scrub(response.text)[:200]!r}"
+                f"malformed JSON from {self.url}: {self.http.scrub(response.text)[:200]!r}"
             ) from None
         if not isinstance(data, dict):
             raise BackendError(
                 f"unexpected response from {self.url} (not a JSON object): "
-                f"{self._scrub(response.text)[:200]!r}"
+                f"{self.http.scrub(response.text)[:200]!r}"
             )
         return data
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        body: dict[str, Any] | None,
-        *,
-        counted: bool = True,
-        any_status: bool = False,
-    ) -> tuple[requests.Response, str]:
-        """The first response not worth retrying (2xx, or a 4xx other than 429: the request
-        itself is wrong; `any_status`: every response) and "after N attempts"; connection
-        errors, timeouts, 429 and 5xx are retried and raise BackendError once the retries
-        are spent. `counted`: a generation request (the counters leave out the requests for
-        the server's facts)."""
-        attempts_allowed = self.max_retries + 1
-        for attempt in range(1, attempts_allowed + 1):
-            if counted:
-                with self._lock:
-                    self.requests_sent += 1
-            after = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
-            wait = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
-            try:
-                response = self._session.request(
-                    method,
-                    url,
-                    json=body,
-                    headers=self._headers,
-                    timeout=(self.connect_timeout, self.read_timeout),
-                )
-            except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
-                kind = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
-                failure = (
-                    f"timed out {after} to {url} ({kind} timeout; connect_timeout "
-                    f"{self.connect_timeout} s, read_timeout {self.read_timeout} s)"
-                )
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                failure = f"connection failed to {url} {after}: {_reason(exc)}"
-            else:
-                if any_status or (response.status_code != 429 and response.status_code < 500):
-                    return response, after
-                excerpt = self._scrub(response.text)[:200]
-                failure = f"HTTP {response.status_code} from {url} {after}: {excerpt}"
-                if response.status_code in (429, 503):
-                    wait = _retry_after(response.headers.get("Retry-After"), wait)
-            if attempt == attempts_allowed:
-                raise BackendError(failure)
-            log.info("retrying in %.2f s: %s", wait, self._scrub(failure))
-            if counted:
-                with self._lock:
-                    self.retries_done += 1
-            time.sleep(wait)
-        raise AssertionError("unreachable: the loop returns or raises")
 
     def _parse(self, data: dict[str, Any]) -> tuple[str, tuple[int, int] | None, str]:
         """Text, (tokens in, tokens out) from usage if given, and finish reason."""
@@ -431,7 +364,7 @@ class OpenAIBackend:
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BackendError(
                 f"unexpected response from {self.url} (no usable choices[0]: {exc!r}): "
-                f"{self._scrub(json.dumps(data))[:200]!r}"
+                f"{self.http.scrub(json.dumps(data))[:200]!r}"
             ) from None
         if isinstance(reasoning, str) and reasoning:
             # Keep the server-separated reasoning where the reasoning splitter looks for it.
@@ -443,75 +376,3 @@ class OpenAIBackend:
             if isinstance(counted[0], int) and isinstance(counted[1], int):
                 tokens = (counted[0], counted[1])
         return text, tokens, str(choice.get("finish_reason") or "unknown")
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-def _split_model_id(model_id: str, base_url: str | None) -> tuple[str, str]:
-    """`MODEL@URL` split at the last '@', or a bare `MODEL` with option `base_url`."""
-    model, sep, embedded = model_id.rpartition("@")
-    url = embedded if sep else base_url
-    if not sep:
-        model = model_id
-    elif base_url is not None and base_url.rstrip("/") != embedded.rstrip("/"):
-        raise BackendError(f"openai backend: option 'base_url' contradicts the URL in {model_id!r}")
-    if url is None:
-        raise BackendError(
-            f"openai backend: no server URL for {model_id!r}: use MODEL@BASE_URL "
-            "(e.g. gpt-4o@http://127.0.0.1:8000/v1) or set option 'base_url'"
-        )
-    if not re.match(r"https?://[^/\s]+", url):
-        raise BackendError(f"openai backend: option 'base_url' must be an http(s) URL, got {url!r}")
-    if not model:
-        raise BackendError(f"openai backend: no model name before '@' in {model_id!r}")
-    return model, url.rstrip("/")
-
-
-def _at_least(name: str, value: float, minimum: float) -> float:
-    """A numeric option checked against its lower bound (its type was checked on parsing)."""
-    if not math.isfinite(value) or value < minimum:
-        kind = "an integer" if isinstance(value, int) else "a number"
-        raise BackendError(
-            f"openai backend: option {name!r} must be {kind} >= {minimum}, got {value!r}"
-        )
-    return float(value)
-
-
-def _api_key(env_name: str | None, base_url: str) -> str | None:
-    """The key from the environment variable named by option `api_key_env` (None: no key)."""
-    if env_name is None:
-        return None
-    if not isinstance(env_name, str) or not env_name:
-        raise BackendError(
-            "openai backend: option 'api_key_env' must be the NAME of an environment variable"
-        )
-    key = os.environ.get(env_name, "")
-    if not key:
-        raise BackendError(
-            f"openai backend: environment variable {env_name} is unset or empty; "
-            f"set {env_name} to the API key for {base_url}"
-        )
-    return key
-
-
-def _retry_after(header: str | None, default: float) -> float:
-    """Seconds the server asked us to wait (a number or an HTTP date), capped at 60 s."""
-    if not header:
-        return default
-    try:
-        seconds = float(header)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(header).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return default
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else default
-
-
-def _reason(exc: Exception) -> str:
-    """The useful part of a requests connection error (urllib3 wraps it in pool reprs)."""
-    errno = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
-    return errno.group(0).strip() if errno else str(exc)[:200]
