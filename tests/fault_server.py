@@ -12,11 +12,27 @@ offsets tell server usage apart from a client-side word count). Each request con
 rule that matches it (in the order added, until its `times` run out); no rule means a normal
 answer. Every request is recorded (path, headers, parsed body, arrival time) and the most
 requests in flight at once is kept. All sleeps are short and the server stops on exit.
+
+`kind` emulates what real servers do beyond the standard API (what the backend must cope with):
+
+- "openai" (also the official API and `transformers serve`): a request with a field outside
+  the standard ones gets HTTP 422 "Unexpected fields in the request"; `GET /v1/models` lists
+  the model with `owned_by` "fault" and `created` "now" (volatile).
+- "vllm": accepts `top_k` and `repetition_penalty`; its `/v1/models` entry has `owned_by`
+  "vllm", the weights path in `root`, `max_model_len` and a per-call `permission` id.
+- "llama.cpp": accepts any field, answers under its own alias whatever model was asked for,
+  and applies `repeat_penalty` 1.1 unless told otherwise; the reply says which penalty
+  applied (" [repeat_penalty 1.1]"). Its entry has `owned_by` "llamacpp" and `meta`.
+
+`root` (the weights the server claims) and `fingerprint` (`system_fingerprint` of each
+response, left out when None) can be changed between runs to emulate a relaunch with other
+weights under the same name; `port` reuses a port (same base URL).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
 import threading
@@ -27,6 +43,13 @@ from types import TracebackType
 from typing import Any
 
 MAX_SLEEP_S = 3.0
+STANDARD_FIELDS = {
+    "model", "messages", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed",
+    "frequency_penalty", "presence_penalty", "n", "stream", "user", "logprobs",
+}  # fmt: skip
+KIND_FIELDS = {"openai": set(), "vllm": {"top_k", "repetition_penalty"}}
+LLAMA_ALIAS = "model.gguf"
+_permission_ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -96,7 +119,12 @@ class FaultServer:
     """The server; use as a context manager. `delay_s` delays every answer (to see overlap)."""
 
     delay_s: float = 0.0
+    kind: str = "openai"
+    root: str = "/weights/a"
+    fingerprint: str | None = None
+    port: int = 0
     received: list[Received] = field(default_factory=list)
+    models_listed: int = 0  # GET /v1/models answered (not in `received`)
     max_in_flight: int = 0
     _rules: list[Rule] = field(default_factory=list)
     _in_flight: int = 0
@@ -121,7 +149,8 @@ class FaultServer:
 
     def __enter__(self) -> FaultServer:
         assert self.delay_s < MAX_SLEEP_S
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        assert self.kind in ("openai", "vllm", "llama.cpp"), self.kind
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
         self._httpd.daemon_threads = True
         # A short poll interval: shutdown() waits up to one interval.
         self._thread = threading.Thread(
@@ -141,6 +170,22 @@ class FaultServer:
             self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def models(self) -> dict[str, Any]:
+        """The `GET /v1/models` answer for this server's kind."""
+        entry: dict[str, Any] = {"id": "test-model", "object": "model", "created": time.time()}
+        if self.kind == "vllm":
+            permission = {"id": f"modelperm-{next(_permission_ids)}", "created": time.time()}
+            entry |= {"owned_by": "vllm", "root": self.root, "parent": None}
+            entry |= {"max_model_len": 2048, "permission": [permission]}
+        elif self.kind == "llama.cpp":
+            meta = {"vocab_type": 2, "n_vocab": 49152, "n_ctx_train": 8192, "n_params": 134515008}
+            # Other weights under the same alias show in `meta` (here: a size made from root).
+            size = 10**8 + sum(map(ord, self.root))
+            entry |= {"id": LLAMA_ALIAS, "owned_by": "llamacpp", "meta": {**meta, "size": size}}
+        else:
+            entry |= {"owned_by": "fault", "root": self.root}
+        return {"object": "list", "data": [entry]}
 
     def _take(self, raw: str) -> Fault:
         with self._lock:
@@ -167,13 +212,22 @@ def down_url() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-def _reply(path: str, body: Any, fault: Fault) -> dict[str, Any]:
+def _unexpected(server: FaultServer, body: Any) -> set[str]:
+    """Fields this kind of server rejects (llama.cpp ignores what it does not know)."""
+    if server.kind == "llama.cpp" or not isinstance(body, dict):
+        return set()
+    return set(body) - STANDARD_FIELDS - KIND_FIELDS[server.kind]
+
+
+def _reply(server: FaultServer, path: str, body: Any, fault: Fault) -> dict[str, Any]:
     """The deterministic answer to a well-formed request."""
     if path.endswith("/chat/completions"):
         source = str(body["messages"][-1]["content"])
     else:
         source = str(body["prompt"])
     answer = f"echo: {source}"
+    if server.kind == "llama.cpp" and body.get("repeat_penalty", 1.1) != 1.0:
+        answer += f" [repeat_penalty {body.get('repeat_penalty', 1.1)}]"
     if path.endswith("/chat/completions"):
         message: dict[str, Any] = {"role": "assistant", "content": answer}
         if fault.kind == "reasoning":
@@ -181,7 +235,10 @@ def _reply(path: str, body: Any, fault: Fault) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop"}
     else:
         choice = {"index": 0, "text": answer, "finish_reason": "stop"}
-    reply: dict[str, Any] = {"id": "fault-1", "model": body.get("model"), "choices": [choice]}
+    model = LLAMA_ALIAS if server.kind == "llama.cpp" else body.get("model")
+    reply: dict[str, Any] = {"id": "fault-1", "model": model, "choices": [choice]}
+    if server.fingerprint is not None:
+        reply["system_fingerprint"] = server.fingerprint
     if fault.kind != "no_usage":
         reply["usage"] = {
             "prompt_tokens": 100 + len(source.split()),
@@ -197,6 +254,14 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read `server.received` instead."""
+
+        def do_GET(self) -> None:
+            if self.path != "/v1/models":
+                self._send(Fault.status_code(404))
+                return
+            with server._lock:
+                server.models_listed += 1
+            self._send(Fault("json", body=json.dumps(server.models())))
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
@@ -222,11 +287,17 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 return
             if not self.path.endswith(("/chat/completions", "/completions")):
                 fault = Fault.status_code(404)
+            elif fault.kind not in ("status", "malformed") and _unexpected(server, body):
+                detail = f"Unexpected fields in the request: {sorted(_unexpected(server, body))}"
+                fault = Fault.status_code(422, json.dumps({"detail": detail}))
             elif fault.kind not in ("status", "malformed"):
                 try:
-                    fault = Fault("json", body=json.dumps(_reply(self.path, body, fault)))
+                    fault = Fault("json", body=json.dumps(_reply(server, self.path, body, fault)))
                 except (KeyError, IndexError, TypeError, AttributeError):
                     fault = Fault.status_code(400, '{"error": {"message": "bad request body"}}')
+            self._send(fault)
+
+        def _send(self, fault: Fault) -> None:
             payload = fault.body.encode()
             self.send_response(fault.status)
             self.send_header("Content-Type", "application/json")

@@ -39,6 +39,33 @@ def test_chat_completions_from_the_real_server(server_url: str) -> None:
     backend.close()
 
 
+def test_completions_with_the_chat_template_answer_as_chat_does(server_url: str) -> None:
+    # Issue 10, point 11: the completions endpoint gets the model's own chat template (found
+    # from the served model's local directory) and its end-of-turn stop token, so a greedy
+    # completion is the chat endpoint's answer, not a runaway transcript.
+    model = embedded_model_dir()
+    chat = OpenAIBackend(resolve_model(f"openai:{model}@{server_url}"), OpenAIOptions())
+    completions = OpenAIBackend(
+        resolve_model(f"openai:{model}@{server_url}"), OpenAIOptions(endpoint="completions")
+    )
+    messages = [{"role": "user", "content": "Name a primary color."}]
+    request = GenerationRequest(messages, Generation(max_new_tokens=48))
+    [by_chat] = chat.generate([request], "chat-1")
+    [by_completion] = completions.generate([request], "completions-1")
+    assert by_completion.prompt.endswith("<|im_start|>assistant\n")
+    assert by_completion.decoding is not None and "<|im_end|>" in by_completion.decoding["stop"]
+    assert by_completion.text.strip() == by_chat.text.strip()
+    assert "<|im_start|>" not in by_completion.text and "user" not in by_completion.text.lower()
+    assert by_completion.tokens_out == by_chat.tokens_out
+    # A generic server: the standard fields only (it rejects others with HTTP 422).
+    assert by_chat.decoding is not None and by_chat.decoding["server"] == "openai"
+    assert by_chat.decoding["server_defaults"] == ["top_k", "repetition_penalty"]
+    served = completions.identity()["served"]
+    assert served["response_model"].startswith(model)  # e.g. "<dir>@main"
+    chat.close()
+    completions.close()
+
+
 def test_local_and_served_model_agree_on_toxicity(
     server_url: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

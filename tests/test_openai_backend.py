@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fault_server import Fault, FaultServer, down_url
+from served_model import embedded_model_dir
 
 from pytest_llmeval.backends import (
     BackendError,
@@ -17,12 +18,10 @@ from pytest_llmeval.backends import (
     GenerationResult,
     create_backend,
 )
-from pytest_llmeval.backends.openai_backend import (
-    BatchPartiallyFailed,
-    OpenAIBackend,
-    _retry_after,
-)
+from pytest_llmeval.backends.openai_backend import BatchPartiallyFailed, OpenAIBackend
+from pytest_llmeval.backends.openai_http import _retry_after
 from pytest_llmeval.declare.models import ModelSpec, resolve_model
+from pytest_llmeval.declare.seeds import sample_seed
 from pytest_llmeval.declare.task import Generation
 
 SECRET = "sk-test-Zq8vN3xW7pLk2JtR9mYd"  # distinctive: any leak is found by substring
@@ -70,16 +69,31 @@ def test_model_id_splits_at_last_at_sign_and_options_apply() -> None:
         "http://127.0.0.1:8000/v1",
         "http://127.0.0.1:8000/v1/chat/completions",
     )
-    assert plain.identity() == {
+    configured = ("backend", "base_url", "model", "endpoint", "version", "extra_body", "server")
+    assert {key: plain.info()[key] for key in configured} == {
         "backend": "openai",
         "base_url": "http://127.0.0.1:8000/v1",
         "model": "gpt-4o",
         "endpoint": "chat",
+        "version": None,
+        "extra_body": {},
+        "server": None,  # not learnt yet: nothing was asked of the server
     }
     assert plain.default_batch_size == 8
-    assert (plain.connect_timeout, plain.read_timeout, plain.max_retries) == (5, 120, 4)
+    assert (plain.http.connect_timeout, plain.http.read_timeout, plain.http.max_retries) == (
+        5,
+        120,
+        4,
+    )
 
-    tuned = backend("https://h.example/v1/", "org/m@v2", endpoint="completions", concurrency=3)
+    template = f"{embedded_model_dir()}/chat_template.jinja"  # completions need one
+    tuned = backend(
+        "https://h.example/v1/",
+        "org/m@v2",
+        endpoint="completions",
+        concurrency=3,
+        chat_template=template,
+    )
     assert (tuned.model, tuned.base_url) == ("org/m@v2", "https://h.example/v1")
     assert tuned.url == "https://h.example/v1/completions"
     assert tuned.default_batch_size == 3
@@ -151,7 +165,9 @@ def test_chat_batch_in_order_with_usage_latency_and_request_fields(server: Fault
             "temperature": 0.7,
             "top_p": 0.9,
             "stop": ["###"],
-            "seed": 7,
+            "seed": sample_seed(7, "", 0),  # the item's own seed, not the task seed
+            "frequency_penalty": 0.0,
+            "presence_penalty": 0.0,
         }
         assert "Authorization" not in seen.headers
     info = run.info()
@@ -160,22 +176,6 @@ def test_chat_batch_in_order_with_usage_latency_and_request_fields(server: Fault
     assert (info["model_loads"], info["load_time_s"]) == (0, 0)
     json.dumps(info)  # plain JSON
     run.close()
-
-
-def test_completions_endpoint_sends_the_rendered_prompt(server: FaultServer) -> None:
-    run = backend(server.base_url, endpoint="completions")
-    sent = request("what is 2 + 2?")
-    prompt = run.render(sent.messages)
-    assert prompt == "system: be brief\nuser: what is 2 + 2?\nassistant:"
-
-    [result] = run.generate([sent], "b1")
-    assert result.text == f"echo: {prompt}"
-    assert result.prompt == prompt and result.finish_reason == "stop"
-    [seen] = server.received
-    assert seen.path == "/v1/completions"
-    assert seen.body["prompt"] == prompt and "messages" not in seen.body
-    assert "stop" not in seen.body  # no stop sequences: the field is left out
-    assert seen.body["temperature"] == 0.0 and seen.body["max_tokens"] == 256
 
 
 def test_chat_render_is_canonical_json() -> None:
@@ -295,11 +295,19 @@ def test_response_without_choices_is_an_error(server: FaultServer) -> None:
 
 def test_server_down_is_a_connection_error_after_all_attempts() -> None:
     url = down_url()
-    run = backend(url, max_retries=2)
+    run = backend(url, max_retries=2, server="openai")  # no server kind to detect first
     error = failure(run, request("q"))
     assert str(error).startswith(f"connection failed to {url}/chat/completions after 3 attempts")
     assert "refused" in str(error).lower()
     assert run.info()["requests_sent"] == 3
+
+    # Detecting the server kind is the first request: its failure is every item's error.
+    detecting = backend(url, max_retries=2)
+    error = failure(detecting, request("q"), request("r"))
+    assert str(error).startswith(
+        f"2 of 2 requests failed; connection failed to {url}/models after 3 attempts"
+    )
+    assert detecting.info()["requests_sent"] == 0  # no generation request went out
 
 
 def test_client_error_is_not_retried(server: FaultServer) -> None:

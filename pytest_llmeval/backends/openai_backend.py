@@ -16,6 +16,18 @@ the model name sent to the server and the base URL. Options come from a pyprojec
     backoff_s = 0.5              # first retry delay, doubled each retry, capped at 30 s
     headers = { X-Team = "eval" }
     base_url = "..."             # only when `model` has no '@URL'
+    version = "2024-06"          # your own label for the served weights (part of the cache key)
+    server = "auto"              # "vllm", "llama.cpp" or "openai" (standard fields only)
+    extra_body = { repeat_penalty = 1.0 }  # merged into every request body, last (wins)
+    tokenizer = "org/model"      # completions: where the chat template comes from
+    chat_template = "tpl.jinja"  # completions: a template file (wins over the tokenizer's)
+
+The cache key holds the URL, model name, endpoint, `version`, `extra_body`, the server kind,
+the chat template's hash (completions) and what the server says about itself, read once per
+process: its `/v1/models` entry without the fields that change per call (see
+`openai_server.VOLATILE_FIELDS`) and the `model` and `system_fingerprint` of one probe
+request (`max_tokens` 1). A server that cannot be reached for these facts serves nothing from
+the cache: its items are errors saying so.
 
 Connection errors, timeouts, HTTP 429 and 5xx are retried (429/503 wait for `Retry-After`
 when the server sends it, at most 60 s); other 4xx and malformed 200 responses fail at once.
@@ -26,20 +38,12 @@ carries every request's result or error in order. The API key appears in no mess
 from __future__ import annotations
 
 import json
-import logging
-import math
-import os
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from email.utils import parsedate_to_datetime
 from typing import Any
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from pytest_llmeval.backends import (
     BackendError,
@@ -47,10 +51,17 @@ from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
 )
+from pytest_llmeval.backends.openai_http import Transport, api_key, at_least, split_model_id
+from pytest_llmeval.backends.openai_server import (
+    check_extra_body,
+    check_kind,
+    decoding_fields,
+    kind_of,
+    models_entry,
+)
+from pytest_llmeval.backends.prompt_template import ChatTemplate, load_template
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import Message
-
-log = logging.getLogger(__name__)
+from pytest_llmeval.declare.task import Generation, Message
 
 ENDPOINTS = {"chat": "chat/completions", "completions": "completions"}
 
@@ -69,10 +80,15 @@ class OpenAIOptions:
     max_retries: int = 4
     backoff_s: float = 0.5
     headers: Mapping[str, str] = field(default_factory=dict)
+    version: str | None = None
+    server: str = "auto"
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None
+    chat_template: str | None = None
 
 
-MAX_BACKOFF_S = 30.0
-MAX_RETRY_AFTER_S = 60.0
+# The probe request that asks the server who it is (its answer's `model`, fingerprint).
+PROBE = Generation(max_new_tokens=1)
 
 
 class OpenAIBackend:
@@ -83,65 +99,105 @@ class OpenAIBackend:
     def __init__(self, spec: ModelSpec, options: OpenAIOptions) -> None:
         self.spec = spec
         self.options = options
-        self.model, self.base_url = _split_model_id(spec.model_id, options.base_url)
+        self.model, self.base_url = split_model_id(spec.model_id, options.base_url)
         self.endpoint = options.endpoint
         if self.endpoint not in ENDPOINTS:
             raise BackendError(
                 f"openai backend: option 'endpoint' must be chat or completions, "
                 f"got {options.endpoint!r}"
             )
-        self.concurrency = int(_at_least("concurrency", options.concurrency, 1))
-        self.connect_timeout = _at_least("connect_timeout", options.connect_timeout, 0.001)
-        self.read_timeout = _at_least("read_timeout", options.read_timeout, 0.001)
-        self.max_retries = int(_at_least("max_retries", options.max_retries, 0))
-        self.backoff_s = _at_least("backoff_s", options.backoff_s, 0)
+        self.concurrency = int(at_least("concurrency", options.concurrency, 1))
         self.url = f"{self.base_url}/{ENDPOINTS[self.endpoint]}"
+        self.server = check_kind(options.server)
+        self.extra_body = check_extra_body(options.extra_body)
+        self.version = options.version
+        # Completions need the model's own prompt format: found now, or a clear error now.
+        self.template: ChatTemplate | None = None
+        if self.endpoint == "completions":
+            self.template = load_template(self.model, options.tokenizer, options.chat_template)
         self.default_batch_size = self.concurrency
-        headers = dict(options.headers)
         self.api_key_env = options.api_key_env
-        key = _api_key(self.api_key_env, self.base_url)
-        self._headers = {**headers, **({"Authorization": f"Bearer {key}"} if key else {})}
-        # Scrubbed from every message: servers echo requests in error bodies, and a long
-        # extra header value may be a credential too.
-        self._secrets = [v for v in headers.values() if len(v) >= 8] + ([key] if key else [])
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(self.concurrency, 10))
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._lock = threading.Lock()  # guards the counters below (updated from workers)
-        self.requests_sent = 0
-        self.retries_done = 0
+        self.connect_timeout = at_least("connect_timeout", options.connect_timeout, 0.001)
+        self.read_timeout = at_least("read_timeout", options.read_timeout, 0.001)
+        self.max_retries = int(at_least("max_retries", options.max_retries, 0))
+        self.backoff_s = at_least("backoff_s", options.backoff_s, 0)
+        self.http = Transport(
+            headers=options.headers,
+            api_key=api_key(self.api_key_env, self.base_url),
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_retries=self.max_retries,
+            backoff_s=self.backoff_s,
+            pool_size=max(self.concurrency, 10),
+        )
+        self._lock = threading.Lock()  # guards the token-count counters (updated from workers)
         self._usage_counted = 0
         self._uncounted = 0
+        # The server's facts, read once (the engine asks for the identity every window); a
+        # failure is remembered too, so that each item does not retry a dead server again.
+        self._entry: tuple[dict[str, Any] | None, str] | BackendError | None = None
+        self._served: dict[str, Any] | BackendError | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, url={self.url!r})"
 
     def identity(self) -> Mapping[str, Any]:
-        """Server URL, model name and endpoint (part of the cache key; never the API key)."""
-        return {
+        """Everything that changes the server's answers (part of the cache key; never the API
+        key): the configuration plus the server's own facts, read at the first call. Raises
+        BackendError when the server cannot be reached for them."""
+        try:
+            kind = self.server_kind()
+            served = self._served_facts()
+        except BackendError as exc:
+            raise BackendError(
+                f"openai backend: cannot read the server's facts from {self.base_url} (part of "
+                f"the cache key; nothing is served from the cache without them): {exc}"
+            ) from None
+        return {**self._configured(), "server": kind, "served": served}
+
+    def _configured(self) -> dict[str, Any]:
+        """The identity's part that needs no server."""
+        configured: dict[str, Any] = {
             "backend": "openai",
             "base_url": self.base_url,
             "model": self.model,
             "endpoint": self.endpoint,
+            "version": self.version,
+            "extra_body": self.extra_body,
         }
+        if self.template is not None:
+            configured["chat_template_sha256"] = self.template.sha256
+            configured["template_stop"] = list(self.template.stop)
+        return configured
 
     def render(self, messages: list[Message]) -> str:
-        """For "completions", the prompt sent: one `role: content` line per message, then a
-        line `assistant:`. For "chat", the messages as canonical JSON (sorted keys, no
+        """For "completions", the prompt sent: the model's chat template applied, with the
+        assistant's header. For "chat", the messages as canonical JSON (sorted keys, no
         spaces): what identifies the prompt in the cache key and in reports."""
-        if self.endpoint == "chat":
+        if self.template is None:
             return json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages]
-        return "\n".join([*lines, "assistant:"])
+        return self.template.render(messages)
+
+    def server_kind(self) -> str:
+        """ "vllm", "llama.cpp" or "openai" (generic): option `server`, else detected from the
+        `/v1/models` entry (read once). Raises BackendError when the server is unreachable."""
+        if self.server != "auto":
+            return self.server
+        return self._models_entry()[1]
 
     def info(self) -> Mapping[str, Any]:
-        """The identity plus the connection settings and request counters, for the report."""
+        """The configuration, the server facts read so far (None when they could not be
+        read), the connection settings and request counters, for the report."""
         method = "usage where the server sent it, else not counted"
         if not (self._uncounted and self._usage_counted):
             method = "not counted (no usage from the server)" if self._uncounted else "usage"
+        kind = self.server if self.server != "auto" else None
+        if isinstance(self._entry, tuple):
+            kind = kind or self._entry[1]
         return {
-            **self.identity(),
+            **self._configured(),
+            "server": kind,  # None: never learnt (the server could not be reached)
+            "served": self._served if isinstance(self._served, dict) else None,
             "concurrency": self.concurrency,
             "connect_timeout_s": self.connect_timeout,
             "read_timeout_s": self.read_timeout,
@@ -149,8 +205,8 @@ class OpenAIBackend:
             "backoff_s": self.backoff_s,
             "api_key_env": self.api_key_env,
             "token_count_method": method,
-            "requests_sent": self.requests_sent,
-            "retries_done": self.retries_done,
+            "requests_sent": self.http.requests_sent,
+            "retries_done": self.http.retries_done,
             "model_loads": 0,
             "load_time_s": 0,
         }
@@ -161,8 +217,14 @@ class OpenAIBackend:
         """All requests concurrently (at most `concurrency` in flight), results in order;
         raises BatchPartiallyFailed when any request failed after its retries."""
         started = time.perf_counter()
+        try:
+            kind = self.server_kind()  # before the threads: read once, by one of them
+        except BackendError as exc:
+            raise BatchPartiallyFailed([exc for _ in requests]) from None
         with ThreadPoolExecutor(max(1, min(self.concurrency, len(requests)))) as pool:
-            outcomes = list(pool.map(lambda r: self._attempt(r, batch_id, len(requests)), requests))
+            outcomes = list(
+                pool.map(lambda r: self._attempt(r, kind, batch_id, len(requests)), requests)
+            )
         wall = round(time.perf_counter() - started, 6)
         results = [
             replace(o, batch_wall_s=wall) if isinstance(o, GenerationResult) else o
@@ -181,37 +243,77 @@ class OpenAIBackend:
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
-        self._session.close()
+        self.http.close()
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
-        settings = request.settings
+    def _body(self, request: GenerationRequest, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The request body, and the decoding settings it carries (the record's `decoding`)."""
+        stop = request.settings.stop + (self.template.stop if self.template else ())
+        settings = replace(request.settings, stop=tuple(dict.fromkeys(stop)))
+        fields, left = decoding_fields(settings, request.seed, kind, self.extra_body)
         body: dict[str, Any] = {"model": self.model}
-        if self.endpoint == "chat":
+        if self.template is None:
             body["messages"] = request.messages
         else:
-            body["prompt"] = self.render(request.messages)
-        body |= {
-            "max_tokens": settings.max_new_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "seed": settings.seed,
-        }
-        if settings.stop:
-            body["stop"] = list(settings.stop)
-        return body
+            body["prompt"] = self.template.render(request.messages)
+        decoding = {**fields, "seed": fields.get("seed"), "server": kind, "server_defaults": left}
+        if self.template is not None:
+            decoding["chat_template_sha256"] = self.template.sha256
+        return body | fields, decoding
+
+    def _models_entry(self) -> tuple[dict[str, Any] | None, str]:
+        """The server's `/v1/models` entry for the model and the kind it shows; read once.
+        The entry is None when the server lists no such model or answers with an HTTP error
+        (some have no such endpoint; `transformers serve` answers 500 when it cannot scan
+        its cache): the probe's facts still identify it. Raises BackendError only when the
+        server cannot be reached."""
+        if self._entry is None:
+            try:
+                url = f"{self.base_url}/models"
+                response, _ = self.http.send("GET", url, None, counted=False, any_status=True)
+                try:
+                    listing = response.json() if response.ok else None
+                except ValueError:
+                    listing = None
+                entry = models_entry(listing, self.model)
+                self._entry = (entry, kind_of(entry))
+            except BackendError as exc:
+                self._entry = BackendError(self.http.scrub(str(exc)))
+        if isinstance(self._entry, BackendError):
+            raise self._entry
+        return self._entry
+
+    def _served_facts(self) -> dict[str, Any]:
+        """The `/v1/models` entry plus the `model` and `system_fingerprint` of one probe
+        request (`max_tokens` 1, greedy): what the server says it is; read once."""
+        if self._served is None:
+            try:
+                kind = self.server_kind()
+                probe = GenerationRequest([{"role": "user", "content": "Hi"}], PROBE)
+                data = self._answer(self._body(probe, kind)[0], counted=False)
+                self._served = {
+                    "models_entry": self._models_entry()[0],
+                    "response_model": data.get("model"),
+                    "system_fingerprint": data.get("system_fingerprint"),
+                }
+            except BackendError as exc:
+                self._served = BackendError(self.http.scrub(str(exc)))
+        if isinstance(self._served, BackendError):
+            raise self._served
+        return self._served
 
     def _attempt(
-        self, request: GenerationRequest, batch_id: str, batch_size: int
+        self, request: GenerationRequest, kind: str, batch_id: str, batch_size: int
     ) -> GenerationResult | BackendError:
         """One request with its retries (batch_wall_s still 0), or the error that ended it.
         Never raises: it runs in a worker thread and must not hide its siblings' results."""
         started = time.perf_counter()
         try:
-            text, tokens, finish = self._post_with_retries(self._body(request))
+            body, decoding = self._body(request, kind)
+            text, tokens, finish = self._parse(self._answer(body))
         except BackendError as exc:
-            return BackendError(self._scrub(str(exc)))
+            return BackendError(self.http.scrub(str(exc)))
         except Exception as exc:  # a bug or an unforeseen failure stays this item's error
-            return BackendError(self._scrub(f"request to {self.url} failed: {exc!r}"))
+            return BackendError(self.http.scrub(f"request to {self.url} failed: {exc!r}"))
         latency = time.perf_counter() - started
         with self._lock:
             self._uncounted += tokens is None
@@ -231,54 +333,30 @@ class OpenAIBackend:
                 "per-request: wall time of this item's HTTP request, retries and backoff "
                 f"included, with up to {self.concurrency} requests in flight"
             ),
+            decoding=decoding,
         )
 
-    def _post_with_retries(self, body: dict[str, Any]) -> tuple[str, tuple[int, int] | None, str]:
-        attempts_allowed = self.max_retries + 1
-        for attempt in range(1, attempts_allowed + 1):
-            with self._lock:
-                self.requests_sent += 1
-            after = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
-            wait = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
-            try:
-                response = self._session.post(
-                    self.url,
-                    json=body,
-                    headers=self._headers,
-                    timeout=(self.connect_timeout, self.read_timeout),
-                )
-            except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
-                kind = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
-                failure = (
-                    f"timed out {after} to {self.url} ({kind} timeout; connect_timeout "
-                    f"{self.connect_timeout} s, read_timeout {self.read_timeout} s)"
-                )
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                failure = f"connection failed to {self.url} {after}: {_reason(exc)}"
-            else:
-                if response.ok:
-                    return self._parse(response)
-                excerpt = self._scrub(response.text)[:200]
-                failure = f"HTTP {response.status_code} from {self.url} {after}: {excerpt}"
-                if response.status_code != 429 and response.status_code < 500:
-                    raise BackendError(failure)  # the request itself is wrong: retry won't help
-                if response.status_code in (429, 503):
-                    wait = _retry_after(response.headers.get("Retry-After"), wait)
-            if attempt == attempts_allowed:
-                raise BackendError(failure)
-            log.info("retrying in %.2f s: %s", wait, self._scrub(failure))
-            with self._lock:
-                self.retries_done += 1
-            time.sleep(wait)
-        raise AssertionError("unreachable: the loop returns or raises")
-
-    def _parse(self, response: requests.Response) -> tuple[str, tuple[int, int] | None, str]:
+    def _answer(self, body: dict[str, Any], *, counted: bool = True) -> dict[str, Any]:
+        """The JSON answer to a POST of `body` to the endpoint, after retries."""
+        response, after = self.http.send("POST", self.url, body, counted=counted)
+        if not response.ok:
+            excerpt = self.http.scrub(response.text)[:200]
+            raise BackendError(f"HTTP {response.status_code} from {self.url} {after}: {excerpt}")
         try:
             data = response.json()
         except ValueError:
             raise BackendError(
-                f"malformed JSON from {self.url}: {self._scrub(response.text)[:200]!r}"
+                f"malformed JSON from {self.url}: {self.http.scrub(response.text)[:200]!r}"
             ) from None
+        if not isinstance(data, dict):
+            raise BackendError(
+                f"unexpected response from {self.url} (not a JSON object): "
+                f"{self.http.scrub(response.text)[:200]!r}"
+            )
+        return data
+
+    def _parse(self, data: dict[str, Any]) -> tuple[str, tuple[int, int] | None, str]:
+        """Text, (tokens in, tokens out) from usage if given, and finish reason."""
         try:
             choice = data["choices"][0]
             if self.endpoint == "chat":
@@ -292,7 +370,7 @@ class OpenAIBackend:
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BackendError(
                 f"unexpected response from {self.url} (no usable choices[0]: {exc!r}): "
-                f"{self._scrub(response.text)[:200]!r}"
+                f"{self.http.scrub(json.dumps(data))[:200]!r}"
             ) from None
         if isinstance(reasoning, str) and reasoning:
             # Keep the server-separated reasoning where the reasoning splitter looks for it.
@@ -304,75 +382,3 @@ class OpenAIBackend:
             if isinstance(counted[0], int) and isinstance(counted[1], int):
                 tokens = (counted[0], counted[1])
         return text, tokens, str(choice.get("finish_reason") or "unknown")
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-def _split_model_id(model_id: str, base_url: str | None) -> tuple[str, str]:
-    """`MODEL@URL` split at the last '@', or a bare `MODEL` with option `base_url`."""
-    model, sep, embedded = model_id.rpartition("@")
-    url = embedded if sep else base_url
-    if not sep:
-        model = model_id
-    elif base_url is not None and base_url.rstrip("/") != embedded.rstrip("/"):
-        raise BackendError(f"openai backend: option 'base_url' contradicts the URL in {model_id!r}")
-    if url is None:
-        raise BackendError(
-            f"openai backend: no server URL for {model_id!r}: use MODEL@BASE_URL "
-            "(e.g. gpt-4o@http://127.0.0.1:8000/v1) or set option 'base_url'"
-        )
-    if not re.match(r"https?://[^/\s]+", url):
-        raise BackendError(f"openai backend: option 'base_url' must be an http(s) URL, got {url!r}")
-    if not model:
-        raise BackendError(f"openai backend: no model name before '@' in {model_id!r}")
-    return model, url.rstrip("/")
-
-
-def _at_least(name: str, value: float, minimum: float) -> float:
-    """A numeric option checked against its lower bound (its type was checked on parsing)."""
-    if not math.isfinite(value) or value < minimum:
-        kind = "an integer" if isinstance(value, int) else "a number"
-        raise BackendError(
-            f"openai backend: option {name!r} must be {kind} >= {minimum}, got {value!r}"
-        )
-    return float(value)
-
-
-def _api_key(env_name: str | None, base_url: str) -> str | None:
-    """The key from the environment variable named by option `api_key_env` (None: no key)."""
-    if env_name is None:
-        return None
-    if not isinstance(env_name, str) or not env_name:
-        raise BackendError(
-            "openai backend: option 'api_key_env' must be the NAME of an environment variable"
-        )
-    key = os.environ.get(env_name, "")
-    if not key:
-        raise BackendError(
-            f"openai backend: environment variable {env_name} is unset or empty; "
-            f"set {env_name} to the API key for {base_url}"
-        )
-    return key
-
-
-def _retry_after(header: str | None, default: float) -> float:
-    """Seconds the server asked us to wait (a number or an HTTP date), capped at 60 s."""
-    if not header:
-        return default
-    try:
-        seconds = float(header)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(header).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return default
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else default
-
-
-def _reason(exc: Exception) -> str:
-    """The useful part of a requests connection error (urllib3 wraps it in pool reprs)."""
-    errno = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
-    return errno.group(0).strip() if errno else str(exc)[:200]
