@@ -47,7 +47,7 @@ STANDARD_FIELDS = {
     "model", "messages", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed",
     "frequency_penalty", "presence_penalty", "n", "stream", "user", "logprobs",
 }  # fmt: skip
-KIND_FIELDS = {"openai": set(), "vllm": {"top_k", "repetition_penalty"}}
+KIND_FIELDS = {"openai": set(), "vllm": {"top_k", "repetition_penalty", "add_special_tokens"}}
 LLAMA_ALIAS = "model.gguf"
 _permission_ids = itertools.count(1)
 

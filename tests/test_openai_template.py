@@ -103,3 +103,16 @@ def test_a_missing_template_file_is_named(server: FaultServer, tmp_path: Path) -
 def test_chat_endpoint_needs_no_template(server: FaultServer) -> None:
     run = backend("llama-3-8b-instruct", server.base_url, endpoint="chat")
     assert "chat_template_sha256" not in run.identity()
+
+
+def test_a_vllm_server_adds_no_special_tokens_to_the_rendered_prompt() -> None:
+    # The rendered template already holds BOS where the model wants one; vLLM's completions
+    # API would add another by default (Llama-3, Gemma-2: two BOS tokens).
+    with FaultServer(kind="vllm") as vllm_server:
+        run = backend("test-model", vllm_server.base_url, tokenizer=embedded_model_dir())
+        run.generate([GenerationRequest(MESSAGES, Generation())], "b1")
+        assert vllm_server.received[-1].body["add_special_tokens"] is False
+    with FaultServer(kind="llama.cpp") as other:
+        run = backend("served-alias", other.base_url, tokenizer=embedded_model_dir())
+        run.generate([GenerationRequest(MESSAGES, Generation())], "b1")
+        assert "add_special_tokens" not in other.received[-1].body

@@ -255,6 +255,10 @@ class OpenAIBackend:
             body["messages"] = request.messages
         else:
             body["prompt"] = self.template.render(request.messages)
+            if kind == "vllm":
+                # vLLM's completions API adds special tokens by default: a template that
+                # starts with BOS (Llama-3, Gemma) would get a second one.
+                body["add_special_tokens"] = False
         decoding = {**fields, "seed": fields.get("seed"), "server": kind, "server_defaults": left}
         if self.template is not None:
             decoding["chat_template_sha256"] = self.template.sha256
