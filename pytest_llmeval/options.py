@@ -121,8 +121,27 @@ def add_options(parser: pytest.Parser) -> None:
         help="A task whose data is missing is skipped and its gates are reported as not "
         "evaluated, instead of failing",
     )
+    group.addoption(
+        "--llmeval-invariance-check",
+        type=int,
+        metavar="N",
+        default=None,
+        help="Generate a seeded sample of N items per task and model again alone (batch size "
+        "1, uncached) and report how many texts and scores batching changed",
+    )
+    group.addoption(
+        "--llmeval-batch-invariant",
+        action="store_true",
+        default=None,
+        help="Batch only prompts of equal token length, so no prompt is padded (slower; "
+        "backends that count prompt tokens)",
+    )
     parser.addini(
         "llmeval_allow_missing", "Default --llmeval-allow-missing", type="bool", default=False
+    )
+    parser.addini("llmeval_invariance_check", "Default --llmeval-invariance-check", default="")
+    parser.addini(
+        "llmeval_batch_invariant", "Default --llmeval-batch-invariant", type="bool", default=False
     )
     parser.addini("llmeval_progress", "Default --llmeval-progress", default="30")
     parser.addini("llmeval_cache", "Default --llmeval-cache", default="on")
@@ -197,6 +216,15 @@ def read_settings(config: pytest.Config) -> Settings:
         allow_missing=bool(
             config.option.llmeval_allow_missing or config.getini("llmeval_allow_missing")
         ),
+        invariance_check=_int_option(
+            config.option.llmeval_invariance_check,
+            config.getini("llmeval_invariance_check"),
+            "--llmeval-invariance-check",
+        )
+        or 0,
+        batch_invariant=bool(
+            config.option.llmeval_batch_invariant or config.getini("llmeval_batch_invariant")
+        ),
         progress_s=_progress(config),
         cache_mode=_cache_mode(config),
         cache_dir=_cache_dir(config),
@@ -221,6 +249,8 @@ _INI_DEFAULTS: dict[str, object] = {
     "llmeval_strict": False,
     "llmeval_allow_missing": False,
     "llmeval_pin_gpus": "auto",
+    "llmeval_invariance_check": "",
+    "llmeval_batch_invariant": False,
 }
 
 

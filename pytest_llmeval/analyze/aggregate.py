@@ -18,6 +18,7 @@ from pytest_llmeval.analyze import performance
 from pytest_llmeval.analyze.agreement import summarize_agreement
 from pytest_llmeval.analyze.cost import Price, estimate_cost
 from pytest_llmeval.analyze.hardware import ModelLoad, hardware_summary
+from pytest_llmeval.analyze.invariance import summarize_invariance
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import ItemRecord, TaskInfo
 from pytest_llmeval.analyze.stats import mean_interval, wilson_interval
@@ -133,6 +134,7 @@ def summarize(
         **performance.speed(records),
         **performance.energy(records),
         **_agreement(records),
+        **summarize_invariance(records),
         **extra,
     )
 

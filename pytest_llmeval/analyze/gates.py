@@ -39,11 +39,18 @@ METRICS: dict[str, bool] = {
     "both_parse_rate": True,
     "response_indel_similarity": False,
     "reasoning_indel_similarity": False,
+    # Batch-invariance check (--llmeval-invariance-check N):
+    "invariance_changed": False,
+    "invariance_score_changed": False,
+    "invariance_accuracy_delta": False,
 }
 # The count a metric is computed over, when it is not `n` (all selected items).
 DENOMINATORS: dict[str, str] = {
     "accuracy_answered": "n_answered",
     "parse_rate_answered": "n_answered",
+    "invariance_changed": "invariance_checked",
+    "invariance_score_changed": "invariance_checked",
+    "invariance_accuracy_delta": "invariance_checked",
     **METRIC_N,
 }
 _OPS: dict[str, Callable[[float, float], bool]] = {

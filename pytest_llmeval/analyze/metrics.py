@@ -263,6 +263,20 @@ class Metrics:
     """Reference generations served from the generation cache."""
     reference_generated: int | None = None
     """Reference generations made in this run."""
+    # Batch-invariance check (--llmeval-invariance-check N) only; None otherwise.
+    invariance_checked: int | None = None
+    """Items of the `--llmeval-invariance-check` sample generated again alone (batch size 1,
+    uncached) and scored: the n of the other `invariance_*` metrics (check errors excluded)."""
+    invariance_changed: int | None = None
+    """Checked items whose unbatched response differs from the batched (or cached) one."""
+    invariance_score_changed: int | None = None
+    """Checked items whose unbatched score differs from the batched score (all-or-nothing
+    scorers: whose correctness flipped)."""
+    invariance_accuracy_delta: float | None = None
+    """Unbatched minus batched accuracy over the checked items: (unbatched correct - batched
+    correct) / `invariance_checked`; positive when batching cost accuracy."""
+    invariance_errors: int | None = None
+    """Items of the sample whose unbatched generation or scoring failed (not checked)."""
 
 
 METRIC_FIELDS = frozenset(f.name for f in fields(Metrics))

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-from pytest_llmeval.analyze.record import Comparison, ItemRecord
+from pytest_llmeval.analyze.record import Comparison, Invariance, ItemRecord
 
 
 class RecordValueError(ValueError):
@@ -25,17 +25,19 @@ def plain_record(record: ItemRecord) -> ItemRecord:
     changes = {
         name: plain_value(value, name)
         for name, value in vars(record).items()
-        if name != "comparison"
+        if name not in ("comparison", "invariance")
     }
     comparison = record.comparison
     if comparison is not None:
-        changes["comparison"] = Comparison(
-            **{
-                name: plain_value(value, f"comparison.{name}")
-                for name, value in vars(comparison).items()
-            }
-        )
+        changes["comparison"] = Comparison(**_plain_part(comparison, "comparison"))
+    if record.invariance is not None:
+        changes["invariance"] = Invariance(**_plain_part(record.invariance, "invariance"))
     return dataclasses.replace(record, **changes)
+
+
+def _plain_part(part: Comparison | Invariance, prefix: str) -> dict[str, Any]:
+    """A flat part of a record (scalar fields only) as plain values."""
+    return {name: plain_value(value, f"{prefix}.{name}") for name, value in vars(part).items()}
 
 
 def plain_value(value: Any, field: str) -> Any:

@@ -137,6 +137,33 @@ class Comparison:
 
 
 @dataclass
+class Invariance:
+    """The batch-invariance check of one item (`--llmeval-invariance-check N`): the item
+    generated again alone (a batch of one, no padding), never from or into the cache, and
+    scored with the task's scorer. The batched side is the record's own `response`, `score`
+    and `correct`; for a `cached` item that is the cached generation, compared all the same.
+    """
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    unbatched_response: str | None
+    """The response generated alone (batch size 1, uncached); None when that failed."""
+    unbatched_score: float | None
+    """The unbatched response's score against the target (0..1), by the task's scorer."""
+    unbatched_correct: bool | None
+    """Whether `unbatched_score` reached the task's `pass_threshold`."""
+    changed: bool | None
+    """Whether the unbatched response differs from the batched one (exact text comparison);
+    None when the unbatched generation failed."""
+    score_changed: bool | None
+    """Whether the unbatched score differs from the batched `score` (for all-or-nothing
+    scorers: whether correctness flipped); None when the unbatched generation failed."""
+    error: str | None
+    """One-line message when the unbatched generation or its scoring failed (the item itself
+    keeps its batched result and outcome); None when the check ran."""
+
+
+@dataclass
 class ItemRecord:
     """One dataset row evaluated on one model (or one hand-written test's generation)."""
 
@@ -258,6 +285,14 @@ class ItemRecord:
     text."""
     comparison: Comparison | None = None
     """Agreement runs only: the reference backend's result and the comparison."""
+    batch_invariant: bool | None = None
+    """Whether the generation came from a batch of prompts of one token length, so with no
+    padding (`--llmeval-batch-invariant`; a cached generation under that mode was made so
+    too); False: ordinary batching, or the mode does not apply to the backend (it cannot
+    count prompt tokens); None: nothing was generated (an error) or a hand-written test."""
+    invariance: Invariance | None = None
+    """The batch-invariance check of this item when it was among the `--llmeval-invariance-check`
+    sample; None otherwise."""
 
 
 # ---- what a task declared and where its rows came from (report.json, per task) ----
@@ -397,11 +432,14 @@ class TaskInfo:
 
 def to_json(record: ItemRecord) -> dict[str, Any]:
     """The record as plain JSON types (a dict of str, numbers, bools, None, lists, dicts)."""
-    # Every field is a scalar or the flat Comparison: a shallow copy is the whole conversion,
-    # and it runs several times per item (dataclasses.asdict deep-copies each value).
+    # Every field is a scalar or a flat part (Comparison, Invariance): a shallow copy of each
+    # is the whole conversion, and it runs several times per item (dataclasses.asdict
+    # deep-copies each value).
     data = dict(vars(record))
     if record.comparison is not None:
         data["comparison"] = dict(vars(record.comparison))
+    if record.invariance is not None:
+        data["invariance"] = dict(vars(record.invariance))
     return data
 
 
@@ -413,8 +451,13 @@ def task_info_to_json(info: TaskInfo) -> dict[str, Any]:
 def from_json(data: dict[str, Any]) -> ItemRecord:
     """A record from `to_json`'s output (raises TypeError on unknown or missing keys)."""
     comparison = data.get("comparison")
+    invariance = data.get("invariance")
     return ItemRecord(
-        **{**data, "comparison": Comparison(**comparison) if comparison is not None else None}
+        **{
+            **data,
+            "comparison": Comparison(**comparison) if comparison is not None else None,
+            "invariance": Invariance(**invariance) if invariance is not None else None,
+        }
     )
 
 

@@ -284,6 +284,11 @@ class TransformersBackend:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def prompt_tokens(self, prompt: str) -> int:
+        """Tokens of a rendered prompt as `generate` encodes it (no special tokens added): the
+        engine's batch-invariant mode batches only prompts of equal count, so none is padded."""
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
 
 def _share_cpu_threads() -> None:
     """Under xdist on the CPU, give each worker its share of the cores.

@@ -39,3 +39,7 @@ class Settings:
     cache_dir: Path = Path(".llmeval_cache")
     allow_missing: bool = False
     """A gated task whose data is missing has its gates reported as not evaluated, not failed."""
+    invariance_check: int = 0
+    """Items per task x model generated again alone to check batch invariance (0: none)."""
+    batch_invariant: bool = False
+    """Batch only prompts of equal token length (no padding), where the backend counts tokens."""

@@ -25,6 +25,7 @@ from pytest_llmeval.declare.models import ModelSpec, UnknownModel, resolve_model
 from pytest_llmeval.declare.sampling import sample_indices
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.declare.task import ScoreFn, Task, TaskError
+from pytest_llmeval.run.invariance import checked_rows
 from pytest_llmeval.run.items import EvalItem, TaskProblemItem
 
 
@@ -113,6 +114,7 @@ def items_for_task(
         declaration=declaration(task),
     )
     several = len(settings.models) > 1
+    checked = checked_rows(chosen, settings.invariance_check, task.generation.seed)
     items: list[pytest.Item] = []
     for spec in settings.models:
         for index in chosen:
@@ -129,6 +131,7 @@ def items_for_task(
                     row=loaded.rows[index],
                     item_id=identity,
                     reference=reference,
+                    invariance_check=index in checked,
                 )
             )
     return items

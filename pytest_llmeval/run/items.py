@@ -9,6 +9,7 @@ controller once, with the item's teardown report, and a few flat values go into
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import ScoreFn, Task, TaskError
 from pytest_llmeval.report.junit import junit_properties
 from pytest_llmeval.run import records
+from pytest_llmeval.run.invariance import check_unbatched
 from pytest_llmeval.run.worker import Worker, worker_of
 from pytest_llmeval.score.agreement import compare_item
 from pytest_llmeval.score.scorers import Score, TargetError
@@ -49,6 +51,7 @@ class EvalItem(pytest.Item):
         row: Mapping[str, Any] | RowError,
         item_id: str,
         reference: ModelSpec | None = None,
+        invariance_check: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -60,6 +63,8 @@ class EvalItem(pytest.Item):
         self.row_index = row_index
         self.row = row
         self.item_id = item_id
+        self.invariance_check = invariance_check
+        """In the `--llmeval-invariance-check` sample: generated again alone and compared."""
         self.record: ItemRecord | None = None
 
     @property
@@ -128,7 +133,7 @@ class EvalItem(pytest.Item):
         if self.reference is not None:
             comparison = self._compare(worker, row, generation, score, target)
             passed = comparison.binary_match is True
-        return records.evaluated(
+        record = records.evaluated(
             self.facts(),
             worker=worker.name,
             target=target,
@@ -138,6 +143,26 @@ class EvalItem(pytest.Item):
             correct=correct,
             comparison=comparison,
         )
+        return self._batching_facts(worker, record, row, target)
+
+    def _batching_facts(
+        self, worker: Worker, record: ItemRecord, row: Mapping[str, Any], target: str
+    ) -> ItemRecord:
+        """The record with whether batch-invariant mode made its generation and, for an item
+        in the `--llmeval-invariance-check` sample, the check: generated again alone (a
+        batch of one, uncached) and scored; a cached batched text is compared all the same."""
+        invariance = None
+        if self.invariance_check:
+            invariance = check_unbatched(
+                lambda: worker.engine.generate_alone(self),
+                lambda text: _checked(self.scorer(text, target, row), self.task.name),
+                batched_text=record.response or "",
+                batched_score=float(record.score or 0.0),
+                pass_threshold=self.task.pass_threshold,
+                describe=lambda exc: _error_message(exc, self.task.name),
+            )
+        invariant = worker.engine.batch_invariant_for(self.spec)
+        return dataclasses.replace(record, batch_invariant=invariant, invariance=invariance)
 
     def _compare(
         self,

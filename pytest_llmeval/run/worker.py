@@ -37,7 +37,10 @@ class Worker:
         if settings.cache_mode != "off":
             cache = GenerationCache(settings.cache_dir, settings.cache_mode)
         self.engine = Engine(
-            make_backend=self._make_backend, batch_size=settings.batch_size, cache=cache
+            make_backend=self._make_backend,
+            batch_size=settings.batch_size,
+            cache=cache,
+            batch_invariant=settings.batch_invariant,
         )
         self._positions: dict[str, int] | None = None
         self._queue_warned = False
