@@ -115,3 +115,28 @@ def test_plain_record_converts_numpy_and_pandas_scalars() -> None:
 def test_plain_record_refuses_other_objects_naming_the_field() -> None:
     with pytest.raises(RecordValueError, match=r"field 'label'.*ndarray"):
         plain_record(item_record(label=np.array([1, 2])))
+
+
+def test_the_decoding_settings_cross_the_worker_as_plain_json() -> None:
+    # Every backend records the settings it sent as a dict (lists of stop strings inside);
+    # before, any dict field made the item an error ("cannot be stored as JSON").
+    decoding = {
+        "temperature": np.float64(0.7),
+        "stop": ("###", np.str_("<|im_end|>")),
+        "seed": np.int64(5),
+        "server_defaults": [],
+        "extra": {"repeat_penalty": 1.0},
+    }
+    plain = plain_record(item_record(decoding=decoding))
+    assert plain.decoding == {
+        "temperature": 0.7,
+        "stop": ["###", "<|im_end|>"],
+        "seed": 5,
+        "server_defaults": [],
+        "extra": {"repeat_penalty": 1.0},
+    }
+    assert type(plain.decoding["seed"]) is int
+    with pytest.raises(RecordValueError, match=r"field 'decoding.extra.x'"):
+        plain_record(item_record(decoding={"extra": {"x": object()}}))
+    with pytest.raises(RecordValueError, match=r"field 'decoding'.*keys"):
+        plain_record(item_record(decoding={1: "a"}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from pytest_llmeval.analyze.record import Comparison, Invariance, ItemRecord
@@ -25,8 +26,9 @@ def plain_record(record: ItemRecord) -> ItemRecord:
     changes = {
         name: plain_value(value, name)
         for name, value in vars(record).items()
-        if name not in ("comparison", "invariance")
+        if name not in ("comparison", "invariance", "decoding")
     }
+    changes["decoding"] = plain_tree(record.decoding, "decoding")
     comparison = record.comparison
     if comparison is not None:
         changes["comparison"] = Comparison(**_plain_part(comparison, "comparison"))
@@ -38,6 +40,20 @@ def plain_record(record: ItemRecord) -> ItemRecord:
 def _plain_part(part: Comparison | Invariance, prefix: str) -> dict[str, Any]:
     """A flat part of a record (scalar fields only) as plain values."""
     return {name: plain_value(value, f"{prefix}.{name}") for name, value in vars(part).items()}
+
+
+def plain_tree(value: Any, field: str) -> Any:
+    """A JSON tree (objects with string keys, arrays, scalars) of builtin types: a field that
+    holds structure by design, such as the decoding settings a backend sent."""
+    if isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value):
+            raise RecordValueError(
+                f"record field {field!r} holds an object whose keys are not all strings"
+            )
+        return {key: plain_tree(item, f"{field}.{key}") for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_tree(item, f"{field}[{i}]") for i, item in enumerate(value)]
+    return plain_value(value, field)
 
 
 def plain_value(value: Any, field: str) -> Any:
