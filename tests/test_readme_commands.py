@@ -55,6 +55,9 @@ COMMANDS: dict[str, Documented] = {
         1, "the embedded model stands in for qwen7b and scores far below 0.8"
     ),
     "pytest evals --collect-only -q": Documented(0, "lists the item ids, runs nothing"),
+    'pytest evals --llmeval-invariance-check 20 --gate "invariance_changed<=0"': Documented(
+        0, "fp32 on the CPU: generating alone changes no greedy text"
+    ),
     "pytest evals --model qwen7b -n 2": Documented(0, "two xdist workers on the CPU"),
     (
         "pytest evals -k toxicity --limit 100 --model qwen7b --compare-backend hosted --gate "
