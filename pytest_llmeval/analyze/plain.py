@@ -23,7 +23,7 @@ class RecordValueError(ValueError):
 def plain_record(record: ItemRecord) -> ItemRecord:
     """`record` with every field a builtin JSON type; raises RecordValueError naming the field."""
     changes = {
-        name: plain_value(value, name)
+        name: plain_nested(value, name)
         for name, value in vars(record).items()
         if name != "comparison"
     }
@@ -36,6 +36,19 @@ def plain_record(record: ItemRecord) -> ItemRecord:
             }
         )
     return dataclasses.replace(record, **changes)
+
+
+def plain_nested(value: Any, field: str) -> Any:
+    """A scalar as `plain_value` makes it, or a dict (string keys) or list of such values,
+    converted all the way down (e.g. `decoding`, the backend's settings)."""
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise RecordValueError(f"record field {field!r} has a non-string key {key!r}")
+        return {key: plain_nested(item, f"{field}.{key}") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_nested(item, f"{field}[{i}]") for i, item in enumerate(value)]
+    return plain_value(value, field)
 
 
 def plain_value(value: Any, field: str) -> Any:
