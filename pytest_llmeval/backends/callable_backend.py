@@ -9,6 +9,13 @@ token counts its model reported::
 
 The backend has no tokenizer of its own: without counts from the function, `tokens_in` and
 `tokens_out` are None (and so is tok/s), never a word count passed off as tokens.
+
+For sampled decoding (`temperature` > 0) the function receives the settings with `seed`
+replaced by the item's own seed (derived from the task seed, the item id and the sample
+index: `pytest_llmeval.declare.seeds.sample_seed`), so a function that seeds its model with it
+draws the same whatever the batch, `-n` or resume point, and two items with the same prompt
+draw differently. For greedy decoding it receives the task's settings unchanged. Each item's
+record keeps what was passed (`decoding`: the settings as a dict, `seed` None for greedy).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
@@ -84,9 +91,10 @@ class CallableBackend:
         timed: list[tuple[GenerationRequest, _Reply, float]] = []
         batch_started = time.perf_counter()
         for request in requests:
+            settings = _settings_for(request)
             started = time.perf_counter()
             self.calls += 1
-            reply = _reply(self.spec.model_id, self.function(request.messages, request.settings))
+            reply = _reply(self.spec.model_id, self.function(request.messages, settings))
             timed.append((request, reply, time.perf_counter() - started))
         wall = time.perf_counter() - batch_started
         return [
@@ -101,12 +109,26 @@ class CallableBackend:
                 batch_size=len(requests),
                 batch_wall_s=round(wall, 6),
                 latency_method=LATENCY_METHOD,
+                decoding=_decoding(request),
             )
             for request, reply, latency in timed
         ]
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _settings_for(request: GenerationRequest) -> Generation:
+    """What the function receives: a sampled request's settings carry the item's own seed."""
+    seed = request.seed
+    return request.settings if seed is None else replace(request.settings, seed=seed)
+
+
+def _decoding(request: GenerationRequest) -> dict[str, Any]:
+    """The settings passed to the function as plain JSON, `seed` None for greedy decoding
+    (the record's convention: no draw, no seed)."""
+    passed = _settings_for(request).as_dict()
+    return {**passed, "stop": list(passed["stop"]), "seed": request.seed}
 
 
 @dataclass(frozen=True)
