@@ -54,6 +54,8 @@ def pinned_generation_config(
     each set to an explicit value (neutral unless `settings` asks otherwise).
 
     `generate` itself always decodes greedily; for sampled settings `PerRowSampler` draws.
+    A field left None here is filled by `generate` from the model's generation config, which
+    must be `neutral_generation_config` (the backend sets it at load), so it stays off.
     """
     config = neutral_generation_config(base)
     config.update(  # type: ignore[no-untyped-call]
