@@ -14,6 +14,13 @@ Cached answers are keyed on the contents of the module file named in the target 
 module defining the function (for a `functools.partial`, the wrapped function's, plus its bound
 arguments), and on the alias's `version`: editing those files invalidates them; a change
 elsewhere (a helper in another module, a model behind an API, an index) needs a new `version`.
+
+For sampled decoding (`temperature` > 0) the function receives the settings with `seed`
+replaced by the item's own seed (derived from the task seed, the item id and the sample
+index: `pytest_llmeval.declare.seeds.sample_seed`), so a function that seeds its model with it
+draws the same whatever the batch, `-n` or resume point, and two items with the same prompt
+draw differently. For greedy decoding it receives the task's settings unchanged. Each item's
+record keeps what was passed (`decoding`: the settings as a dict, `seed` None for greedy).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
@@ -90,9 +97,10 @@ class CallableBackend:
         timed: list[tuple[GenerationRequest, _Reply, float]] = []
         batch_started = time.perf_counter()
         for request in requests:
+            settings = _settings_for(request)
             started = time.perf_counter()
             self.calls += 1
-            reply = _reply(self.spec.model_id, self.function(request.messages, request.settings))
+            reply = _reply(self.spec.model_id, self.function(request.messages, settings))
             timed.append((request, reply, time.perf_counter() - started))
         wall = time.perf_counter() - batch_started
         return [
@@ -107,6 +115,7 @@ class CallableBackend:
                 batch_size=len(requests),
                 batch_wall_s=round(wall, 6),
                 latency_method=LATENCY_METHOD,
+                decoding=_decoding(request),
             )
             for request, reply, latency in timed
         ]
@@ -119,6 +128,19 @@ class CallableBackend:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _settings_for(request: GenerationRequest) -> Generation:
+    """What the function receives: a sampled request's settings carry the item's own seed."""
+    seed = request.seed
+    return request.settings if seed is None else replace(request.settings, seed=seed)
+
+
+def _decoding(request: GenerationRequest) -> dict[str, Any]:
+    """The settings passed to the function as plain JSON, `seed` None for greedy decoding
+    (the record's convention: no draw, no seed)."""
+    passed = _settings_for(request).as_dict()
+    return {**passed, "stop": list(passed["stop"]), "seed": request.seed}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 The tokenizer's chat template is always applied (its hash goes into the report). Per-item
 latency is the time from the batch start until that item's sequence produced its last token,
 read from a per-step clock, so items that finish early in a batch are not charged for the rest.
+
+Decoding uses our `Generation` settings alone, never the checkpoint's generation_config
+defaults, and a sampled row draws with its own seed whatever it is batched with
+(`hf_decoding`); each result's `decoding` says what was used.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
@@ -25,9 +29,15 @@ from pytest_llmeval.backends import (
     GenerationResult,
     devices_of,
 )
+from pytest_llmeval.backends.hf_decoding import (
+    PerRowSampler,
+    decoding_record,
+    neutral_generation_config,
+    pinned_generation_config,
+)
 from pytest_llmeval.backends.weights import locate_weights
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import Generation, Message
+from pytest_llmeval.declare.task import Message
 
 LATENCY_METHOD = "sequence-finish: batch start until the item's last token (per-step clock)"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -133,6 +143,8 @@ class TransformersBackend:
                     f"{type(exc).__name__}: {exc}"
                 )
                 raise self._load_error from exc
+            # Same decode on every backend: nothing from the checkpoint's sampling defaults.
+            self._model.generation_config = neutral_generation_config(self._model.generation_config)
             self.stop_ids = _stop_token_ids(self._model, self.tokenizer)
             self.load_time_s = time.perf_counter() - started
         return self._model
@@ -231,21 +243,28 @@ class TransformersBackend:
             prompts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.device)
         clock = _StepClock()
+        processors: list[LogitsProcessor] = [clock]
         if not settings.greedy:
-            torch.manual_seed(settings.seed)
+            # Each row draws with its own seed: see hf_decoding.
+            seeds = [cast(int, request.seed) for request in requests]
+            processors.append(PerRowSampler(seeds, settings))
+        config = pinned_generation_config(
+            settings, model.generation_config, self.tokenizer.pad_token_id
+        )
         started = time.perf_counter()
         output = model.generate(
             **encoded,
-            **_generate_kwargs(settings),
-            logits_processor=LogitsProcessorList([clock]),
-            pad_token_id=self.tokenizer.pad_token_id,
+            generation_config=config,
+            logits_processor=LogitsProcessorList(processors),
             tokenizer=self.tokenizer if settings.stop else None,
         )
         wall = time.perf_counter() - started
         new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
         input_lengths = encoded["attention_mask"].sum(dim=1).tolist()
         results = []
-        for prompt, tokens, n_in in zip(prompts, new_tokens, input_lengths, strict=True):
+        for request, prompt, tokens, n_in in zip(
+            requests, prompts, new_tokens, input_lengths, strict=True
+        ):
             n_out, steps, stopped = self._generated_length(tokens)
             text = str(self.tokenizer.decode(tokens[:n_out], skip_special_tokens=True))
             text, cut = _cut_at_stop(text, settings.stop)
@@ -263,6 +282,7 @@ class TransformersBackend:
                     batch_size=len(requests),
                     batch_wall_s=round(wall, 6),
                     latency_method=LATENCY_METHOD,
+                    decoding=decoding_record(settings, request.seed),
                 )
             )
         return results
@@ -309,19 +329,6 @@ def _size_on_disk(path: str) -> int | None:
         return None
     suffixes = {".safetensors", ".bin", ".gguf", ".pt"}
     return sum(f.stat().st_size for f in directory.iterdir() if f.suffix in suffixes)
-
-
-def _generate_kwargs(settings: Generation) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens}
-    if settings.greedy:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        kwargs.update(
-            do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=None
-        )
-    if settings.stop:
-        kwargs["stop_strings"] = list(settings.stop)
-    return kwargs
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
