@@ -32,7 +32,7 @@ def test_correct_items_pass_and_gate_holds(evalproject: pytest.Pytester) -> None
         ]
     )
     report = assert_valid_run(evalproject.path / "out")
-    assert report["schema_version"] == 3 and report["totals"]["passed"] == 10
+    assert report["schema_version"] == 4 and report["totals"]["passed"] == 10
 
 
 def test_wrong_items_fail_with_one_line_but_gate_decides_exit(evalproject: pytest.Pytester) -> None:
