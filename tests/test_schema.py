@@ -77,7 +77,8 @@ def test_reading_a_bad_report_names_the_file_and_the_problem(tmp_path: Path) -> 
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "run_id": "x"}))
     with pytest.raises(
-        ReportError, match=r"partial.json: not a valid run-report \(schema version 3\): started: "
+        ReportError,
+        match=rf"partial.json: not a valid run-report \(schema version {SCHEMA_VERSION}\): started: ",
     ):
         load_report(partial)
     lines = tmp_path / "items.jsonl"
