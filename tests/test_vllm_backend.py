@@ -227,8 +227,11 @@ Change = Callable[[pytest.MonkeyPatch], dict[str, Any]]
 CHANGES: dict[str, Change] = {
     "vllm version": lambda mp: {"version": "0.11.0"},
     "gpu": lambda mp: {"gpu_name": "NVIDIA A100-SXM4-80GB"},
-    "torch version": lambda mp: mp.setattr(torch, "__version__", "2.9.0+cu128") or {},
-    "transformers version": lambda mp: mp.setattr(transformers, "__version__", "4.57.1") or {},
+    # Derived from the installed versions, so the change is a change whatever the machine has.
+    "torch version": lambda mp: mp.setattr(torch, "__version__", torch.__version__ + ".other") or {},
+    "transformers version": lambda mp: (
+        mp.setattr(transformers, "__version__", transformers.__version__ + ".other") or {}
+    ),
     "max_model_len": lambda mp: {"options": {"max_model_len": 8192}},
     "tensor_parallel_size": lambda mp: {"options": {"tensor_parallel_size": 2}},
     "dtype": lambda mp: {"options": {"dtype": "float16"}},
