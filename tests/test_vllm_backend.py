@@ -228,7 +228,9 @@ CHANGES: dict[str, Change] = {
     "vllm version": lambda mp: {"version": "0.11.0"},
     "gpu": lambda mp: {"gpu_name": "NVIDIA A100-SXM4-80GB"},
     # Derived from the installed versions, so the change is a change whatever the machine has.
-    "torch version": lambda mp: mp.setattr(torch, "__version__", torch.__version__ + ".other") or {},
+    "torch version": lambda mp: (
+        mp.setattr(torch, "__version__", torch.__version__ + ".other") or {}
+    ),
     "transformers version": lambda mp: (
         mp.setattr(transformers, "__version__", transformers.__version__ + ".other") or {}
     ),
