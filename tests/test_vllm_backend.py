@@ -3,6 +3,7 @@ and is not installed here: the engine is the fake in `fake_vllm.py`)."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -224,16 +225,21 @@ def test_identity_names_versions_device_and_engine_options(
 
 
 Change = Callable[[pytest.MonkeyPatch], dict[str, Any]]
+
+
+def _bump_version(monkeypatch: pytest.MonkeyPatch, package: str) -> dict[str, Any]:
+    module = importlib.import_module(package)
+    monkeypatch.setattr(module, "__version__", f"{module.__version__}.other")
+    return {}
+
+
 CHANGES: dict[str, Change] = {
     "vllm version": lambda mp: {"version": "0.11.0"},
     "gpu": lambda mp: {"gpu_name": "NVIDIA A100-SXM4-80GB"},
-    # Derived from the installed versions, so the change is a change whatever the machine has.
-    "torch version": lambda mp: (
-        mp.setattr(torch, "__version__", torch.__version__ + ".other") or {}
-    ),
-    "transformers version": lambda mp: (
-        mp.setattr(transformers, "__version__", transformers.__version__ + ".other") or {}
-    ),
+    # Derived from the installed versions, so the change is a change whatever the machine has;
+    # set on the module as imported now (a test before may have re-imported transformers).
+    "torch version": lambda mp: _bump_version(mp, "torch"),
+    "transformers version": lambda mp: _bump_version(mp, "transformers"),
     "max_model_len": lambda mp: {"options": {"max_model_len": 8192}},
     "tensor_parallel_size": lambda mp: {"options": {"tensor_parallel_size": 2}},
     "dtype": lambda mp: {"options": {"dtype": "float16"}},
