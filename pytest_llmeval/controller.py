@@ -10,6 +10,7 @@ gates and the report itself are pure functions of `pytest_llmeval.analyze` and
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -30,6 +31,7 @@ from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.report import runinfo
 from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo
 from pytest_llmeval.report.html import summary_html
+from pytest_llmeval.report.paths import directory_problem, file_problem, sibling_problem
 from pytest_llmeval.report.progress import Progress
 from pytest_llmeval.report.summary import summary_markdown, summary_table
 from pytest_llmeval.report.writers import ReportWriter, write_agreement_table, write_items_parquet
@@ -39,6 +41,43 @@ from pytest_llmeval.run.xdist_hooks import XdistHooks
 PAYLOAD_ATTRIBUTE = "llmeval"
 """Attribute of an item's teardown report holding its records (plain JSON; crosses xdist)."""
 GATE_PREFIX = "gates"
+REPORT_FILES = ("items.jsonl", "items.parquet", "summary.md", "agreement.parquet")
+"""The files written beside report.json."""
+
+
+def check_report_paths(config: pytest.Config, settings: Settings) -> None:
+    """Raise a one-line UsageError when a report file of this run cannot be written: its
+    directory cannot be created (under a file, unwritable) or its path is a directory.
+
+    Called before any model work; a bad path found at the end would cost the whole run.
+    """
+    problems = []
+    if settings.report_path is not None:
+        shown = str(config.option.llmeval_report)
+        problems.append(
+            file_problem(settings.report_path, "--llmeval-report", shown, "report.json")
+            or sibling_problem(settings.report_path.parent, REPORT_FILES, "--llmeval-report", shown)
+        )
+    else:
+        folder = config.rootpath / "reports"
+        problem = directory_problem(folder)
+        if problem is not None:
+            problems.append(
+                f"report directory {folder}: {problem.removesuffix('; choose another path')}; "
+                "remove it or pass --llmeval-report PATH"
+            )
+    # Other plugins' report files, whose own checks come only at the end of the run.
+    for option, dest, example in (
+        ("--junitxml", "xmlpath", "junit.xml"),
+        ("--html", "htmlpath", "report.html"),
+    ):
+        given = getattr(config.option, dest, None)
+        if given:
+            path = Path(os.path.expandvars(str(given))).expanduser().absolute()
+            problems.append(file_problem(path, option, str(given), example))
+    found = [problem for problem in problems if problem]
+    if found:
+        raise pytest.UsageError(found[0])
 
 
 class Controller:
@@ -122,8 +161,10 @@ class Controller:
         return dict(scheduler.share_sizes) if scheduler else {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        """In-process runs: the number of eval items, for the progress line."""
+        """In-process runs: the number of eval items, for the progress line; and the report
+        paths checked, for a session that showed it is an eval run only by its tasks."""
         self.total = sum(1 for item in session.items if is_eval_item(item.nodeid))
+        check_report_paths(self.config, self.settings)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:

@@ -26,7 +26,7 @@ from pytest_llmeval import hookspec
 from pytest_llmeval.analyze.cost import Price, load_prices
 from pytest_llmeval.analyze.record import task_info_to_json, to_json
 from pytest_llmeval.backends import Backend, create_backend
-from pytest_llmeval.controller import PAYLOAD_ATTRIBUTE, Controller
+from pytest_llmeval.controller import PAYLOAD_ATTRIBUTE, Controller, check_report_paths
 from pytest_llmeval.declare import data
 from pytest_llmeval.declare.ids import is_eval_item
 from pytest_llmeval.declare.models import ModelSpec
@@ -80,6 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[WORKER] = Worker(config, settings)  # no I/O until an item runs
     if is_xdist_worker(config) or not uses_llmeval(config):
         return
+    check_report_paths(config, settings)  # before any model work: a usage error
     if config.pluginmanager.has_plugin("xdist"):
         hooks = XdistHooks(pin_gpus=settings.pin_gpus)
         config.stash[XDIST_HOOKS] = hooks

@@ -72,7 +72,8 @@ def test_jsonl_non_object_line_is_row_error(tmp_path: Path) -> None:
 def test_csv_with_custom_separator(tmp_path: Path) -> None:
     (tmp_path / "rows.csv").write_text("text;label\nhello, world;1\nbye;0\n", encoding="utf-8")
     rows = load_rows(DataSource(files="rows.csv", csv_sep=";"), tmp_path).rows
-    assert rows == [{"text": "hello, world", "label": 1}, {"text": "bye", "label": 0}]
+    # Cells stay the text written: a CSV has no types (issue 11, point 8).
+    assert rows == [{"text": "hello, world", "label": "1"}, {"text": "bye", "label": "0"}]
 
 
 def test_json_via_pandas(tmp_path: Path) -> None:

@@ -88,8 +88,10 @@ def test_generation_must_be_a_generation() -> None:
 
 
 def test_data_source_needs_a_source() -> None:
-    with pytest.raises(TaskError, match="hub=, files= or generate="):
-        DataSource()
+    # Kept, not raised: raising at import would stop the whole session (issue 11, point 7).
+    problem = DataSource().problem
+    assert problem is not None and "hub=, files= or generate=" in problem
+    assert "hub=, files= or generate=" in _problem(**_kwargs(data=DataSource()))
 
 
 # --- ChatPrompt ----------------------------------------------------------------------
@@ -195,8 +197,9 @@ def test_missing_target_field_raises() -> None:
     ],
 )
 def test_generation_validation(kwargs: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(TaskError, match=fragment):
-        Generation(**kwargs)
+    problem = Generation(**kwargs).problem
+    assert problem is not None and fragment in problem
+    assert fragment in _problem(**_kwargs(generation=Generation(**kwargs)))
 
 
 def test_generation_defaults_greedy() -> None:

@@ -53,6 +53,8 @@ def load_rows(source: DataSource, data_dir: Path | None, hub: bool | None = None
     Raises DataUnavailable when no source can be reached, TaskError when a source exists but
     is unusable (unknown format, no rows).
     """
+    if source.problem:
+        raise TaskError(source.problem)
     local = _local_path(source, data_dir)
     if local is not None:
         rows = _read_local(local, source.csv_sep)
@@ -94,6 +96,11 @@ def _local_path(source: DataSource, data_dir: Path | None) -> Path | None:
         if data_dir is None:
             return None
         path = data_dir / path
+    if path.is_dir():
+        # Not a missing file: skipping the task (or trying the Hub) would hide the mistake.
+        raise TaskError(
+            f"{path} is a directory; files= must name one data file ({', '.join(LOCAL_FORMATS)})"
+        )
     return path if path.is_file() else None
 
 
@@ -111,6 +118,17 @@ def _how_to_provide(source: DataSource, data_dir: Path | None) -> str:
 
 
 def _read_local(path: Path, csv_sep: str) -> list[Mapping[str, Any] | RowError]:
+    try:
+        return _read_local_file(path, csv_sep)
+    except UnicodeDecodeError as exc:
+        # A binary file, or text in another encoding: name the file and the first bad byte.
+        raise TaskError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}: {exc.reason}); save it as UTF-8, or check that it is the data file"
+        ) from None
+
+
+def _read_local_file(path: Path, csv_sep: str) -> list[Mapping[str, Any] | RowError]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _read_jsonl(path)
@@ -121,17 +139,25 @@ def _read_local(path: Path, csv_sep: str) -> list[Mapping[str, Any] | RowError]:
     import pandas as pd  # heavy: only when a task actually reads such a file
 
     try:
-        frame = pd.read_csv(path, sep=csv_sep) if suffix == ".csv" else pd.read_parquet(path)
+        frame = _read_csv(pd, path, csv_sep) if suffix == ".csv" else pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         return []
+    except UnicodeDecodeError:
+        raise
     except (ValueError, OSError) as exc:
         raise TaskError(f"{path}: cannot read {suffix} file: {exc}") from None
     return [dict(record) for record in frame.to_dict(orient="records")]
 
 
+def _read_csv(pd: Any, path: Path, sep: str) -> Any:
+    """Every cell as the text written in the file: a CSV has no types, and guessing them
+    turned the target `007` into 7 and an empty cell into NaN (whose text "nan" then matched)."""
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+
+
 def _read_json(path: Path) -> list[Mapping[str, Any] | RowError]:
     """A JSON file holding a list of row objects (values kept as written: "2" stays "2")."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     if not text.strip():
         return []
     try:
@@ -148,7 +174,7 @@ def _read_json(path: Path) -> list[Mapping[str, Any] | RowError]:
 
 def _read_jsonl(path: Path) -> list[Mapping[str, Any] | RowError]:
     rows: list[Mapping[str, Any] | RowError] = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -179,6 +205,13 @@ def _read_hub(source: DataSource) -> list[Mapping[str, Any] | RowError]:
         )
     except (ConnectionError, OSError) as exc:
         raise DataUnavailable(f"{_hub_origin(source)} could not be loaded: {exc}") from None
+    except ValueError as exc:
+        if "split" not in str(exc).lower():
+            raise
+        # datasets: 'Unknown split "tset". Should be one of ['train', 'test'].'
+        raise TaskError(
+            f"{_hub_origin(source)}: {exc} Set DataSource(split=...) to one of them"
+        ) from None
     return [dict(row) for row in dataset]
 
 

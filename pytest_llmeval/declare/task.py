@@ -21,13 +21,14 @@ This module imports neither torch nor pytest: a task is plain data.
 
 from __future__ import annotations
 
-import difflib
+import os
 import re
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pytest_llmeval.declare.declared import assign, is_int, is_number, keep_problem, require
 from pytest_llmeval.score.scorers import Score
 
 Row = Mapping[str, Any]
@@ -60,10 +61,45 @@ class DataSource:
     generate: Callable[[], Iterable[Row]] | None = None
     revision: str | None = None
     transform: Callable[[Row], Row] | None = None
+    # Why this source cannot be used (unknown fields, bad values), else None; see Task.problem.
+    problem: str | None = field(default=None, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.hub is None and self.files is None and self.generate is None:
-            raise TaskError("DataSource needs at least one of hub=, files= or generate=")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        keep_problem(self, assign(self, args, kwargs), self._check)
+
+    def _check(self) -> None:
+        for name in ("hub", "config", "revision"):
+            value = getattr(self, name)
+            require(
+                value is None or isinstance(value, str),
+                f"DataSource.{name} must be a string or None, got {value!r}",
+            )
+        if isinstance(self.files, os.PathLike):
+            object.__setattr__(self, "files", os.fspath(self.files))
+        require(
+            self.files is None or isinstance(self.files, str),
+            f"DataSource.files must be a file path (str), got {self.files!r}",
+        )
+        # The split is part of every item id (`task/split/0042`), so it must fit one.
+        require(
+            isinstance(self.split, str) and re.fullmatch(r"[^/\[\]\s]+", self.split) is not None,
+            "DataSource.split must be a split name such as 'test' (no '/', '[', ']' or "
+            f"spaces), got {self.split!r}",
+        )
+        require(
+            isinstance(self.csv_sep, str) and self.csv_sep != "",
+            f"DataSource.csv_sep must be a non-empty string, got {self.csv_sep!r}",
+        )
+        for name in ("generate", "transform"):
+            value = getattr(self, name)
+            require(
+                value is None or callable(value),
+                f"DataSource.{name} must be a function or None, got {type(value).__name__}",
+            )
+        require(
+            not (self.hub is None and self.files is None and self.generate is None),
+            "DataSource needs at least one of hub=, files= or generate=",
+        )
 
 
 @dataclass(frozen=True)
@@ -84,24 +120,43 @@ class Generation:
     seed: int = 0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    # Why these settings cannot be used, else None; see Task.problem.
+    problem: str | None = field(default=None, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise TaskError(f"Generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise TaskError(f"Generation.temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise TaskError(f"Generation.top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise TaskError(f"Generation.top_k must be >= 0 (0: no top-k cut), got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise TaskError(
-                "Generation.repetition_penalty must be > 0 (1.0: none), "
-                f"got {self.repetition_penalty}"
-            )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        keep_problem(self, assign(self, args, kwargs), self._check)
+
+    def _check(self) -> None:
+        tokens, temperature, top_p = self.max_new_tokens, self.temperature, self.top_p
+        require(
+            is_int(tokens) and tokens >= 1,
+            f"Generation.max_new_tokens must be an integer >= 1, got {tokens!r}",
+        )
+        require(
+            is_number(temperature) and temperature >= 0,
+            f"Generation.temperature must be a number >= 0 (0: greedy), got {temperature!r}",
+        )
+        require(
+            is_number(top_p) and 0 < top_p <= 1,
+            f"Generation.top_p must be a number in (0, 1], got {top_p!r}",
+        )
+        require(
+            is_int(self.top_k) and self.top_k >= 0,
+            f"Generation.top_k must be an integer >= 0 (0: no top-k cut), got {self.top_k!r}",
+        )
+        require(
+            is_number(self.repetition_penalty) and self.repetition_penalty > 0,
+            "Generation.repetition_penalty must be a number > 0 (1.0: none), "
+            f"got {self.repetition_penalty!r}",
+        )
+        require(is_int(self.seed), f"Generation.seed must be an integer, got {self.seed!r}")
         # Accept a list from users but keep the dataclass hashable (it keys batches and caches).
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-        object.__setattr__(self, "stop", stop)
+        stop = (self.stop,) if isinstance(self.stop, str) else self.stop
+        require(
+            isinstance(stop, Iterable) and all(isinstance(s, str) for s in stop),
+            f"Generation.stop must be a string or a list of strings, got {self.stop!r}",
+        )
+        object.__setattr__(self, "stop", tuple(stop))
 
     @property
     def greedy(self) -> bool:
@@ -110,7 +165,7 @@ class Generation:
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as plain JSON (part of the generation cache key)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
 
 @dataclass(frozen=True)
@@ -188,34 +243,15 @@ class Task:
         # A hand-written init so that a misspelt field names the field and its likely fix.
         # The problem is kept, not raised: raising at import would make pytest abandon the
         # whole session over one task; collection turns it into one error item instead.
-        known = {f.name: f for f in fields(Task) if f.init}
-        for name, spec in known.items():
-            if name in kwargs:
-                value = kwargs[name]
-            elif spec.default_factory is not MISSING:
-                value = spec.default_factory()
-            else:
-                value = None if spec.default is MISSING else spec.default
-            object.__setattr__(self, name, value)
-        try:
-            self._validate(kwargs, known)
-            problem = None
-        except TaskError as exc:
-            problem = str(exc)
+        problem = assign(self, (), kwargs)
+        if problem is None:
+            try:
+                self._validate(kwargs)
+            except TaskError as exc:
+                problem = str(exc)
         object.__setattr__(self, "problem", problem)
 
-    def _validate(self, kwargs: dict[str, Any], known: dict[str, Any]) -> None:
-        unknown = sorted(set(kwargs) - set(known))
-        if unknown:
-            hints = [
-                f"{name!r} (did you mean {match[0]!r}?)"
-                if (match := difflib.get_close_matches(name, known, n=1))
-                else repr(name)
-                for name in unknown
-            ]
-            raise TaskError(
-                f"Task got unknown field {', '.join(hints)}; known fields: {', '.join(known)}"
-            )
+    def _validate(self, kwargs: dict[str, Any]) -> None:
         missing = [n for n in ("name", "data", "prompt", "target", "scorer") if n not in kwargs]
         if missing:
             raise TaskError(f"Task is missing required field(s): {', '.join(missing)}")
@@ -227,6 +263,10 @@ class Task:
             raise TaskError(f"Task {self.name}: data= must be a DataSource")
         if not isinstance(self.generation, Generation):
             raise TaskError(f"Task {self.name}: generation= must be a Generation")
+        # A bad DataSource(...) or Generation(...) kept its problem for this moment.
+        for part in (self.data, self.generation):
+            if part.problem:
+                raise TaskError(part.problem)
         if not (callable(self.scorer) or isinstance(self.scorer, str)):
             raise TaskError(
                 f"Task {self.name}: scorer= must be a function (response, target, row) -> Score "
@@ -235,8 +275,16 @@ class Task:
         object.__setattr__(self, "gates", tuple(self.gates))
 
     def messages(self, row: Row) -> list[Message]:
-        """The chat messages for one row (raises TaskError naming a missing field)."""
-        return self.prompt(row)
+        """The chat messages for one row (raises TaskError naming a missing field, or what a
+        prompt function returned instead of chat messages)."""
+        messages = self.prompt(row)
+        if not _is_chat(messages):
+            raise TaskError(
+                "the prompt function must return a list of chat messages "
+                "[{'role': 'user', 'content': ...}], got "
+                f"{type(messages).__name__} {_short(messages)}"
+            )
+        return messages
 
     def target_for(self, row: Row) -> str:
         """The expected answer for one row, as a string."""
@@ -258,3 +306,19 @@ class Task:
         if self.label_field:
             needed.add(self.label_field)
         return needed
+
+
+def _is_chat(messages: object) -> bool:
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(
+            isinstance(m, Mapping) and isinstance(m.get("role"), str) and "content" in m
+            for m in messages
+        )
+    )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

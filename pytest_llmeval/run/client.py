@@ -24,7 +24,7 @@ from pytest_llmeval.run.records import ItemFacts, from_test
 from pytest_llmeval.run.worker import Worker
 
 CLIENT_CALLS = pytest.StashKey[list["TestGeneration"]]()
-_SETTINGS = tuple(f.name for f in fields(Generation))
+_SETTINGS = tuple(f.name for f in fields(Generation) if f.init)
 TEST_ORIGIN = "hand-written tests"
 
 
@@ -84,7 +84,10 @@ class BackendClient:
             if isinstance(prompt, str)
             else [dict(m) for m in prompt]
         )
-        request = GenerationRequest(messages, Generation(**settings))
+        generation = Generation(**settings)
+        if generation.problem:  # kept by the declaration, raised where it is used
+            raise ValueError(f"llmeval_backend.generate: {generation.problem}")
+        request = GenerationRequest(messages, generation)
         item = self._running()
         calls = item.stash.setdefault(CLIENT_CALLS, []) if item is not None else []
         key = f"{item.nodeid if item else 'llmeval_backend'}#{len(calls) + 1}"

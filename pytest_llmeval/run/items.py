@@ -314,11 +314,21 @@ def miss_message(record: ItemRecord) -> str:
 
 
 def _checked(score: Score, task: str) -> Score:
-    """A scorer's result, refused unless its value is a number in [0, 1]."""
+    """A scorer's result, refused unless it is a Score whose value is a number in [0, 1]."""
+    if not isinstance(score, Score):
+        got = "None" if score is None else f"{type(score).__name__} {score!r:.60}"
+        hint = f" (wrap it: Score({score!r}, extracted, method))" if _bare_number(score) else ""
+        raise ItemError(
+            f"task {task}: scorer must return a Score(value, extracted, method), got {got}{hint}"
+        )
     value = float(score.value)
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise ItemError(f"task {task}: scorer returned {score.value!r}; scores must be in [0, 1]")
     return score
+
+
+def _bare_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _error_message(exc: BaseException, task: str) -> str:
