@@ -36,6 +36,7 @@ from pytest_llmeval.report.progress import Progress
 from pytest_llmeval.report.summary import summary_markdown, summary_table
 from pytest_llmeval.report.writers import ReportWriter, write_agreement_table, write_items_parquet
 from pytest_llmeval.run import records
+from pytest_llmeval.run.progress_lines import is_terminal, terminal_line
 from pytest_llmeval.run.xdist_hooks import XdistHooks
 
 PAYLOAD_ATTRIBUTE = "llmeval"
@@ -109,7 +110,9 @@ class Controller:
         self.data_conflicts: dict[str, str] = {}
         self.writer: ReportWriter | None = None
         self.progress = Progress(
-            interval_s=settings.progress_s, total=lambda: self.total, shares=self._shares
+            interval_s=settings.progress_s,
+            total=lambda: self.total,
+            shares=self._shares,
         )
 
     @property
@@ -141,10 +144,23 @@ class Controller:
         self.writer.append_item(record)
         if record.source != "task":
             return  # the progress total counts eval items only
+        self._show_as_bar()
         line = self.progress.add(record)
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if line and reporter is not None:
-            reporter.write_line(line)
+        if line:
+            terminal_line(self.config, line)
+
+    def progress_event(self, kind: str, model: str, facts: dict[str, Any]) -> None:
+        """In process: the engine loads a model or starts a batch; say so when it calls for it."""
+        self._show_as_bar()
+        line = self.progress.event(kind, model, facts)
+        if line:
+            terminal_line(self.config, line)
+
+    def _show_as_bar(self) -> None:
+        # Decided when there is something to show: the terminal reporter starts after us.
+        self.progress.bar = is_terminal(self.config)
+        if self.progress.bar:
+            self.progress.width = self.config.get_terminal_writer().fullwidth - 1
 
     def add_loads(self, loads: Sequence[ModelLoad], worker: str, info: WorkerInfo) -> None:
         """Keep a process's model loads and its GPU pinning."""

@@ -39,6 +39,7 @@ from pytest_llmeval.run.client import CLIENT_CALLS, BackendClient, client_record
 from pytest_llmeval.run.collect import TaskClaims, claimed_items
 from pytest_llmeval.run.gpus import VARIABLE as GPU_VARIABLE
 from pytest_llmeval.run.items import EvalItem, ItemError, ItemMiss, TaskProblemItem
+from pytest_llmeval.run.progress_lines import WorkerLines
 from pytest_llmeval.run.worker import WORKER, Worker, worker_of
 from pytest_llmeval.run.xdist_hooks import XdistHooks
 from pytest_llmeval.run.xdist_queue import is_xdist_worker
@@ -77,7 +78,13 @@ def pytest_configure(config: pytest.Config) -> None:
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     warn_split_path_options(config)
-    config.stash[WORKER] = Worker(config, settings)  # no I/O until an item runs
+    worker = config.stash[WORKER] = Worker(config, settings)  # no I/O until an item runs
+    if is_xdist_worker(config):
+        worker.engine.notify = WorkerLines(config, worker.name, settings.progress_s).event
+    else:
+        worker.engine.notify = lambda kind, model, facts: _progress_event(
+            config, kind, model, facts
+        )
     if is_xdist_worker(config) or not uses_llmeval(config):
         return
     check_report_paths(config, settings)  # before any model work: a usage error
@@ -86,6 +93,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[XDIST_HOOKS] = hooks
         config.pluginmanager.register(hooks, XDIST_NAME)
     activate_controller(config)
+
+
+def _progress_event(config: pytest.Config, kind: str, model: str, facts: dict[str, Any]) -> None:
+    # The controller may start after configure (a Task collected, the fixture used).
+    controller = config.stash.get(CONTROLLER, None)
+    if controller is not None:
+        controller.progress_event(kind, model, facts)
 
 
 def activate_controller(config: pytest.Config) -> Controller | None:

@@ -99,7 +99,8 @@ def test_progress_lines_come_at_most_once_per_interval() -> None:
             lines.append(line)
     assert len(lines) == 6  # at 30, 60, ... 180 s
     assert lines[0].startswith("llmeval progress 30s: 16/100 items (16%)")
-    assert "gw0 8/50 (" in lines[0] and "items/min" in lines[0] and "tok/s" in lines[0]
+    # Rates per model (every backend of the run), counts per worker with its share.
+    assert "m 16 items, 11 tok/s" in lines[0] and lines[0].endswith("; gw0 8/50, gw1 8")
     assert Progress(interval_s=0, total=lambda: 1, shares=dict).add(item_record(worker="w")) is None
 
 

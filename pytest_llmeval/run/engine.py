@@ -93,6 +93,10 @@ class Engine:
     batch_invariant: bool = False
     invariant: dict[str, bool] = field(default_factory=dict)
     alone_runs: int = 0
+    # Told of what takes time before any item finishes (progress display): `notify(kind,
+    # model, facts)` with kind `loading`, `loaded` (seconds), `load_failed` (error), `batch`
+    # (items). None: nobody listens.
+    notify: Callable[[str, str, dict[str, Any]], None] | None = None
 
     def backend(self, spec: ModelSpec) -> Backend:
         """The resident backend for `spec`, created on first use; a failed creation is re-raised."""
@@ -227,6 +231,7 @@ class Engine:
                 self.results[job.item.nodeid] = exc
             return
         self.batches_run += 1
+        self._tell("batch", backend.spec.name, items=len(jobs))
         batch_id = f"{self.run_token}-{self.worker}-{os.getpid()}-{self.batches_run}"
         if meter is not None:  # a remote backend's batches open no window at all
             meter.start()
@@ -278,6 +283,7 @@ class Engine:
         if not callable(load):
             self.loaded[name] = {"load_energy_reason": NO_LOAD}
             return
+        self._tell("loading", name, backend=backend.spec.backend)
         if meter is not None:
             meter.start()
         started = time.perf_counter()
@@ -288,6 +294,7 @@ class Engine:
                 meter.stop()
             self.load_errors[name] = exc
             self.loaded[name] = {"load_energy_reason": f"the load failed: {exc}"}
+            self._tell("load_failed", name, error=f"{type(exc).__name__}: {exc}")
             raise
         seconds = round(time.perf_counter() - started, 3)
         if meter is None:
@@ -295,6 +302,11 @@ class Engine:
         else:
             figures = load_energy(meter.stop(), meter.unavailable())
             self.loaded[name] = {**figures, "load_window_s": seconds}
+        self._tell("loaded", name, seconds=seconds)  # after the meter's window closed
+
+    def _tell(self, kind: str, model: str, **facts: Any) -> None:
+        if self.notify is not None:
+            self.notify(kind, model, facts)
 
     def _meter(self, backend: Backend) -> EnergyMeter | None:
         """The meter of the devices `backend`'s model sits on; None for a remote backend."""
