@@ -1,8 +1,10 @@
 """HTTP for the openai backend: the configured connection, retries and secret scrubbing.
 
 Connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff (429/503
-wait for `Retry-After` when the server sends it, at most 60 s); the API key and long header
-values are scrubbed from every message, since servers echo requests in error bodies.
+wait for `Retry-After` when the server sends it, at most 60 s); a request whose last attempt
+could not connect raises `ServerUnreachable`, which the backend counts towards declaring the
+server down (`openai_health.py`). The API key and long header values are scrubbed from every
+message, since servers echo requests in error bodies.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ log = logging.getLogger("pytest_llmeval.backends.openai_backend")
 
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 60.0
+
+
+class ServerUnreachable(BackendError):
+    """The request's last attempt could not connect (refused, reset, DNS, connect timeout):
+    nothing answered at all, unlike a read timeout or an HTTP error. `reason` says why."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Transport:
@@ -81,6 +92,7 @@ class Transport:
                     self.requests_sent += 1
             after = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
             wait = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+            unreached = None  # why nothing answered, when nothing did
             try:
                 response = self._session.request(
                     method,
@@ -95,8 +107,12 @@ class Transport:
                     f"timed out {after} to {url} ({kind} timeout; connect_timeout "
                     f"{self.connect_timeout} s, read_timeout {self.read_timeout} s)"
                 )
+                if kind == "connect":
+                    unreached = f"connect timeout ({self.connect_timeout} s)"
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 failure = f"connection failed to {url} {after}: {_reason(exc)}"
+                if isinstance(exc, requests.ConnectionError):
+                    unreached = _reason(exc)
             else:
                 if any_status or (response.status_code != 429 and response.status_code < 500):
                     return response, after
@@ -105,6 +121,8 @@ class Transport:
                 if response.status_code in (429, 503):
                     wait = _retry_after(response.headers.get("Retry-After"), wait)
             if attempt == attempts_allowed:
+                if unreached is not None:
+                    raise ServerUnreachable(failure, unreached)
                 raise BackendError(failure)
             log.info("retrying in %.2f s: %s", wait, self.scrub(failure))
             if counted:
@@ -112,6 +130,19 @@ class Transport:
                     self.retries_done += 1
             time.sleep(wait)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def reachable(self, url: str) -> str | None:
+        """One GET of `url` without retries: None when anything answers (any HTTP status:
+        the server is up), else why it could not connect."""
+        try:
+            self._session.get(url, headers=self._headers, timeout=(self.connect_timeout, 5.0))
+        except requests.ConnectTimeout:
+            return f"connect timeout ({self.connect_timeout} s)"
+        except requests.ConnectionError as exc:
+            return _reason(exc)
+        except requests.RequestException:
+            return None  # it answered, if slowly or badly: up
+        return None
 
     def scrub(self, text: str) -> str:
         """`text` with every secret replaced by `***`."""
