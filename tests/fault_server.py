@@ -266,6 +266,11 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read `server.received` instead."""
 
+        @property
+        def route(self) -> str:
+            """The path without its query string."""
+            return self.path.split("?")[0]
+
         def setup(self) -> None:
             super().setup()
             with server._lock:
@@ -278,7 +283,7 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 super().finish()
 
         def do_GET(self) -> None:
-            if self.path != "/v1/models":
+            if self.route != "/v1/models":
                 self._send(Fault.status_code(404))
                 return
             with server._lock:
@@ -307,14 +312,14 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            if not self.path.endswith(("/chat/completions", "/completions")):
+            if not self.route.endswith(("/chat/completions", "/completions")):
                 fault = Fault.status_code(404)
             elif fault.kind not in ("status", "malformed") and _unexpected(server, body):
                 detail = f"Unexpected fields in the request: {sorted(_unexpected(server, body))}"
                 fault = Fault.status_code(422, json.dumps({"detail": detail}))
             elif fault.kind not in ("status", "malformed"):
                 try:
-                    fault = Fault("json", body=json.dumps(_reply(server, self.path, body, fault)))
+                    fault = Fault("json", body=json.dumps(_reply(server, self.route, body, fault)))
                 except (KeyError, IndexError, TypeError, AttributeError):
                     fault = Fault.status_code(400, '{"error": {"message": "bad request body"}}')
             self._send(fault)

@@ -63,6 +63,8 @@ from pytest_llmeval.backends.openai_http import (
     api_key,
     at_least,
     split_model_id,
+    split_query,
+    warn_plain_http,
 )
 from pytest_llmeval.backends.openai_server import (
     check_extra_body,
@@ -73,6 +75,7 @@ from pytest_llmeval.backends.openai_server import (
 )
 from pytest_llmeval.backends.prompt_template import ChatTemplate, load_template
 from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.redact import is_secret_name, redact, redact_mapping
 from pytest_llmeval.declare.task import Generation, Message
 
 ENDPOINTS = {"chat": "chat/completions", "completions": "completions"}
@@ -112,7 +115,11 @@ class OpenAIBackend:
     def __init__(self, spec: ModelSpec, options: OpenAIOptions) -> None:
         self.spec = spec
         self.options = options
-        self.model, self.base_url = split_model_id(spec.model_id, options.base_url)
+        self.model, url = split_model_id(spec.model_id, options.base_url)
+        # Requests go to the base URL with its query (if any) as parameters; identity, report
+        # and messages show it with key-like values masked (`?api_key=***`).
+        self.base_url, params = split_query(url)
+        self.shown_url = redact(url.rstrip("/"))
         self.endpoint = options.endpoint
         if self.endpoint not in ENDPOINTS:
             raise BackendError(
@@ -123,6 +130,7 @@ class OpenAIBackend:
         self.url = f"{self.base_url}/{ENDPOINTS[self.endpoint]}"
         self.server = check_kind(options.server)
         self.extra_body = check_extra_body(options.extra_body)
+        self.shown_extra_body = redact_mapping(self.extra_body)  # identity, report, records
         self.version = options.version
         # Completions need the model's own prompt format: found now, or a clear error now.
         self.template: ChatTemplate | None = None
@@ -135,9 +143,14 @@ class OpenAIBackend:
         self.max_retries = int(at_least("max_retries", options.max_retries, 0))
         self.backoff_s = at_least("backoff_s", options.backoff_s, 0)
         self.unreachable_after = int(at_least("unreachable_after", options.unreachable_after, 0))
+        key = api_key(self.api_key_env, self.shown_url)
+        secret_header = any(is_secret_name(name) for name in options.headers)
+        secret_param = any(is_secret_name(name) for name, _ in params)
+        warn_plain_http(url, spec.name, bool(key) or secret_header or secret_param)
         self.http = Transport(
             headers=options.headers,
-            api_key=api_key(self.api_key_env, self.base_url),
+            params=params,
+            api_key=key,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_retries=self.max_retries,
@@ -145,7 +158,7 @@ class OpenAIBackend:
             pool_size=max(self.concurrency, 10),
         )
         self.health = ServerHealth(
-            self.base_url,
+            self.shown_url,
             self.unreachable_after,
             lambda: self.http.reachable(f"{self.base_url}/models"),
         )
@@ -173,7 +186,7 @@ class OpenAIBackend:
             served = self._served_facts()
         except BackendError as exc:
             raise BackendError(
-                f"openai backend: cannot read the server's facts from {self.base_url} (part of "
+                f"openai backend: cannot read the server's facts from {self.shown_url} (part of "
                 f"the cache key; nothing is served from the cache without them): {exc}"
             ) from None
         return {**self._configured(), "server": kind, "served": served}
@@ -182,11 +195,11 @@ class OpenAIBackend:
         """The identity's part that needs no server."""
         configured: dict[str, Any] = {
             "backend": "openai",
-            "base_url": self.base_url,
+            "base_url": self.shown_url,  # its key-like query values masked: not in the key
             "model": self.model,
             "endpoint": self.endpoint,
             "version": self.version,
-            "extra_body": self.extra_body,
+            "extra_body": self.shown_extra_body,
         }
         if self.template is not None:
             configured["chat_template_sha256"] = self.template.sha256
@@ -289,6 +302,7 @@ class OpenAIBackend:
                 # starts with BOS (Llama-3, Gemma) would get a second one.
                 body["add_special_tokens"] = False
         decoding = {**fields, "seed": fields.get("seed"), "server": kind, "server_defaults": left}
+        decoding |= redact_mapping({k: v for k, v in self.extra_body.items() if k in decoding})
         if self.template is not None:
             decoding["chat_template_sha256"] = self.template.sha256
         return body | fields, decoding

@@ -9,20 +9,24 @@ message, since servers echo requests in error bodies.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from pytest_llmeval.backends import BackendError
+from pytest_llmeval.declare.redact import is_secret_name
 
 log = logging.getLogger("pytest_llmeval.backends.openai_backend")
 
@@ -53,6 +57,7 @@ class Transport:
         max_retries: int,
         backoff_s: float,
         pool_size: int,
+        params: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -63,7 +68,10 @@ class Transport:
         # Scrubbed from every message: servers echo requests in error bodies, and a long
         # extra header value may be a credential too.
         self._secrets = [v for v in extra.values() if len(v) >= 8] + ([api_key] if api_key else [])
+        # The base URL's query goes with every request (and its key-like values nowhere else).
+        self._secrets += [value for name, value in params if is_secret_name(name) and value]
         self._session = requests.Session()
+        self._session.params = dict(params)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -173,6 +181,41 @@ def split_model_id(model_id: str, base_url: str | None) -> tuple[str, str]:
     if not model:
         raise BackendError(f"openai backend: no model name before '@' in {model_id!r}")
     return model, url.rstrip("/")
+
+
+def split_query(url: str) -> tuple[str, list[tuple[str, str]]]:
+    """A base URL without its query string, and the query's parameters (sent with every
+    request: `?api-version=...`, or a gateway's `?key=...`)."""
+    parts = urlsplit(url)
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    return base, parse_qsl(parts.query, keep_blank_values=True)
+
+
+_warned_hosts: set[str] = set()
+
+
+def warn_plain_http(url: str, model: str, credentials: bool) -> None:
+    """Warn, once per host and process, when `credentials` go over plain http:// to a host
+    other than this machine: anyone on the network path can read them."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not credentials or parts.scheme != "http" or _loopback(host) or host in _warned_hosts:
+        return
+    _warned_hosts.add(host)
+    warnings.warn(
+        f"llmeval: model {model} sends its API key to {host} over plain http://, readable "
+        "by anyone on the network path; use https:// (or a server on this machine)",
+        stacklevel=3,
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def at_least(name: str, value: float, minimum: float) -> float:
