@@ -130,7 +130,7 @@ class Transport:
                     wait = _retry_after(response.headers.get("Retry-After"), wait)
             if attempt == attempts_allowed:
                 if unreached is not None:
-                    raise ServerUnreachable(failure, unreached)
+                    raise ServerUnreachable(self.scrub(failure), self.scrub(unreached))
                 raise BackendError(failure)
             log.info("retrying in %.2f s: %s", wait, self.scrub(failure))
             if counted:
@@ -147,7 +147,7 @@ class Transport:
         except requests.ConnectTimeout:
             return f"connect timeout ({self.connect_timeout} s)"
         except requests.ConnectionError as exc:
-            return _reason(exc)
+            return self.scrub(_reason(exc))  # a URL in it carries the query
         except requests.RequestException:
             return None  # it answered, if slowly or badly: up
         return None
