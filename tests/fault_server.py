@@ -131,6 +131,7 @@ class FaultServer:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
+    _open: set[socket.socket] = field(default_factory=set)  # connections being served
 
     def add(self, fault: Fault, *, times: int | None = 1, when: str | None = None) -> FaultServer:
         with self._lock:
@@ -170,6 +171,16 @@ class FaultServer:
             self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def kill(self) -> None:
+        """Die like a killed process: stop listening and cut every open connection (a
+        kept-alive connection would otherwise still be answered by its handler thread)."""
+        self.__exit__(None, None, None)
+        with self._lock:
+            open_now, self._open = list(self._open), set()
+        for connection in open_now:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def models(self) -> dict[str, Any]:
         """The `GET /v1/models` answer for this server's kind."""
@@ -255,8 +266,24 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read `server.received` instead."""
 
+        @property
+        def route(self) -> str:
+            """The path without its query string."""
+            return self.path.split("?")[0]
+
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server._open.add(self.connection)
+
+        def finish(self) -> None:
+            with server._lock:
+                server._open.discard(self.connection)
+            with contextlib.suppress(OSError):
+                super().finish()
+
         def do_GET(self) -> None:
-            if self.path != "/v1/models":
+            if self.route != "/v1/models":
                 self._send(Fault.status_code(404))
                 return
             with server._lock:
@@ -285,14 +312,14 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            if not self.path.endswith(("/chat/completions", "/completions")):
+            if not self.route.endswith(("/chat/completions", "/completions")):
                 fault = Fault.status_code(404)
             elif fault.kind not in ("status", "malformed") and _unexpected(server, body):
                 detail = f"Unexpected fields in the request: {sorted(_unexpected(server, body))}"
                 fault = Fault.status_code(422, json.dumps({"detail": detail}))
             elif fault.kind not in ("status", "malformed"):
                 try:
-                    fault = Fault("json", body=json.dumps(_reply(server, self.path, body, fault)))
+                    fault = Fault("json", body=json.dumps(_reply(server, self.route, body, fault)))
                 except (KeyError, IndexError, TypeError, AttributeError):
                     fault = Fault.status_code(400, '{"error": {"message": "bad request body"}}')
             self._send(fault)

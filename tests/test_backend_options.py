@@ -18,7 +18,8 @@ from pytest_llmeval.declare.models import ModelSpec
 NO_OVERRIDES = {"device": None, "dtype": None}  # what the plugin passes without the flags
 OPENAI_KNOWN = (
     "base_url, api_key_env, endpoint, concurrency, connect_timeout, read_timeout, "
-    "max_retries, backoff_s, headers, version, server, extra_body, tokenizer, chat_template"
+    "max_retries, backoff_s, unreachable_after, headers, version, server, extra_body, "
+    "tokenizer, chat_template"
 )
 VLLM_KNOWN = (
     "dtype, gpu_memory_utilization, max_model_len, tensor_parallel_size, enforce_eager, "

@@ -14,6 +14,7 @@ the model name sent to the server and the base URL. Options come from a pyprojec
     read_timeout = 120           # seconds
     max_retries = 4              # retries after the first attempt
     backoff_s = 0.5              # first retry delay, doubled each retry, capped at 30 s
+    unreachable_after = 3        # requests in a row unable to connect: the server is down
     headers = { X-Team = "eval" }
     base_url = "..."             # only when `model` has no '@URL'
     version = "2024-06"          # your own label for the served weights (part of the cache key)
@@ -31,6 +32,10 @@ the cache: its items are errors saying so.
 
 Connection errors, timeouts, HTTP 429 and 5xx are retried (429/503 wait for `Retry-After`
 when the server sends it, at most 60 s); other 4xx and malformed 200 responses fail at once.
+A server that is down fails fast: after `unreachable_after` requests in a row could not
+connect (0: never), each batch first checks GET /models once and, while nothing answers, its
+items fail at once ("server URL unreachable: ...; not run"); the run resumes when it answers
+(`openai_health.py`).
 When some requests of a batch fail for good, `generate` raises `BatchPartiallyFailed`, which
 carries every request's result or error in order. The API key appears in no message or report.
 """
@@ -51,7 +56,16 @@ from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
 )
-from pytest_llmeval.backends.openai_http import Transport, api_key, at_least, split_model_id
+from pytest_llmeval.backends.openai_health import DEFAULT_UNREACHABLE_AFTER, ServerHealth
+from pytest_llmeval.backends.openai_http import (
+    ServerUnreachable,
+    Transport,
+    api_key,
+    at_least,
+    split_model_id,
+    split_query,
+    warn_plain_http,
+)
 from pytest_llmeval.backends.openai_server import (
     check_extra_body,
     check_kind,
@@ -61,6 +75,7 @@ from pytest_llmeval.backends.openai_server import (
 )
 from pytest_llmeval.backends.prompt_template import ChatTemplate, load_template
 from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.redact import is_secret_name, redact, redact_mapping
 from pytest_llmeval.declare.task import Generation, Message
 
 ENDPOINTS = {"chat": "chat/completions", "completions": "completions"}
@@ -79,6 +94,7 @@ class OpenAIOptions:
     read_timeout: float = 120.0
     max_retries: int = 4
     backoff_s: float = 0.5
+    unreachable_after: int = DEFAULT_UNREACHABLE_AFTER
     headers: Mapping[str, str] = field(default_factory=dict)
     version: str | None = None
     server: str = "auto"
@@ -99,7 +115,11 @@ class OpenAIBackend:
     def __init__(self, spec: ModelSpec, options: OpenAIOptions) -> None:
         self.spec = spec
         self.options = options
-        self.model, self.base_url = split_model_id(spec.model_id, options.base_url)
+        self.model, url = split_model_id(spec.model_id, options.base_url)
+        # Requests go to the base URL with its query (if any) as parameters; identity, report
+        # and messages show it with key-like values masked (`?api_key=***`).
+        self.base_url, params = split_query(url)
+        self.shown_url = redact(url.rstrip("/"))
         self.endpoint = options.endpoint
         if self.endpoint not in ENDPOINTS:
             raise BackendError(
@@ -110,6 +130,7 @@ class OpenAIBackend:
         self.url = f"{self.base_url}/{ENDPOINTS[self.endpoint]}"
         self.server = check_kind(options.server)
         self.extra_body = check_extra_body(options.extra_body)
+        self.shown_extra_body = redact_mapping(self.extra_body)  # identity, report, records
         self.version = options.version
         # Completions need the model's own prompt format: found now, or a clear error now.
         self.template: ChatTemplate | None = None
@@ -121,14 +142,25 @@ class OpenAIBackend:
         self.read_timeout = at_least("read_timeout", options.read_timeout, 0.001)
         self.max_retries = int(at_least("max_retries", options.max_retries, 0))
         self.backoff_s = at_least("backoff_s", options.backoff_s, 0)
+        self.unreachable_after = int(at_least("unreachable_after", options.unreachable_after, 0))
+        key = api_key(self.api_key_env, self.shown_url)
+        secret_header = any(is_secret_name(name) for name in options.headers)
+        secret_param = any(is_secret_name(name) for name, _ in params)
+        warn_plain_http(url, spec.name, bool(key) or secret_header or secret_param)
         self.http = Transport(
             headers=options.headers,
-            api_key=api_key(self.api_key_env, self.base_url),
+            params=params,
+            api_key=key,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_retries=self.max_retries,
             backoff_s=self.backoff_s,
             pool_size=max(self.concurrency, 10),
+        )
+        self.health = ServerHealth(
+            self.shown_url,
+            self.unreachable_after,
+            lambda: self.http.reachable(f"{self.base_url}/models"),
         )
         self._lock = threading.Lock()  # guards the token-count counters (updated from workers)
         self._usage_counted = 0
@@ -145,12 +177,16 @@ class OpenAIBackend:
         """Everything that changes the server's answers (part of the cache key; never the API
         key): the configuration plus the server's own facts, read at the first call. Raises
         BackendError when the server cannot be reached for them."""
+        if self._served is None:  # not read yet: while the server is down, at once
+            down = self.health.check(1)
+            if down is not None:
+                raise BackendError(down)
         try:
             kind = self.server_kind()
             served = self._served_facts()
         except BackendError as exc:
             raise BackendError(
-                f"openai backend: cannot read the server's facts from {self.base_url} (part of "
+                f"openai backend: cannot read the server's facts from {self.shown_url} (part of "
                 f"the cache key; nothing is served from the cache without them): {exc}"
             ) from None
         return {**self._configured(), "server": kind, "served": served}
@@ -159,11 +195,11 @@ class OpenAIBackend:
         """The identity's part that needs no server."""
         configured: dict[str, Any] = {
             "backend": "openai",
-            "base_url": self.base_url,
+            "base_url": self.shown_url,  # its key-like query values masked: not in the key
             "model": self.model,
             "endpoint": self.endpoint,
             "version": self.version,
-            "extra_body": self.extra_body,
+            "extra_body": self.shown_extra_body,
         }
         if self.template is not None:
             configured["chat_template_sha256"] = self.template.sha256
@@ -203,6 +239,9 @@ class OpenAIBackend:
             "read_timeout_s": self.read_timeout,
             "max_retries": self.max_retries,
             "backoff_s": self.backoff_s,
+            "unreachable_after": self.unreachable_after,
+            "health_checks": self.health.health_checks,  # GET /models while it was down
+            "not_run_server_down": self.health.not_run,  # items failed at once meanwhile
             "api_key_env": self.api_key_env,
             "token_count_method": method,
             "requests_sent": self.http.requests_sent,
@@ -217,6 +256,9 @@ class OpenAIBackend:
         """All requests concurrently (at most `concurrency` in flight), results in order;
         raises BatchPartiallyFailed when any request failed after its retries."""
         started = time.perf_counter()
+        down = self.health.check(len(requests))
+        if down is not None:
+            raise BatchPartiallyFailed([BackendError(down) for _ in requests])
         try:
             kind = self.server_kind()  # before the threads: read once, by one of them
         except BackendError as exc:
@@ -260,6 +302,7 @@ class OpenAIBackend:
                 # starts with BOS (Llama-3, Gemma) would get a second one.
                 body["add_special_tokens"] = False
         decoding = {**fields, "seed": fields.get("seed"), "server": kind, "server_defaults": left}
+        decoding |= redact_mapping({k: v for k, v in self.extra_body.items() if k in decoding})
         if self.template is not None:
             decoding["chat_template_sha256"] = self.template.sha256
         return body | fields, decoding
@@ -274,14 +317,18 @@ class OpenAIBackend:
             try:
                 url = f"{self.base_url}/models"
                 response, _ = self.http.send("GET", url, None, counted=False, any_status=True)
-                try:
-                    listing = response.json() if response.ok else None
-                except ValueError:
-                    listing = None
-                entry = models_entry(listing, self.model)
-                self._entry = (entry, kind_of(entry))
             except BackendError as exc:
-                self._entry = BackendError(self.http.scrub(str(exc)))
+                error = self._facts_failed(exc)
+                if not isinstance(error, ServerUnreachable):
+                    self._entry = error
+                raise error from None
+            self.health.connected()
+            try:
+                listing = response.json() if response.ok else None
+            except ValueError:
+                listing = None
+            entry = models_entry(listing, self.model)
+            self._entry = (entry, kind_of(entry))
         if isinstance(self._entry, BackendError):
             raise self._entry
         return self._entry
@@ -290,20 +337,37 @@ class OpenAIBackend:
         """The `/v1/models` entry plus the `model` and `system_fingerprint` of one probe
         request (`max_tokens` 1, greedy): what the server says it is; read once."""
         if self._served is None:
+            kind = self.server_kind()  # these two raise (and remember) their own failures
+            entry = self._models_entry()[0]
             try:
-                kind = self.server_kind()
                 probe = GenerationRequest([{"role": "user", "content": "Hi"}], PROBE)
                 data = self._answer(self._body(probe, kind)[0], counted=False)
+            except BackendError as exc:
+                error = self._facts_failed(exc)
+                if isinstance(error, ServerUnreachable):
+                    raise error from None
+                self._served = error
+            else:
                 self._served = {
-                    "models_entry": self._models_entry()[0],
+                    "models_entry": entry,
                     "response_model": data.get("model"),
                     "system_fingerprint": data.get("system_fingerprint"),
                 }
-            except BackendError as exc:
-                self._served = BackendError(self.http.scrub(str(exc)))
         if isinstance(self._served, BackendError):
             raise self._served
         return self._served
+
+    def _facts_failed(self, exc: BackendError) -> BackendError:
+        """The error to raise (scrubbed) when the server's facts could not be read. When the
+        server could not be reached (and `unreachable_after` is not 0) it is down from now on
+        and the error is a ServerUnreachable, not to be remembered: the facts are read again
+        once the server answers, and the health check fails the items at once meanwhile.
+        Any other error is remembered by the caller: every later item gets it at once."""
+        message = self.http.scrub(str(exc))
+        if isinstance(exc, ServerUnreachable) and self.unreachable_after:
+            self.health.unreachable(exc.reason, at_once=True)
+            return ServerUnreachable(message, exc.reason)
+        return BackendError(message)
 
     def _attempt(
         self, request: GenerationRequest, kind: str, batch_id: str, batch_size: int
@@ -314,6 +378,9 @@ class OpenAIBackend:
         try:
             body, decoding = self._body(request, kind)
             text, tokens, finish = self._parse(self._answer(body))
+        except ServerUnreachable as exc:
+            self.health.unreachable(exc.reason)
+            return BackendError(self.http.scrub(str(exc)))
         except BackendError as exc:
             return BackendError(self.http.scrub(str(exc)))
         except Exception as exc:  # a bug or an unforeseen failure stays this item's error
@@ -343,6 +410,7 @@ class OpenAIBackend:
     def _answer(self, body: dict[str, Any], *, counted: bool = True) -> dict[str, Any]:
         """The JSON answer to a POST of `body` to the endpoint, after retries."""
         response, after = self.http.send("POST", self.url, body, counted=counted)
+        self.health.connected()  # it answered, whatever it said
         if not response.ok:
             excerpt = self.http.scrub(response.text)[:200]
             raise BackendError(f"HTTP {response.status_code} from {self.url} {after}: {excerpt}")

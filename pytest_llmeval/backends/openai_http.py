@@ -1,31 +1,46 @@
 """HTTP for the openai backend: the configured connection, retries and secret scrubbing.
 
 Connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff (429/503
-wait for `Retry-After` when the server sends it, at most 60 s); the API key and long header
-values are scrubbed from every message, since servers echo requests in error bodies.
+wait for `Retry-After` when the server sends it, at most 60 s); a request whose last attempt
+could not connect raises `ServerUnreachable`, which the backend counts towards declaring the
+server down (`openai_health.py`). The API key and long header values are scrubbed from every
+message, since servers echo requests in error bodies.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from pytest_llmeval.backends import BackendError
+from pytest_llmeval.declare.redact import is_secret_name
 
 log = logging.getLogger("pytest_llmeval.backends.openai_backend")
 
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 60.0
+
+
+class ServerUnreachable(BackendError):
+    """The request's last attempt could not connect (refused, reset, DNS, connect timeout):
+    nothing answered at all, unlike a read timeout or an HTTP error. `reason` says why."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Transport:
@@ -42,6 +57,7 @@ class Transport:
         max_retries: int,
         backoff_s: float,
         pool_size: int,
+        params: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -52,7 +68,10 @@ class Transport:
         # Scrubbed from every message: servers echo requests in error bodies, and a long
         # extra header value may be a credential too.
         self._secrets = [v for v in extra.values() if len(v) >= 8] + ([api_key] if api_key else [])
+        # The base URL's query goes with every request (and its key-like values nowhere else).
+        self._secrets += [value for name, value in params if is_secret_name(name) and value]
         self._session = requests.Session()
+        self._session.params = dict(params)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -81,6 +100,7 @@ class Transport:
                     self.requests_sent += 1
             after = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
             wait = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+            unreached = None  # why nothing answered, when nothing did
             try:
                 response = self._session.request(
                     method,
@@ -95,8 +115,12 @@ class Transport:
                     f"timed out {after} to {url} ({kind} timeout; connect_timeout "
                     f"{self.connect_timeout} s, read_timeout {self.read_timeout} s)"
                 )
+                if kind == "connect":
+                    unreached = f"connect timeout ({self.connect_timeout} s)"
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 failure = f"connection failed to {url} {after}: {_reason(exc)}"
+                if isinstance(exc, requests.ConnectionError):
+                    unreached = _reason(exc)
             else:
                 if any_status or (response.status_code != 429 and response.status_code < 500):
                     return response, after
@@ -105,6 +129,8 @@ class Transport:
                 if response.status_code in (429, 503):
                     wait = _retry_after(response.headers.get("Retry-After"), wait)
             if attempt == attempts_allowed:
+                if unreached is not None:
+                    raise ServerUnreachable(self.scrub(failure), self.scrub(unreached))
                 raise BackendError(failure)
             log.info("retrying in %.2f s: %s", wait, self.scrub(failure))
             if counted:
@@ -112,6 +138,19 @@ class Transport:
                     self.retries_done += 1
             time.sleep(wait)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def reachable(self, url: str) -> str | None:
+        """One GET of `url` without retries: None when anything answers (any HTTP status:
+        the server is up), else why it could not connect."""
+        try:
+            self._session.get(url, headers=self._headers, timeout=(self.connect_timeout, 5.0))
+        except requests.ConnectTimeout:
+            return f"connect timeout ({self.connect_timeout} s)"
+        except requests.ConnectionError as exc:
+            return self.scrub(_reason(exc))  # a URL in it carries the query
+        except requests.RequestException:
+            return None  # it answered, if slowly or badly: up
+        return None
 
     def scrub(self, text: str) -> str:
         """`text` with every secret replaced by `***`."""
@@ -142,6 +181,41 @@ def split_model_id(model_id: str, base_url: str | None) -> tuple[str, str]:
     if not model:
         raise BackendError(f"openai backend: no model name before '@' in {model_id!r}")
     return model, url.rstrip("/")
+
+
+def split_query(url: str) -> tuple[str, list[tuple[str, str]]]:
+    """A base URL without its query string, and the query's parameters (sent with every
+    request: `?api-version=...`, or a gateway's `?key=...`)."""
+    parts = urlsplit(url)
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    return base, parse_qsl(parts.query, keep_blank_values=True)
+
+
+_warned_hosts: set[str] = set()
+
+
+def warn_plain_http(url: str, model: str, credentials: bool) -> None:
+    """Warn, once per host and process, when `credentials` go over plain http:// to a host
+    other than this machine: anyone on the network path can read them."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not credentials or parts.scheme != "http" or _loopback(host) or host in _warned_hosts:
+        return
+    _warned_hosts.add(host)
+    warnings.warn(
+        f"llmeval: model {model} sends its API key to {host} over plain http://, readable "
+        "by anyone on the network path; use https:// (or a server on this machine)",
+        stacklevel=3,
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def at_least(name: str, value: float, minimum: float) -> float:

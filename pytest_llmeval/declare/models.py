@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_llmeval.declare.redact import redact
+
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_BACKEND = "transformers"
 
@@ -114,7 +116,8 @@ def resolve_model(name: str, user_aliases: Mapping[str, ModelSpec] | None = None
         local = backend in (DEFAULT_BACKEND, "vllm")
         inner = resolve_model(rest, user_aliases) if local else None
         model_id = inner.model_id if inner else rest
-        return ModelSpec(name=name, backend=backend, model_id=model_id)
+        # The name is shown everywhere (node ids, records, reports): a key in its URL is not.
+        return ModelSpec(name=redact(name), backend=backend, model_id=model_id)
     if Path(name).expanduser().is_dir():
         return ModelSpec(name=name, backend=DEFAULT_BACKEND, model_id=str(Path(name).expanduser()))
     if _looks_like_hub_id(name):

@@ -26,6 +26,7 @@ from pytest_llmeval.analyze.record import (
     TaskInfo,
 )
 from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.redact import redact
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.report import runinfo
 from pytest_llmeval.report.runinfo import GitInfo, MachineInfo
@@ -38,12 +39,13 @@ class ModelInfo:
     __pydantic_config__ = SCHEMA_CONFIG
 
     name: str
-    """The model's name as given with `--model` (alias, Hub id, local dir or `backend:spec`)."""
+    """The model's name as given with `--model` (alias, Hub id, local dir or `backend:spec`;
+    key-like URL query values masked as `***`)."""
     backend: str
     """The backend that runs it: `transformers`, `vllm`, `openai` or `callable`."""
     model_id: str
     """What the backend loads or calls: a Hub id, a local directory, or the backend's own spec
-    (e.g. an API model name)."""
+    (e.g. an API model name), key-like URL query values masked as `***`."""
     vram_gb: float | None
     """Estimated GPU memory in GB (bf16 weights plus ~10%), from the built-in alias table or a
     user alias's `vram_gb`; None when unknown."""
@@ -53,7 +55,8 @@ class ModelInfo:
     @classmethod
     def of(cls, spec: ModelSpec) -> ModelInfo:
         """The report's view of a resolved model."""
-        return cls(spec.name, spec.backend, spec.model_id, spec.vram_gb, spec.revision)
+        model_id = redact(spec.model_id)  # a key in a served model's URL stays off the report
+        return cls(spec.name, spec.backend, model_id, spec.vram_gb, spec.revision)
 
 
 @dataclass
@@ -186,7 +189,9 @@ class RunReport:
     duration_s: float
     """Seconds from the session's start (`started`) to the report's build (`finished`)."""
     argv: list[str]
-    """The command line of the pytest process that wrote the report (`sys.argv`)."""
+    """The command line of the pytest process that wrote the report (`sys.argv`), with the
+    values of key-like arguments masked as `***` (`--hf-token=***`, `--api-key ***`,
+    `?api_key=***` in a URL)."""
     exit_status: int
     """The session's exit status as pytest returned it (0 when every gate held)."""
     versions: dict[str, str | None]

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from pytest_llmeval.analyze.record import SCHEMA_CONFIG
+from pytest_llmeval.declare.redact import redact_argv
 
 DISTRIBUTION = "pytest-llmeval-harness"
 _PACKAGES = ("torch", "transformers", "datasets", "pytest", "pytest-xdist", DISTRIBUTION)
@@ -187,5 +188,5 @@ def _text(value: str | bytes) -> str:
 
 
 def argv() -> list[str]:
-    """The command line of this process."""
-    return list(sys.argv)
+    """The command line of this process, key-like values masked (`declare/redact.py`)."""
+    return redact_argv(sys.argv)
