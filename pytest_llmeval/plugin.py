@@ -68,6 +68,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)  # the report paths are checked before pytest-html makes its dir
 def pytest_configure(config: pytest.Config) -> None:
     """Read the settings, bind this process's Worker, and when the options or ini keys show
     an eval run, register the xdist hooks and start the controller."""
