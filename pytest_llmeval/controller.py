@@ -37,7 +37,7 @@ from pytest_llmeval.report.summary import summary_markdown, summary_table
 from pytest_llmeval.report.writers import ReportWriter, write_agreement_table, write_items_parquet
 from pytest_llmeval.run import records
 from pytest_llmeval.run.progress_lines import is_terminal, terminal_line
-from pytest_llmeval.run.xdist_hooks import XdistHooks
+from pytest_llmeval.run.xdist_hooks import CRASH_ERROR, XdistHooks
 
 PAYLOAD_ATTRIBUTE = "llmeval"
 """Attribute of an item's teardown report holding its records (plain JSON; crosses xdist)."""
@@ -104,6 +104,8 @@ class Controller:
         self.workers: dict[str, WorkerInfo] = {}
         self.misses = 0
         self.total = 0
+        self.collected: list[str] = []  # xdist: the eval items of the collection
+        self.crashes = 0  # xdist: workers that died
         self.gate_results: list[GateResult] = []
         # Per task: the first worker's rows hash, and why workers disagree (if they do).
         self.data_seen: dict[str, tuple[str | None, str]] = {}
@@ -170,7 +172,8 @@ class Controller:
     def count_collection(self, nodeids: Sequence[str]) -> None:
         """xdist: the eval items in a worker's collection (all workers collect the same)."""
         if not self.total:
-            self.total = sum(1 for nodeid in nodeids if is_eval_item(nodeid))
+            self.collected = [nodeid for nodeid in nodeids if is_eval_item(nodeid)]
+            self.total = len(self.collected)
 
     def _shares(self) -> dict[str, int]:
         scheduler = self.xdist.scheduler if self.xdist else None
@@ -194,11 +197,19 @@ class Controller:
             # xdist's report for the item a crashed worker was running: the model work died,
             # not the answer, so it is an error (reported as a setup failure) with a record.
             report.when = "setup"
+            path, _, name = report.nodeid.partition("::")
+            report.location = (path, None, name)  # xdist's names the file only
             first_line = str(report.longrepr).strip().splitlines()[0] if report.longrepr else ""
+            # Set by XdistHooks when the item crashed its worker while generated alone.
+            error = getattr(report, CRASH_ERROR, None)
+            if error is not None:
+                report.longrepr = error
+            else:
+                error = f"worker crashed while running this item: {first_line}"
             default_model = self.settings.models[0].name
             node = getattr(report, "node", None)  # xdist puts the crashed worker here
             worker = getattr(node, "workerinput", {}).get("workerid")
-            self.add(records.crashed(report.nodeid, first_line, default_model, worker))
+            self.add(records.crashed(report.nodeid, error, default_model, worker))
             return
         if report.when == "call" and report.failed and is_eval_item(report.nodeid):
             # A miss is an eval item's failed call (ItemMiss); an xfailed one is no failure.
@@ -215,14 +226,53 @@ class Controller:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """xdist: keep a finished worker's model loads and its GPU."""
+        """xdist: keep a finished worker's model loads and its GPU; count crashed workers."""
+        if error is not None:
+            self.crashes += 1
         output = getattr(node, "workeroutput", {})
         if "llmeval_worker" in output:
             worker = str(node.workerinput["workerid"])
             loads = [ModelLoad(**load) for load in output.get("llmeval_loads", [])]
             self.add_loads(loads, worker, WorkerInfo(**output["llmeval_worker"]))
 
-    # ---- end of the items: gates -----------------------------------------------------
+    # ---- end of the items: what never ran, gates ----------------------------------------
+
+    def record_not_run(self) -> None:
+        """xdist: once crashes used up `--max-worker-restart`, the selected eval items that
+        never ran become errors saying so (with a record each, counted in the metrics), not
+        a smaller selection. Called after the run loop, before the gates."""
+        if not self.crashes:
+            return
+        value = self.config.getoption("maxworkerrestart", None)
+        if value is not None:
+            limit, flag = int(value), f"--max-worker-restart {value}"
+        else:  # xdist's default: 4 restarts per worker
+            limit = 4 * int(self.config.getoption("numprocesses", 0) or 0)
+            flag = f"xdist's default --max-worker-restart {limit}"
+        if self.crashes <= limit:
+            return  # every crashed worker was replaced: whatever is missing is not ours
+        done = {record.nodeid for record in self.records}
+        crashes = f"{self.crashes} crash" + ("es" if self.crashes > 1 else "")
+        reason = f"not run: xdist stopped replacing crashed workers ({crashes}, {flag})"
+        for nodeid in self.collected:
+            if nodeid not in done:
+                self.add(records.not_run(nodeid, reason, self.settings.models[0].name))
+                self._log_error(nodeid, reason)
+
+    def _log_error(self, nodeid: str, message: str) -> None:
+        """Report an item that did not run as an error (terminal, JUnit, failure count)."""
+        path = nodeid.split("::")[0]
+        for when, outcome in (("setup", "failed"), ("teardown", "passed")):
+            self.config.hook.pytest_runtest_logreport(
+                report=TestReport(
+                    nodeid=nodeid,
+                    location=(path, None, nodeid),
+                    keywords={},
+                    outcome=outcome,  # type: ignore[arg-type]
+                    longrepr=message if outcome == "failed" else None,
+                    when=when,  # type: ignore[arg-type]
+                )
+            )
 
     def summaries(self) -> dict[tuple[str, str], Metrics]:
         """Per task x model: metrics, hardware and cost."""

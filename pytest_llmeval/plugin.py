@@ -282,6 +282,7 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
     result = yield
     controller = session.config.stash.get(CONTROLLER, None)
     if controller is not None:
+        controller.record_not_run()
         controller.log_gates(session)
     return result
 

@@ -26,12 +26,18 @@ class BackendUnavailable(BackendError):
 
 
 class BatchPartiallyFailed(BackendError):
-    """Some requests of a batch failed for good; `results` holds, in request order, each
-    request's GenerationResult or its BackendError (the successes need no second request)."""
+    """Some requests of a batch failed; `results` holds, in request order, each request's
+    GenerationResult or its exception. The engine keeps the successes (they are never asked
+    for again). The failures are final, unless `retry_alone`: then the engine tries each
+    failed request once more in a batch of its own (a backend that retried already, like
+    the HTTP one, leaves it False)."""
 
-    def __init__(self, results: list[GenerationResult | BackendError]) -> None:
-        self.results = results
-        errors = [r for r in results if isinstance(r, BackendError)]
+    def __init__(
+        self, results: Sequence[GenerationResult | Exception], *, retry_alone: bool = False
+    ) -> None:
+        self.results = list(results)
+        self.retry_alone = retry_alone
+        errors = [r for r in results if isinstance(r, Exception)]
         # A batch of one reads as that request's own error.
         prefix = "" if len(results) == 1 else f"{len(errors)} of {len(results)} requests failed; "
         super().__init__(f"{prefix}{errors[0]}" if errors else "no request failed")

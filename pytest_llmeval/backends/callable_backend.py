@@ -31,7 +31,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pytest_llmeval.backends import BackendError, GenerationRequest, GenerationResult
+from pytest_llmeval.backends import (
+    BackendError,
+    BatchPartiallyFailed,
+    GenerationRequest,
+    GenerationResult,
+)
 from pytest_llmeval.backends.fingerprint import source_identity
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
@@ -93,18 +98,29 @@ class CallableBackend:
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str
     ) -> list[GenerationResult]:
-        """Call the function once per request, in order; results in request order."""
-        timed: list[tuple[GenerationRequest, _Reply, float]] = []
+        """Call the function once per request, in order; results in request order.
+
+        A call that raises does not stop the others: when any failed, `BatchPartiallyFailed`
+        carries each request's result or exception, so the engine keeps the successes (a
+        paid API is not asked twice) and tries only the failed requests again, once each."""
+        timed: list[tuple[GenerationRequest, _Reply | Exception, float]] = []
         batch_started = time.perf_counter()
         for request in requests:
             settings = _settings_for(request)
             started = time.perf_counter()
             self.calls += 1
-            reply = _reply(self.spec.model_id, self.function(request.messages, settings))
+            try:
+                reply: _Reply | Exception = _reply(
+                    self.spec.model_id, self.function(request.messages, settings)
+                )
+            except Exception as exc:  # the function's own failure, e.g. a flaky API call
+                reply = exc
             timed.append((request, reply, time.perf_counter() - started))
         wall = time.perf_counter() - batch_started
-        return [
-            GenerationResult(
+        results = [
+            reply
+            if isinstance(reply, Exception)
+            else GenerationResult(
                 text=reply.text,
                 prompt=self.render(request.messages),
                 tokens_in=reply.tokens_in,
@@ -119,6 +135,10 @@ class CallableBackend:
             )
             for request, reply, latency in timed
         ]
+        done = [r for r in results if isinstance(r, GenerationResult)]
+        if len(done) < len(results):
+            raise BatchPartiallyFailed(results, retry_alone=True)
+        return done
 
     def load(self) -> None:
         """Nothing to load here: the model runs behind a Python callable."""

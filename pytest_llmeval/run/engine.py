@@ -8,6 +8,12 @@ the rest longest prompt first and generates them batch by batch, committing each
 cache before the next starts, until the item's own result exists. Backends are created on
 first use, once per process; a failed creation is remembered so that every item of that model
 errors at once with the same message instead of retrying.
+
+A failed batch is retried once, request by request, only where needed: a backend that says
+which requests failed (`BatchPartiallyFailed`) keeps its successes, and only its failures are
+tried again (when it allows it). Under xdist each batch's keys are journaled before it runs,
+and the items of a batch that crashed the previous worker are generated alone
+(`pytest_llmeval.run.crash_journal`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pytest_llmeval.backends import (
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.run.batch_energy import NO_LOAD, REMOTE, load_energy, remote, with_energy
 from pytest_llmeval.run.cache import GenerationCache, cache_key
+from pytest_llmeval.run.crash_journal import BatchJournal
 from pytest_llmeval.run.energy_sources import EnergyScope, scope_of
 from pytest_llmeval.run.meters import EnergyMeter
 
@@ -97,6 +104,10 @@ class Engine:
     # model, facts)` with kind `loading`, `loaded` (seconds), `load_failed` (error), `batch`
     # (items). None: nobody listens.
     notify: Callable[[str, str, dict[str, Any]], None] | None = None
+    # Crash containment under xdist (run/crash_journal.py): where each batch's keys are
+    # written before it runs, and the keys a replacement worker generates one at a time.
+    journal: BatchJournal | None = None
+    alone: frozenset[str] = frozenset()
 
     def backend(self, spec: ModelSpec) -> Backend:
         """The resident backend for `spec`, created on first use; a failed creation is re-raised."""
@@ -132,22 +143,28 @@ class Engine:
             identity["batch_invariant"] = True
         window = [self._job(backend, identity, item, item.request())]
         key = item.batch_key()
-        for other in upcoming:
+        # An item of a batch that crashed its worker is generated alone, and batches with
+        # nothing: a second crash then names the culprit (see run/crash_journal.py).
+        for other in () if item.nodeid in self.alone else upcoming:
             if len(window) >= size * WINDOW_BATCHES:
                 break
             if other.nodeid == item.nodeid or other.nodeid in self.results:
                 continue
-            if other.batch_key() != key:
+            if other.batch_key() != key or other.nodeid in self.alone:
                 continue
             try:
                 window.append(self._job(backend, identity, other, other.request()))
             except Exception as exc:  # the other item reports its own error when it runs
                 self.results[other.nodeid] = exc
         to_generate = self._serve_from_cache(window)
-        for batch in self._batches(backend, to_generate, size, invariant):
-            self._run_batch(backend, batch)
-            if item.nodeid in self.results:
-                break
+        try:
+            for batch in self._batches(backend, to_generate, size, invariant):
+                if item.nodeid in self.results:
+                    break  # the item's own result exists: the rest waits for its own turn
+                self._run_batch(backend, batch)
+        finally:
+            if self.journal is not None:
+                self.journal.clear()
 
     def _batches(
         self, backend: Backend, jobs: list[_Job], size: int, invariant: bool
@@ -197,7 +214,13 @@ class Engine:
         backend = self.backend(item.model_spec)
         self.alone_runs += 1
         batch_id = f"{self.run_token}-{self.worker}-{os.getpid()}-alone-{self.alone_runs}"
-        (result,) = backend.generate([item.request()], batch_id)
+        if self.journal is not None:
+            self.journal.begin([item.nodeid])
+        try:
+            (result,) = backend.generate([item.request()], batch_id)
+        finally:
+            if self.journal is not None:
+                self.journal.clear()
         return result
 
     def _job(
@@ -222,7 +245,10 @@ class Engine:
                 missing.append(job)
         return missing
 
-    def _run_batch(self, backend: Backend, jobs: list[_Job]) -> None:
+    def _run_batch(self, backend: Backend, jobs: list[_Job], retry: bool = True) -> None:
+        """Generate `jobs` as one batch and keep each job's result or error. A failed batch
+        is retried job by job (`retry`: once, never a retry of a retry), repeating only
+        requests whose outcome the backend could not tell apart."""
         meter = self._meter(backend)
         try:
             self._load(backend, meter)
@@ -233,6 +259,8 @@ class Engine:
         self.batches_run += 1
         self._tell("batch", backend.spec.name, items=len(jobs))
         batch_id = f"{self.run_token}-{self.worker}-{os.getpid()}-{self.batches_run}"
+        if self.journal is not None:  # on disk before the backend runs: a crash names it
+            self.journal.begin([job.item.nodeid for job in jobs])
         if meter is not None:  # a remote backend's batches open no window at all
             meter.start()
         try:
@@ -240,35 +268,46 @@ class Engine:
         except BatchPartiallyFailed as partial:
             if meter is not None:
                 meter.stop()
-            # The backend kept each request's own outcome: keep the successes, error the rest.
+            # The backend kept each request's own outcome: keep the successes (never asked
+            # for again), then retry the failures alone when the backend allows it.
             pairs = list(zip(jobs, partial.results, strict=True))
-            if self.cache is not None:
-                done = [(j.key, r.as_dict()) for j, r in pairs if isinstance(r, GenerationResult)]
-                self.cache.put_many(done)
+            done = [(j, r) for j, r in pairs if isinstance(r, GenerationResult)]
+            if meter is None and done:
+                done = list(zip([j for j, _ in done], remote([r for _, r in done]), strict=True))
+            self._keep(done)
             for job, outcome in pairs:
-                self.results[job.item.nodeid] = outcome
+                if isinstance(outcome, GenerationResult):
+                    continue
+                if retry and partial.retry_alone:
+                    self._run_batch(backend, [job], retry=False)
+                else:
+                    self.results[job.item.nodeid] = outcome
             return
         except Exception as exc:
             if meter is not None:
                 meter.stop()
-            if len(jobs) == 1:
-                self.results[jobs[0].item.nodeid] = exc
+            if len(jobs) == 1 or not retry:
+                for job in jobs:
+                    self.results[job.item.nodeid] = exc
                 return
-            # One bad request must not take its batch-mates down: retry them one by one, so
-            # each item gets its own result or its own error (as it would unbatched).
+            # One bad request must not take its batch-mates down, and the backend did not
+            # say which one failed: retry them one by one, so each item gets its own result
+            # or its own error (as it would unbatched).
             for job in jobs:
-                self._run_batch(backend, [job])
+                self._run_batch(backend, [job], retry=False)
             return
         if meter is None:
             generated = remote(generated)
         else:
             generated = with_energy(generated, meter.stop(), meter.unavailable(), meter.notes())
+        self._keep(list(zip(jobs, generated, strict=True)))
+
+    def _keep(self, done: list[tuple[_Job, GenerationResult]]) -> None:
+        """Commit finished generations to the cache, then make them the jobs' results."""
         if self.cache is not None:
             # On disk before the next batch starts: a killed run loses at most this batch.
-            self.cache.put_many(
-                [(job.key, r.as_dict()) for job, r in zip(jobs, generated, strict=True)]
-            )
-        for job, result in zip(jobs, generated, strict=True):
+            self.cache.put_many([(job.key, result.as_dict()) for job, result in done])
+        for job, result in done:
             self.results[job.item.nodeid] = result
 
     def _load(self, backend: Backend, meter: EnergyMeter | None) -> None:

@@ -1,8 +1,8 @@
 """Building item records: every `ItemRecord` of a run is made by one of these functions.
 
-An evaluated item, an item that errored, an item whose worker crashed (built on the controller
-from its node id alone) and a hand-written test's generation. The type itself is
-`pytest_llmeval.analyze.record.ItemRecord`.
+An evaluated item, an item that errored, an item whose worker crashed or that never ran (both
+built on the controller from the node id alone) and a hand-written test's generation. The
+type itself is `pytest_llmeval.analyze.record.ItemRecord`.
 """
 
 from __future__ import annotations
@@ -80,8 +80,19 @@ def errored(facts: ItemFacts, *, worker: str | None, target: str | None, error: 
     )
 
 
-def crashed(nodeid: str, message: str, default_model: str, worker: str | None) -> ItemRecord:
-    """The record of an eval item whose worker died while running it, from its node id."""
+def crashed(nodeid: str, error: str, default_model: str, worker: str | None) -> ItemRecord:
+    """The record of an eval item whose worker died while running it, from its node id
+    (`error`: the one-line message, "worker crashed while ...")."""
+    return _unfinished(nodeid, error, default_model, worker)
+
+
+def not_run(nodeid: str, reason: str, default_model: str) -> ItemRecord:
+    """The record of a selected eval item that never ran (`reason`: "not run: why")."""
+    return _unfinished(nodeid, reason, default_model, None)
+
+
+def _unfinished(nodeid: str, error: str, default_model: str, worker: str | None) -> ItemRecord:
+    """An error record built on the controller from the node id alone."""
     parsed = parse_nodeid(nodeid)
     if parsed is None:
         raise ValueError(f"not an eval item's node id: {nodeid!r}")
@@ -94,7 +105,7 @@ def crashed(nodeid: str, message: str, default_model: str, worker: str | None) -
         row_index=parsed.row,
         source="task",
         outcome="error",
-        error=f"worker crashed while running this item: {message}",
+        error=error,
         worker=worker,
     )
 

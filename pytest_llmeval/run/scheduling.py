@@ -64,7 +64,7 @@ def _worker_order(node: WorkerController) -> tuple[int, str]:
 # What EvalScheduling uses of its base class (tests/test_scheduling.py checks they exist).
 LOAD_SCHEDULING_MEMBERS = (
     "nodes", "node2collection", "node2pending", "pending", "collection",
-    "collection_is_completed", "log", "schedule", "check_schedule",
+    "collection_is_completed", "log", "schedule", "check_schedule", "mark_test_pending",
 )  # fmt: skip
 
 
@@ -72,7 +72,8 @@ class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no ty
     """LoadScheduling with the whole collection handed out at once (see module docstring).
 
     A crashed worker's unfinished items wait in `pending` for its replacement, which xdist
-    starts from the same spec (so it keeps the crashed worker's GPU). A collection without
+    starts from the same spec (so it keeps the crashed worker's GPU); an item sent back after
+    its batch crashed (`XdistHooks.pytest_handlecrashitem`) goes first. A collection without
     eval items is scheduled exactly as LoadScheduling does.
     """
 

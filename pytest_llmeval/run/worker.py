@@ -18,6 +18,7 @@ from pytest_llmeval.backends import Backend
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.run.cache import GenerationCache
+from pytest_llmeval.run.crash_journal import ALONE_KEY, JOURNAL_KEY, BatchJournal
 from pytest_llmeval.run.engine import Engine
 from pytest_llmeval.run.xdist_queue import XdistQueueUnavailable, is_xdist_worker, queued_indices
 
@@ -42,6 +43,12 @@ class Worker:
             cache=cache,
             batch_invariant=settings.batch_invariant,
         )
+        # xdist: the controller's crash journal and, for a replacement of a crashed worker,
+        # the items of the batch that crashed (generated one at a time).
+        workerinput = getattr(config, "workerinput", {})
+        if workerinput.get(JOURNAL_KEY):
+            self.engine.journal = BatchJournal(workerinput[JOURNAL_KEY], self.engine.worker)
+        self.engine.alone = frozenset(workerinput.get(ALONE_KEY, ()))
         self._positions: dict[str, int] | None = None
         self._queue_warned = False
 
