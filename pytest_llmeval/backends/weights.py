@@ -57,8 +57,14 @@ def weights_fingerprint(directory: Path) -> str:
 
 def locate_weights(model_id: str, revision: str | None) -> Weights:
     """Where to load `model_id` from, trying local dir, HF cache, Hub, embedded GGUF in order."""
-    if Path(model_id).expanduser().is_dir():
-        return Weights(str(Path(model_id).expanduser()), "local-dir")
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        if not any(_is_model_file(path) for path in local.iterdir()):
+            raise BackendError(
+                f"no model files in {local.resolve()}: expected config.json and *.safetensors "
+                "(or *.bin) weights, as save_pretrained or huggingface-cli download writes them"
+            )
+        return Weights(str(local), "local-dir")
     cached = _hf_cache_snapshot(model_id, revision)
     if cached is not None:
         return Weights(cached, "hf-cache")
@@ -70,6 +76,10 @@ def locate_weights(model_id: str, revision: str | None) -> Weights:
         f"cannot load {model_id}: not in the Hugging Face cache and the Hub is unreachable; "
         "download it on a connected machine (huggingface-cli download) or pass a local directory"
     )
+
+
+def _is_model_file(path: Path) -> bool:
+    return path.name == "config.json" or path.suffix in {".safetensors", ".bin", ".gguf", ".pt"}
 
 
 def _hf_cache_snapshot(model_id: str, revision: str | None) -> str | None:
