@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TASK_MODULE, mini_rows
+from conftest import TASK_MODULE, mini_rows, run_evals
 
 CONTEXT = 128  # the tiny model's max_position_embeddings
 
@@ -64,8 +64,8 @@ def items_of(pytester: pytest.Pytester) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-def cached_generations(pytester: pytest.Pytester) -> int:
-    with sqlite3.connect(pytester.path / "gencache" / "generations.sqlite3") as conn:
+def cached_generations(folder: Path) -> int:
+    with sqlite3.connect(folder / "gencache" / "generations.sqlite3") as conn:
         count: int = conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
     return count
 
@@ -106,7 +106,7 @@ def test_prompt_longer_than_the_context_is_an_item_error_before_generation(
     items = items_of(project)
     assert [i["outcome"] == "error" for i in items] == [False, False, True, False]
     assert all(i["response"] is not None for i in items if i["outcome"] != "error")
-    assert cached_generations(project) == 3  # the three that fit were generated and kept
+    assert cached_generations(project.path) == 3  # the three that fit were generated and kept
 
 
 def test_prompt_plus_max_new_tokens_over_the_context_says_what_fits(
@@ -228,3 +228,35 @@ def test_context_length_ignores_the_no_limit_sentinel() -> None:
     short = SimpleNamespace(model_max_length=512)
     assert context_length(SimpleNamespace(max_position_embeddings=8192), short) == 512
     assert context_length(SimpleNamespace(), tokenizer) is None
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["no-xdist", "xdist"])
+def test_corrupt_cache_is_moved_aside_once_and_rebuilt(
+    evalproject: pytest.Pytester, workers: list[str]
+) -> None:
+    cache = evalproject.path / "gencache"
+    cache.mkdir()
+    (cache / "generations.sqlite3").write_bytes(b"not a database " * 100)
+    args = ["--llmeval-cache-dir=gencache", "-p", "no:randomly", *workers]
+
+    result = run_evals(evalproject, *args)
+
+    assert result.ret == pytest.ExitCode.OK  # nothing about the results is in doubt
+    result.assert_outcomes(passed=11)
+    (moved,) = cache.glob("generations.sqlite3.corrupt-*")
+    result.stdout.fnmatch_lines(
+        [
+            f"*CacheCorruptWarning: generation cache database {cache / 'generations.sqlite3'} "
+            f"was corrupt (DatabaseError: file is not a database); moved it to {moved} and "
+            "started a new one"
+        ]
+    )
+    assert result.stdout.str().count("CacheCorruptWarning") == 1
+    no_traceback(result)
+    assert cached_generations(evalproject.path) == 10
+
+    again = run_evals(evalproject, *args)
+
+    assert again.ret == pytest.ExitCode.OK
+    again.stdout.no_fnmatch_line("*Cache*Warning*")
+    assert all(i["cached"] for i in items_of(evalproject))
