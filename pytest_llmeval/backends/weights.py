@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_llmeval.backends import BackendError
+from pytest_llmeval.backends.scratch import make_scratch, remove_stale_scratch
 from pytest_llmeval.declare.data import hub_reachable
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -130,11 +131,12 @@ def embedded_checkpoint() -> Path:
         )
     stat = gguf.stat()
     target = model_cache_dir() / f"smollm2-135m-instruct-q4_1-{stat.st_size}"
+    remove_stale_scratch(target.parent)  # left by runs killed while converting
     if (target / "config.json").is_file():
         _drop_gguf_quantization(target / "config.json")  # converted by an older version
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    scratch = make_scratch(target.parent)
     try:
         _convert_gguf(gguf, scratch)
         try:
