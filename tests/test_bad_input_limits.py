@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -260,3 +261,82 @@ def test_corrupt_cache_is_moved_aside_once_and_rebuilt(
     assert again.ret == pytest.ExitCode.OK
     again.stdout.no_fnmatch_line("*Cache*Warning*")
     assert all(i["cached"] for i in items_of(evalproject))
+
+
+def test_vllm_checks_prompts_against_max_model_len(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fake_vllm
+
+    from pytest_llmeval.backends.context import PromptTooLong
+    from pytest_llmeval.backends.options import parse_options
+    from pytest_llmeval.backends.vllm_backend import VLLMBackend, VLLMOptions
+    from pytest_llmeval.declare.models import ModelSpec
+    from pytest_llmeval.declare.task import Generation
+
+    fake_vllm.install(monkeypatch)
+
+    def backend(**options: Any) -> VLLMBackend:
+        spec = ModelSpec(name="m", backend="vllm", model_id=str(tiny_model), options=options)
+        return VLLMBackend(spec, parse_options(VLLMOptions, spec, {}))
+
+    default, short = backend(), backend(max_model_len=40)
+    prompt = default.render([{"role": "user", "content": "and " * 20}])  # ~50 tokens
+    default.check_prompt(prompt, Generation(max_new_tokens=16))  # the config's 128 fits
+    with pytest.raises(PromptTooLong, match=r"model context is 40 \(max_new_tokens 16\)"):
+        short.check_prompt(prompt, Generation(max_new_tokens=16))
+    # Once the engine runs, its own max_model_len decides.
+    default.load()
+    engine_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=60))
+    default.engine.llm_engine = engine_config
+    with pytest.raises(PromptTooLong, match=r"model context is 60 \(max_new_tokens 16\)"):
+        default.check_prompt(prompt, Generation(max_new_tokens=16))
+
+
+VLLM_TOO_LONG = json.dumps(
+    {
+        "object": "error",
+        "message": "This model's maximum context length is 2048 tokens. However, you requested "
+        "2112 tokens (2096 in the messages, 16 in the completion). Please reduce the length of "
+        "the messages or completion.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+)
+
+
+def test_server_refusing_a_long_prompt_is_one_clear_item_error(
+    evalproject: pytest.Pytester,
+) -> None:
+    from fault_server import Fault, FaultServer
+
+    rows = mini_rows(n=4).splitlines()
+    rows[1] = json.dumps({"question": "1 + 1 LONG", "answer": "2", "kind": "odd"})
+    (evalproject.path / "data" / "mini.jsonl").write_text("\n".join(rows) + "\n")
+    with FaultServer(kind="vllm") as server:
+        server.add(Fault.status_code(400, VLLM_TOO_LONG), times=None, when="LONG")
+        result = evalproject.runpytest(
+            f"--model=openai:test-model@{server.base_url}",
+            "--llmeval-data-dir=data",
+            "--llmeval-report",
+            "out/report.json",
+            "--llmeval-cache-dir=gencache",
+            "-W",
+            "ignore::pytest.PytestAssertRewriteWarning",
+        )
+        assert server.count(when="LONG") == 1  # a refusal is not retried
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            f"*HTTP 400 from {server.base_url}/chat/completions after 1 attempt: This model's "
+            "maximum context length is 2048 tokens. However, you requested 2112 tokens (2096 in "
+            "the messages, 16 in the completion). Please reduce the length of the messages or "
+            "completion. (the prompt and max_new_tokens 16 do not fit the served model's "
+            "context: shorten the prompt or lower max_new_tokens)"
+        ]
+    )
+    no_traceback(result)
+    assert [i["outcome"] == "error" for i in items_of(evalproject)] == [False, True, False, False]
+    assert cached_generations(evalproject.path) == 3

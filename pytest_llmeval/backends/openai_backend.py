@@ -52,6 +52,7 @@ from pytest_llmeval.backends import (
     GenerationResult,
 )
 from pytest_llmeval.backends.openai_http import Transport, api_key, at_least, split_model_id
+from pytest_llmeval.backends.openai_refusal import refusal
 from pytest_llmeval.backends.openai_server import (
     check_extra_body,
     check_kind,
@@ -344,8 +345,8 @@ class OpenAIBackend:
         """The JSON answer to a POST of `body` to the endpoint, after retries."""
         response, after = self.http.send("POST", self.url, body, counted=counted)
         if not response.ok:
-            excerpt = self.http.scrub(response.text)[:200]
-            raise BackendError(f"HTTP {response.status_code} from {self.url} {after}: {excerpt}")
+            text = self.http.scrub(response.text)
+            raise BackendError(refusal(response.status_code, f"{self.url} {after}", text, body))
         try:
             data = response.json()
         except ValueError:

@@ -80,7 +80,8 @@ def locate_weights(model_id: str, revision: str | None) -> Weights:
 
 
 def _is_model_file(path: Path) -> bool:
-    return path.name == "config.json" or path.suffix in {".safetensors", ".bin", ".gguf", ".pt"}
+    """A file a checkpoint or tokenizer directory holds (configs, weights, vocabularies)."""
+    return path.suffix in {".json", ".safetensors", ".bin", ".gguf", ".pt", ".model", ".tiktoken"}
 
 
 def _hf_cache_snapshot(model_id: str, revision: str | None) -> str | None:
