@@ -23,7 +23,7 @@ from _pytest.reports import TestReport
 from pytest_llmeval.analyze.aggregate import summarize_run
 from pytest_llmeval.analyze.cost import Price
 from pytest_llmeval.analyze.gates import GateResult, check_run
-from pytest_llmeval.analyze.hardware import ModelLoad
+from pytest_llmeval.analyze.hardware import ModelLoad, load_failures
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import ItemRecord, TaskInfo, from_json, task_info_from_json
 from pytest_llmeval.declare.ids import is_eval_item
@@ -415,6 +415,8 @@ class Controller:
         terminalreporter.section("llmeval summary")
         for task, conflict in self.data_conflicts.items():
             terminalreporter.write_line(f"ERROR task {task}: {conflict}", red=True)
+        for failure in load_failures(self.loads):
+            terminalreporter.write_line(f"ERROR {failure}", red=True)
         terminalreporter.write_line(summary_table(self.summaries(), self.gate_results))
         for gate in self.gate_results:
             terminalreporter.write_line(f"{gate.name}: {gate.describe()}")

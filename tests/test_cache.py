@@ -328,17 +328,6 @@ def test_full_disk_warns_once_and_keeps_what_was_written(tmp_path: Path) -> None
         assert fresh.get("late") == entry(0)
 
 
-def test_corrupt_database_file_warns_once(tmp_path: Path) -> None:
-    (tmp_path / DB_NAME).write_bytes(b"this is not a sqlite database at all" * 200)
-    cache = GenerationCache(tmp_path)
-    with pytest.warns(CacheUnavailableWarning) as record:
-        assert cache.get("k") is None
-        cache.put_many([("k", entry(1))])
-        assert cache.get("k") is None
-    assert len(record) == 1
-    assert not cache.usable
-
-
 def test_value_that_is_not_json_raises_and_stores_nothing(tmp_path: Path) -> None:
     with GenerationCache(tmp_path) as cache:
         with pytest.raises(TypeError):

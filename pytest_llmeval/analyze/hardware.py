@@ -24,7 +24,8 @@ class ModelLoad:
     model: str
     """The model's name as given with `--model`."""
     error: str | None
-    """Why the backend could not be created; its items are errors with this message."""
+    """Why the backend could not be created or its model could not load (exception type and
+    message, on one line); None when it loaded or was never needed. Its items are errors."""
     model_loads: int
     """Loads of the weights in this process (0: everything came from the cache, or an API)."""
     load_time_s: float | None
@@ -56,6 +57,10 @@ class ModelLoad:
     readings: counter J and power-sampled J summed over the same windows, their `ratio`
     counter / sampled, and the number of `windows`), `min_window_s`, `sample_interval_s`,
     `attribution`."""
+    items_errored: int = 0
+    """Items of this model on this worker that errored because of `error` (the model could
+    not be created or loaded); the first item's record carries the whole error, the others a
+    short reference. 0 when the model loaded."""
     backend_info: dict[str, Any] = field(default_factory=dict)
     """Everything else the backend reports: identity (model id, revision or weights hash,
     dtype, chat template hash), device, and backend-specific settings."""
@@ -92,6 +97,25 @@ class ModelLoad:
             energy=energy,
             backend_info=rest,
         )
+
+
+def load_failures(loads: Sequence[ModelLoad]) -> list[str]:
+    """One line per model that did not load, however many workers and items it failed:
+    `model X did not load (N items errored): <error>` (distinct errors of one model joined)."""
+    errors: dict[str, dict[str, None]] = {}
+    items: dict[str, int] = {}
+    for load in loads:
+        if load.error is not None:
+            errors.setdefault(load.model, {})[load.error] = None
+            items[load.model] = items.get(load.model, 0) + load.items_errored
+    lines = []
+    for model, texts in errors.items():
+        count = items[model]
+        lines.append(
+            f"model {model} did not load ({count} item{'' if count == 1 else 's'} errored): "
+            + "; ".join(texts)
+        )
+    return lines
 
 
 def hardware_summary(model: str, loads: Sequence[ModelLoad]) -> dict[str, Any]:

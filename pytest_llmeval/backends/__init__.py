@@ -21,6 +21,13 @@ class BackendError(RuntimeError):
     """A backend could not load or generate; items that needed it become errors."""
 
 
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """An error's text on one line (libraries raise multi-line messages; an item error is
+    shown on one), whitespace collapsed and cut at `limit` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class BackendUnavailable(BackendError):
     """A backend's optional dependency is missing; the message is the install hint."""
 
@@ -127,7 +134,10 @@ class Backend(Protocol):
     which the engine calls before the first batch it generates (in its own energy window), so
     a run served entirely from the cache loads no model. A user's backend may lack `load()`
     and `energy_devices()` (then it loads inside its first batch and is metered on every GPU
-    the process sees).
+    the process sees). A backend may also define `check_prompt(prompt, settings)`, raising a
+    `BackendError` for a rendered prompt it cannot generate (the built-in local backends: one
+    longer than the model's context, `backends/context.py`); the engine calls it before
+    batching, so that item errors alone.
     """
 
     spec: ModelSpec

@@ -66,6 +66,7 @@ from pytest_llmeval.backends.openai_http import (
     split_query,
     warn_plain_http,
 )
+from pytest_llmeval.backends.openai_refusal import refusal
 from pytest_llmeval.backends.openai_server import (
     check_extra_body,
     check_kind,
@@ -412,8 +413,8 @@ class OpenAIBackend:
         response, after = self.http.send("POST", self.url, body, counted=counted)
         self.health.connected()  # it answered, whatever it said
         if not response.ok:
-            excerpt = self.http.scrub(response.text)[:200]
-            raise BackendError(f"HTTP {response.status_code} from {self.url} {after}: {excerpt}")
+            text = self.http.scrub(response.text)
+            raise BackendError(refusal(response.status_code, f"{self.url} {after}", text, body))
         try:
             data = response.json()
         except ValueError:

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
+)
 
 from pytest_llmeval.backends import (
     BackendError,
@@ -28,7 +34,9 @@ from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
     devices_of,
+    one_line,
 )
+from pytest_llmeval.backends.context import check_fits, context_length
 from pytest_llmeval.backends.hf_decoding import (
     PerRowSampler,
     decoding_record,
@@ -37,7 +45,7 @@ from pytest_llmeval.backends.hf_decoding import (
 )
 from pytest_llmeval.backends.weights import locate_weights
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import Message
+from pytest_llmeval.declare.task import Generation, Message
 
 LATENCY_METHOD = "sequence-finish: batch start until the item's last token (per-step clock)"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -102,18 +110,27 @@ class TransformersBackend:
         if self.device == "cpu":
             _share_cpu_threads()
         try:
+            config = AutoConfig.from_pretrained(self.weights.path, revision=spec.revision)
+        except (OSError, ValueError) as exc:
+            raise BackendError(
+                f"cannot read the config of {spec.model_id} in {self.weights.path}: {one_line(exc)}"
+            ) from exc
+        try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 self.weights.path, revision=spec.revision
             )
         except (OSError, ValueError) as exc:
             raise BackendError(
-                f"cannot load the tokenizer of {spec.model_id} from {self.weights.path}: {exc}"
+                f"cannot load the tokenizer of {spec.model_id} from {self.weights.path}: "
+                f"{one_line(exc)}"
             ) from exc
         if not self.tokenizer.chat_template:
             raise BackendError(
                 f"{spec.model_id} has no chat template; use an instruction-tuned model"
             )
         self.tokenizer.padding_side = "left"
+        self.context = context_length(config, self.tokenizer)
+        """Tokens the model can attend to (prompt + generation); None when nothing says."""
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._model: Any = None
@@ -140,7 +157,7 @@ class TransformersBackend:
             except Exception as exc:  # OSError, ValueError, CUDA out of memory, ...
                 self._load_error = BackendError(
                     f"cannot load {self.spec.model_id} from {self.weights.path}: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{type(exc).__name__}: {one_line(exc)}"
                 )
                 raise self._load_error from exc
             # Same decode on every backend: nothing from the checkpoint's sampling defaults.
@@ -303,6 +320,11 @@ class TransformersBackend:
         self._model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def check_prompt(self, prompt: str, settings: Generation) -> None:
+        """Raise `PromptTooLong` unless the rendered prompt plus `max_new_tokens` fits the
+        model's context (called by the engine before batching)."""
+        check_fits(self.prompt_tokens(prompt), self.context, settings.max_new_tokens)
 
     def prompt_tokens(self, prompt: str) -> int:
         """Tokens of a rendered prompt as `generate` encodes it (no special tokens added): the

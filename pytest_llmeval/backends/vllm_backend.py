@@ -30,6 +30,7 @@ from pytest_llmeval.backends import (
     GenerationResult,
 )
 from pytest_llmeval.backends.chat_tokens import prompt_token_ids, render_chat
+from pytest_llmeval.backends.context import check_fits, context_length
 from pytest_llmeval.backends.runtime import package_version, vllm_device
 from pytest_llmeval.backends.vllm_requests import (
     generated_tokens,
@@ -38,7 +39,7 @@ from pytest_llmeval.backends.vllm_requests import (
 )
 from pytest_llmeval.backends.weights import locate_weights
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import Message
+from pytest_llmeval.declare.task import Generation, Message
 
 INSTALL_HINT = "the vllm backend needs vLLM on a CUDA machine: pip install vllm"
 
@@ -99,6 +100,19 @@ def engine_kwargs(spec: ModelSpec, path: str, options: VLLMOptions) -> dict[str,
     return kwargs
 
 
+def _config_context(path: str, revision: str | None) -> int | None:
+    """The context the model config names (what vLLM derives its default `max_model_len`
+    from; it ignores the tokenizer's); None when the config cannot be read here (vLLM then
+    reports it when the engine starts)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+    except (OSError, ValueError):
+        return None
+    return context_length(config)
+
+
 def energy_devices_for(options: VLLMOptions) -> tuple[int, ...]:
     """The CUDA ordinals a vLLM engine occupies: 0 .. tensor_parallel_size - 1."""
     return tuple(range(options.tensor_parallel_size or 1))
@@ -123,6 +137,9 @@ class VLLMBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(self.weights.path, revision=spec.revision)
         if not self.tokenizer.chat_template:
             raise BackendError(f"{spec.model_id} has no chat template; use an instruction model")
+        self._configured_context = options.max_model_len or _config_context(
+            self.weights.path, spec.revision
+        )
         self._engine: Any = None
         self._identity: dict[str, Any] | None = None
         self.load_time_s: float | None = None
@@ -183,6 +200,23 @@ class VLLMBackend:
             "model_loads": int(self._engine is not None),
             "load_time_s": None if self.load_time_s is None else round(self.load_time_s, 3),
         }
+
+    @property
+    def context(self) -> int | None:
+        """Tokens per sequence (prompt + generation): the engine's `max_model_len` once it
+        runs, before that the `max_model_len` option or the model config's limit."""
+        if self._engine is not None:
+            model_config = getattr(getattr(self._engine, "llm_engine", None), "model_config", None)
+            engine_limit = getattr(model_config, "max_model_len", None)
+            if isinstance(engine_limit, int):
+                return engine_limit
+        return self._configured_context
+
+    def check_prompt(self, prompt: str, settings: Generation) -> None:
+        """Raise `PromptTooLong` unless the prompt plus `max_new_tokens` fits the context
+        (vLLM would fail the whole batch for a prompt longer than `max_model_len`)."""
+        tokens = len(prompt_token_ids(self.tokenizer, prompt))
+        check_fits(tokens, self.context, settings.max_new_tokens)
 
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_llmeval.backends import BackendError
+from pytest_llmeval.backends.scratch import make_scratch, remove_stale_scratch
 from pytest_llmeval.declare.data import hub_reachable
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -57,8 +58,14 @@ def weights_fingerprint(directory: Path) -> str:
 
 def locate_weights(model_id: str, revision: str | None) -> Weights:
     """Where to load `model_id` from, trying local dir, HF cache, Hub, embedded GGUF in order."""
-    if Path(model_id).expanduser().is_dir():
-        return Weights(str(Path(model_id).expanduser()), "local-dir")
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        if not any(_is_model_file(path) for path in local.iterdir()):
+            raise BackendError(
+                f"no model files in {local.resolve()}: expected config.json and *.safetensors "
+                "(or *.bin) weights, as save_pretrained or huggingface-cli download writes them"
+            )
+        return Weights(str(local), "local-dir")
     cached = _hf_cache_snapshot(model_id, revision)
     if cached is not None:
         return Weights(cached, "hf-cache")
@@ -70,6 +77,11 @@ def locate_weights(model_id: str, revision: str | None) -> Weights:
         f"cannot load {model_id}: not in the Hugging Face cache and the Hub is unreachable; "
         "download it on a connected machine (huggingface-cli download) or pass a local directory"
     )
+
+
+def _is_model_file(path: Path) -> bool:
+    """A file a checkpoint or tokenizer directory holds (configs, weights, vocabularies)."""
+    return path.suffix in {".json", ".safetensors", ".bin", ".gguf", ".pt", ".model", ".tiktoken"}
 
 
 def _hf_cache_snapshot(model_id: str, revision: str | None) -> str | None:
@@ -120,11 +132,12 @@ def embedded_checkpoint() -> Path:
         )
     stat = gguf.stat()
     target = model_cache_dir() / f"smollm2-135m-instruct-q4_1-{stat.st_size}"
+    remove_stale_scratch(target.parent)  # left by runs killed while converting
     if (target / "config.json").is_file():
         _drop_gguf_quantization(target / "config.json")  # converted by an older version
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    scratch = make_scratch(target.parent)
     try:
         _convert_gguf(gguf, scratch)
         try:

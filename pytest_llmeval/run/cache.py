@@ -11,8 +11,10 @@ power loss can drop the last few), readers never block the writer, and concurren
 one another instead of failing.
 
 The cache never breaks a run: when its location cannot be created or written (read-only
-directory, permission denied, disk full, a corrupt file), it emits one
-`CacheUnavailableWarning`, stops using what failed, and the run continues uncached.
+directory, permission denied, disk full), it emits one `CacheUnavailableWarning`, stops using
+what failed, and the run continues uncached. A corrupt database file (not SQLite, truncated)
+is moved aside and rebuilt, with one `CacheCorruptWarning` naming where it went
+(`cache_recovery`), so later runs neither warn again nor run uncached.
 
 Keys come from `cache_key`: a hash of the backend identity, the rendered prompt, the generation
 settings and the sample index. This module imports neither pytest nor torch.
@@ -36,6 +38,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_llmeval.declare.settings import CacheMode
+from pytest_llmeval.run.cache_recovery import (
+    Identity,
+    cache_lock,
+    file_identity,
+    is_corrupt,
+    move_aside,
+)
 
 if TYPE_CHECKING:
     from pytest_llmeval.declare.task import Generation
@@ -66,6 +75,11 @@ _INHERITED: list[sqlite3.Connection] = []
 class CacheUnavailableWarning(UserWarning):
     """The generation cache cannot be used (its directory is unwritable, the disk is full, ...);
     the run continues uncached."""
+
+
+class CacheCorruptWarning(UserWarning):
+    """The cache database was corrupt: it was moved aside (the warning names its new path) and
+    a new, empty one took its place."""
 
 
 def cache_key(
@@ -145,6 +159,8 @@ class GenerationCache:
         self._can_read = mode != "off"
         self._can_write = mode == "on"
         self._failed = False
+        self._identity: Identity | None = None  # the database file the connection opened
+        self._recovered = False
         self.stats = CacheStats()
 
     @property
@@ -171,21 +187,16 @@ class GenerationCache:
         wanted = list(dict.fromkeys(keys))
         found: dict[str, dict[str, Any]] = {}
         conn = self._connection()
-        if conn is not None:
+        while conn is not None:
             try:
-                for start in range(0, len(wanted), CHUNK):
-                    chunk = wanted[start : start + CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    rows = conn.execute(
-                        f"SELECT key, value FROM generations WHERE key IN ({marks})", chunk
-                    )
-                    for key, text in rows:
-                        entry = _decode(text)
-                        if entry is not None:
-                            found[key] = entry
+                found = _select(conn, wanted)
             except (sqlite3.Error, OSError) as exc:
-                self._give_up(exc, reads=True)
                 found = {}
+                conn = self._recover(exc)  # a fresh database holds nothing: this once, empty
+                if conn is None:
+                    self._give_up(exc, reads=True)
+                continue
+            break
         self.stats.hits += len(found)
         self.stats.misses += len(wanted) - len(found)
         return found
@@ -201,25 +212,16 @@ class GenerationCache:
             (key, json.dumps(dict(value), separators=(",", ":")), now) for key, value in entries
         ]
         conn = self._connection()
-        if conn is None or not self._can_write:
-            return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        while conn is not None and self._can_write:
             try:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO generations (key, value, created) VALUES (?, ?, ?)",
-                    rows,
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError) as exc:
-            self._give_up(exc, reads=False)
+                _insert(conn, rows)
+            except (sqlite3.Error, OSError) as exc:
+                conn = self._recover(exc)  # the batch goes into the rebuilt database
+                if conn is None:
+                    self._give_up(exc, reads=False)
+                continue
+            self.stats.writes += len(rows)
             return
-        self.stats.writes += len(rows)
 
     def close(self) -> None:
         """Close the connection (a later call opens a new one)."""
@@ -274,6 +276,50 @@ class GenerationCache:
 
     def _open_read_write(self) -> sqlite3.Connection:
         self._directory.mkdir(parents=True, exist_ok=True)
+        # Under the lock: no other process moves the file aside while this one opens it, so
+        # the identity taken here is the connection's file.
+        with cache_lock(self._path):
+            try:
+                conn = self._set_up()
+            except sqlite3.DatabaseError as exc:
+                if not is_corrupt(exc) or self._recovered:
+                    raise
+                self._recovered = True
+                self._moved_aside(exc, move_aside(self._path, file_identity(self._path)))
+                conn = self._set_up()
+            self._identity = file_identity(self._path)
+        return conn
+
+    def _recover(self, exc: BaseException) -> sqlite3.Connection | None:
+        """After `exc` on an open connection: when it says the database is corrupt (and this
+        cache may write), move the file aside, unless another process did already, and return
+        a connection to a new database; else None. Once per cache."""
+        if not (is_corrupt(exc) and self._can_write) or self._recovered:
+            return None
+        self._recovered = True
+        self.close()
+        try:
+            with cache_lock(self._path):
+                moved = move_aside(self._path, self._identity)
+        except OSError:
+            return None
+        self._moved_aside(exc, moved)
+        return self._connection()
+
+    def _moved_aside(self, exc: BaseException, moved: Path | None) -> None:
+        """Warn once that the corrupt database now lives at `moved` (None: another process
+        moved it, and warns)."""
+        if moved is None:
+            return
+        warnings.warn(
+            f"generation cache database {self._path} was corrupt ({type(exc).__name__}: "
+            f"{exc}); moved it to {moved} and started a new one",
+            CacheCorruptWarning,
+            stacklevel=_outside_stacklevel(),
+        )
+
+    def _set_up(self) -> sqlite3.Connection:
+        """A read-write connection to the database in WAL mode, its table created."""
         conn = self._connect(str(self._path))
         try:
             mode = _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
@@ -360,6 +406,35 @@ def _outside_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
+
+
+def _select(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The decodable stored entries among `keys`, in chunks under the parameter limit."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT key, value FROM generations WHERE key IN ({marks})", chunk)
+        for key, text in rows:
+            entry = _decode(text)
+            if entry is not None:
+                found[key] = entry
+    return found
+
+
+def _insert(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, float]]) -> None:
+    """Store `rows` in one committed transaction (rolled back on any failure)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            "INSERT OR REPLACE INTO generations (key, value, created) VALUES (?, ?, ?)", rows
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 def _decode(text: Any) -> dict[str, Any] | None:

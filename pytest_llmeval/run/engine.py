@@ -29,9 +29,11 @@ from typing import Any, Protocol
 from pytest_llmeval.analyze.hardware import ModelLoad
 from pytest_llmeval.backends import (
     Backend,
+    BackendError,
     BatchPartiallyFailed,
     GenerationRequest,
     GenerationResult,
+    one_line,
 )
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.run.batch_energy import NO_LOAD, REMOTE, load_energy, remote, with_energy
@@ -42,6 +44,12 @@ from pytest_llmeval.run.meters import EnergyMeter
 
 WINDOW_BATCHES = 4
 NOT_LOADED = "model not loaded in this run (nothing to generate)"
+
+
+class ModelUnavailable(BackendError):
+    """An item's model could not be created or loaded in this process. The first such item
+    carries the whole error; the later ones a short reference to it (the error is reported
+    once per model, with the count of items it took, in the llmeval summary)."""
 
 
 class Pending(Protocol):
@@ -92,6 +100,8 @@ class Engine:
     meter_of: dict[str, EnergyMeter | None] = field(default_factory=dict)
     loaded: dict[str, dict[str, Any]] = field(default_factory=dict)
     load_errors: dict[str, BaseException] = field(default_factory=dict)
+    # Per model that could not be created or loaded: the items it errored in this process.
+    unavailable_items: dict[str, int] = field(default_factory=dict)
     # A fresh token per engine (process and run): batch ids of two runs, or of two workers
     # whose pids repeat, never collide and merge batches in a report.
     run_token: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -114,15 +124,27 @@ class Engine:
         if spec.name in self.backends:
             return self.backends[spec.name]
         if spec.name in self.failed:
-            raise self.failed[spec.name][0]
+            raise self._unavailable(spec.name, self.failed[spec.name][0])
         started = time.perf_counter()
         try:
             backend = self.make_backend(spec)
         except Exception as exc:
             self.failed[spec.name] = (exc, time.perf_counter() - started)
-            raise
+            raise self._unavailable(spec.name, exc) from exc
         self.backends[spec.name] = backend
         return backend
+
+    def _unavailable(self, name: str, exc: BaseException) -> ModelUnavailable:
+        """The error of one more item whose model `name` did not load (counted): the whole
+        error for the first, a short reference to it for the rest (no wall of repeats)."""
+        count = self.unavailable_items[name] = self.unavailable_items.get(name, 0) + 1
+        reason = f"{type(exc).__name__}: {one_line(exc)}"
+        if count == 1:
+            return ModelUnavailable(f"model {name} did not load: {reason}")
+        return ModelUnavailable(
+            f"model {name} did not load (its error is in the llmeval summary): "
+            f"{one_line(reason, 80)}"
+        )
 
     def result_for(self, item: Pending, upcoming: Iterable[Pending]) -> GenerationResult:
         """The item's generation, generating it (with upcoming items alike) if not yet done."""
@@ -156,7 +178,7 @@ class Engine:
                 window.append(self._job(backend, identity, other, other.request()))
             except Exception as exc:  # the other item reports its own error when it runs
                 self.results[other.nodeid] = exc
-        to_generate = self._serve_from_cache(window)
+        to_generate = self._fitting(backend, self._serve_from_cache(window))
         try:
             for batch in self._batches(backend, to_generate, size, invariant):
                 if item.nodeid in self.results:
@@ -165,6 +187,25 @@ class Engine:
         finally:
             if self.journal is not None:
                 self.journal.clear()
+
+    def _fitting(self, backend: Backend, jobs: list[_Job]) -> list[_Job]:
+        """The jobs whose prompt the backend accepts; the others get its error as their result.
+
+        A backend may define `check_prompt(prompt, settings)`, raising when a prompt cannot be
+        generated (longer than the model's context): such an item errors before any batch,
+        instead of padding its whole batch to its length or failing the batch."""
+        check = getattr(backend, "check_prompt", None)
+        if not callable(check):
+            return jobs
+        fitting = []
+        for job in jobs:
+            try:
+                check(job.prompt, job.request.settings)
+            except Exception as exc:
+                self.results[job.item.nodeid] = exc
+            else:
+                fitting.append(job)
+        return fitting
 
     def _batches(
         self, backend: Backend, jobs: list[_Job], size: int, invariant: bool
@@ -254,7 +295,7 @@ class Engine:
             self._load(backend, meter)
         except Exception as exc:
             for job in jobs:
-                self.results[job.item.nodeid] = exc
+                self.results[job.item.nodeid] = self._unavailable(backend.spec.name, exc)
             return
         self.batches_run += 1
         self._tell("batch", backend.spec.name, items=len(jobs))
@@ -367,14 +408,19 @@ class Engine:
             meter = self.meter_of.get(name)
             energy = None if meter is None else meter.describe()
             load = self.loaded.get(name) or {"load_energy_reason": NOT_LOADED}
-            loads.append(ModelLoad.from_info(self.worker, name, backend.info(), energy, load))
+            record = ModelLoad.from_info(self.worker, name, backend.info(), energy, load)
+            if name in self.load_errors:  # created, but its weights did not load
+                record.error = _describe(self.load_errors[name])
+                record.items_errored = self.unavailable_items.get(name, 0)
+            loads.append(record)
         loads += [
             ModelLoad(
                 worker=self.worker,
                 model=name,
-                error=str(exc),
+                error=_describe(exc),
                 model_loads=0,
                 load_time_s=round(seconds, 3),
+                items_errored=self.unavailable_items.get(name, 0),
             )
             for name, (exc, seconds) in self.failed.items()
         ]
@@ -388,3 +434,8 @@ class Engine:
             self.cache.close()
         for meter in self.meters.values():
             meter.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """A load error on one line with its type (what `ModelLoad.error` and the summary show)."""
+    return f"{type(exc).__name__}: {one_line(exc, 1000)}"
