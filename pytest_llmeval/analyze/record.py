@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the record and report schemas. 2: typed record; agreement fields under
 `comparison`; task context out of the record; `model_loads` entries typed. 3: `correct`;
 rates over all selected items (`n`) with `*_answered` twins; `mean_score`,
