@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from conftest import assert_valid_run, mini_rows, run_evals
+from pytest_llmeval.analyze.record import SCHEMA_VERSION
 
 
 def read_report(pytester: pytest.Pytester) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def test_correct_items_pass_and_gate_holds(evalproject: pytest.Pytester) -> None
         ]
     )
     report = assert_valid_run(evalproject.path / "out")
-    assert report["schema_version"] == 4 and report["totals"]["passed"] == 10
+    assert report["schema_version"] == SCHEMA_VERSION and report["totals"]["passed"] == 10
 
 
 def test_wrong_items_fail_with_one_line_but_gate_decides_exit(evalproject: pytest.Pytester) -> None:
