@@ -104,8 +104,13 @@ def machine_info() -> dict[str, Any]:
             if key in os.environ
         },
         "versions": {name: _version(name) for name in VERSIONS},
-        "load_average": list(os.getloadavg()),
+        "load_average": _load(),
     }
+
+
+def _load() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(value, 2) for value in os.getloadavg()]
 
 
 def _version(name: str) -> str | None:
@@ -167,7 +172,7 @@ def run_micro(options: argparse.Namespace) -> dict[str, Any]:
 def run_step(name: str, command: list[str], timeout: float, env: dict[str, str]) -> dict[str, Any]:
     """Run one command; its exit status, wall time, output and the load around it."""
     print(f"== {name}: {' '.join(command[1:])}", flush=True)
-    load_before = list(os.getloadavg())
+    load_before = _load()
     started = time.perf_counter()
     try:
         done = subprocess.run(
@@ -189,7 +194,7 @@ def run_step(name: str, command: list[str], timeout: float, env: dict[str, str])
         "returncode": status,
         "wall_s": round(wall, 3),
         "load_before": load_before,
-        "load_after": list(os.getloadavg()),
+        "load_after": _load(),
         "stdout": lines[-200:],
         "stderr_tail": err[-2000:] if outcome != "passed" else "",
     }
@@ -224,16 +229,17 @@ def main() -> int:
         "--save", metavar="NAME", help="Save the micro suite as a new baseline NAME"
     )
     parser.add_argument(
-        "--threads", type=int, help="OMP_NUM_THREADS/MKL_NUM_THREADS for the scripts"
+        "--threads", type=int, help="OMP_NUM_THREADS/MKL_NUM_THREADS for every step"
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds per step")
     options = parser.parse_args()
     started = dt.datetime.now(dt.UTC)
     out = options.out or REPO / "reports" / "benchmarks" / f"{started:%Y%m%dT%H%M%SZ}.json"
     wanted = set(options.only) if options.only else None
-    env = os.environ.copy()
     if options.threads:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(options.threads)
+        # Set here so that every step inherits it and `machine.threads_env` records it.
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(options.threads)
+    env = os.environ.copy()
     result: dict[str, Any] = {
         "datetime": started.isoformat(),
         "machine": machine_info(),

@@ -57,7 +57,7 @@ def bench_cache_put_10k(benchmark: Any, tmp_path: Path, scale: int) -> None:
     def fresh() -> tuple[tuple[GenerationCache, list[tuple[str, dict[str, Any]]]], dict[str, Any]]:
         return (GenerationCache(tmp_path / f"db{next(_directories)}"), rows), {}
 
-    benchmark.pedantic(put_batches, setup=fresh, rounds=3)
+    benchmark.pedantic(put_batches, setup=fresh, rounds=5)
 
 
 @pytest.fixture
