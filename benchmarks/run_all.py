@@ -14,8 +14,9 @@ prints why and exits with `SKIPPED` (77): it is recorded as skipped, not failed.
 The output (default `reports/benchmarks/<UTC time>.json`, git-ignored) holds `machine` (CPU,
 cores, memory, GPU, versions of torch/transformers/vllm, thread settings), `commit`, the
 micro suite's pytest-benchmark JSON envelope under `micro`, and per script its command,
-exit status, wall time, printed lines and the load average before and after: a figure taken
-while the machine was busy is provisional. Exit status: 0 when every step ran or was skipped.
+exit status, wall time, printed lines, the load average before and after, and `provisional`:
+true when the machine was busy as the step started (`busy`), so its figures are not final.
+Exit status: 0 when every step ran or was skipped.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpus_usable": _cpus(),
         "memory_gib": _memory_gib(),
         "gpus": _gpus(),
         "threads_env": {
@@ -106,6 +107,19 @@ def machine_info() -> dict[str, Any]:
         "versions": {name: _version(name) for name in VERSIONS},
         "load_average": _load(),
     }
+
+
+def busy(load_before: list[float], cpus: int) -> bool:
+    """Whether other work was running when a step started: a 1-minute load average of half
+    the usable CPUs or more (on 2 cores, one busy core). Its figures are then provisional:
+    they measure the contention as much as the code."""
+    return load_before[0] >= cpus / 2
+
+
+def _cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _load() -> list[float]:
@@ -195,6 +209,7 @@ def run_step(name: str, command: list[str], timeout: float, env: dict[str, str])
         "wall_s": round(wall, 3),
         "load_before": load_before,
         "load_after": _load(),
+        "provisional": busy(load_before, _cpus()),
         "stdout": lines[-200:],
         "stderr_tail": err[-2000:] if outcome != "passed" else "",
     }
@@ -267,6 +282,9 @@ def main() -> int:
     print(
         f"wrote {out}; " + (f"failed: {', '.join(bad)}" if bad else "every step ran or was skipped")
     )
+    shaky = [s["name"] for s in steps if s.get("provisional")]
+    if shaky:
+        print(f"provisional (the machine was busy as they started): {', '.join(shaky)}")
     return 1 if bad else 0
 
 

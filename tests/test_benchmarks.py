@@ -98,6 +98,7 @@ def test_runner_records_a_skipping_script_as_skipped(tmp_path: Path) -> None:
     step = runner.run_step("bench_gpu.py", [sys.executable, str(script)], 60, {})
     assert (step["outcome"], step["returncode"], step["stdout"]) == ("skipped", 77, ["no GPU here"])
     assert len(step["load_before"]) == 3 and len(step["load_after"]) == 3
+    assert isinstance(step["provisional"], bool)
 
 
 def test_machine_info_names_cpu_cores_versions_and_load() -> None:
@@ -106,3 +107,13 @@ def test_machine_info_names_cpu_cores_versions_and_load() -> None:
     assert set(info["versions"]) >= {"torch", "transformers"}
     assert info["versions"]["pytest"]
     assert len(info["load_average"]) == 3
+
+
+def test_a_step_started_on_a_busy_machine_is_provisional() -> None:
+    busy = load_runner().busy
+    # 2 usable cores: one of them busy with other work is enough to distort a figure.
+    assert (busy([0.4, 1.0, 1.0], 2), busy([1.0, 0.2, 0.2], 2), busy([1.9, 0, 0], 4)) == (
+        False,
+        True,
+        False,
+    )
