@@ -379,3 +379,18 @@ def test_http_share_goes_through_the_pool_and_each_answer_is_cached_as_it_arrive
     assert stored(tmp_path) == 40
     results = [engine.result_for(item, ()) for item in items[1:]]
     assert all(r.energy_reason == "remote backend" for r in results)
+
+
+def test_the_vllm_engine_starts_in_the_load_window_not_before(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vllm = fake_vllm.install(monkeypatch, max_num_seqs=4)
+    backend = vllm_backend(model_dir)
+    engine = engine_for(backend, tmp_path)
+    told: list[tuple[str, int]] = []
+    engine.notify = lambda kind, model, facts: told.append((kind, len(vllm.LLM.created)))
+    items = share(backend.spec, 5)
+    engine.result_for(items[0], items[1:])
+    # No engine exists before "loading" is told; it exists once "loaded" is.
+    assert told[:2] == [("loading", 0), ("loaded", 1)]
+    assert engine.loaded["m"]["load_window_s"] >= 0

@@ -63,8 +63,7 @@ class ShareStream:
         self.backend = backend
         self.jobs = jobs
         self.size = max(1, size)
-        ahead = getattr(backend, "max_in_flight", None)
-        self.ahead = ahead if isinstance(ahead, int) and ahead > 0 else len(jobs)
+        self.ahead = len(jobs)  # read from the backend once its model is loaded
         self.meter = engine._meter(backend)
         self.finished: set[int] = set()
         self.window: list[tuple[_Job, GenerationResult]] = []
@@ -82,6 +81,10 @@ class ShareStream:
             for job in self.jobs:
                 engine.results[job.item.nodeid] = engine._unavailable(self.backend.spec.name, exc)
             return
+        # After the load: vLLM's limit comes from its running engine's scheduler.
+        ahead = getattr(self.backend, "max_in_flight", None)
+        if isinstance(ahead, int) and not isinstance(ahead, bool) and ahead > 0:
+            self.ahead = ahead
         stream: Iterable[Finished] = self.backend.generate_stream(  # type: ignore[attr-defined]
             [job.request for job in self.jobs]
         )
