@@ -8,8 +8,10 @@ most the requests in flight. vLLM is not installed here: its engine is the fake 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from chat_tokenizers import CHAT_MODELS, save_tokenizer
 from fault_server import FaultServer
 
+from conftest import mini_rows
 from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
@@ -394,3 +397,31 @@ def test_the_vllm_engine_starts_in_the_load_window_not_before(
     # No engine exists before "loading" is told; it exists once "loaded" is.
     assert told[:2] == [("loading", 0), ("loaded", 1)]
     assert engine.loaded["m"]["load_window_s"] >= 0
+
+
+def test_a_pytest_run_on_vllm_streams_the_share_and_reports_windows_as_batches(
+    evalproject: pytest.Pytester, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vllm = fake_vllm.install(monkeypatch, max_num_seqs=4)
+    (evalproject.path / "data" / "mini.jsonl").write_text(mini_rows(30))
+    result = evalproject.runpytest(
+        f"--model=vllm:{model_dir}",
+        "--llmeval-data-dir=data",
+        "--llmeval-report=out/report.json",
+        "--llmeval-batch-size=8",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    )
+    result.assert_outcomes(failed=31)  # 30 misses (the fake answers 42) and the gate
+    [llm] = vllm.LLM.created
+    assert llm.calls == [] and len(llm.llm_engine.added) == 30
+    records = [
+        json.loads(line)
+        for line in (evalproject.path / "out" / "items.jsonl").read_text().splitlines()
+    ]
+    windows = Counter(r["batch_id"] for r in records)
+    assert sorted(windows.values()) == [6, 8, 8, 8]  # 8 finished requests a window
+    envelope = json.loads((evalproject.path / "out" / "report.json").read_text())
+    [entry] = envelope["tasks"]["mini"]["models"].values()
+    assert entry["metrics"]["batches"] == 4 and entry["metrics"]["generated"] == 30
+    assert entry["metrics"]["tokens_out"] == 60
