@@ -13,12 +13,24 @@ It is honest where the backend's correctness depends on vLLM's behaviour:
 - outputs are shaped like `vllm.RequestOutput`, with `metrics` in the shape of the chosen
   version: "v0" (`RequestMetrics`, wall-clock `first_scheduled_time` / `finished_time`), "v1"
   (`RequestStateStats`: wall-clock `arrival_time`, engine-core monotonic `scheduled_ts` /
-  `last_token_ts`) or None (V1 versions that report no per-request metrics offline).
+  `last_token_ts`) or None (V1 versions that report no per-request metrics offline);
+- `LLM.llm_engine` follows the step API that `LLM.generate` itself runs on
+  (`add_request(request_id, prompt, params)`, `step()`, `has_unfinished_requests()`,
+  `abort_request(request_ids)`, `vllm_config.scheduler_config.max_num_seqs`): added requests
+  wait, at most `max_num_seqs` run at once (first come, first served), each generates one token
+  per step and finishes after `1 + len(prompt_token_ids) % 4` steps, so requests finish out of
+  order. `step()` returns only finished outputs when the params say
+  `output_kind = RequestOutputKind.FINAL_ONLY` (what `LLM.generate` sets), else every running
+  request's output (V0's cumulative kind). `kill_after_steps` raises `Killed` (a stand-in for
+  the process being killed) at that step; `crash_after_steps` raises a RuntimeError there
+  and the engine stays dead (every later call raises it, as vLLM's EngineDeadError).
 """
 
 from __future__ import annotations
 
+import enum
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -82,10 +94,131 @@ def _metrics(version: str | None, index: int) -> Any:
     return None
 
 
+class RequestOutputKind(enum.Enum):
+    """`vllm.sampling_params.RequestOutputKind`."""
+
+    CUMULATIVE = 0
+    DELTA = 1
+    FINAL_ONLY = 2
+
+
+class Killed(BaseException):
+    """The process was killed mid-generation (nothing after it runs)."""
+
+
+@dataclass
+class _Running:
+    request_id: str
+    ids: list[int]
+    params: SamplingParams
+    steps_left: int
+
+
+class LLMEngine:
+    """`LLM.llm_engine`: the step API. Records what it saw for the tests."""
+
+    def __init__(self, llm: LLM, max_num_seqs: int) -> None:
+        self.llm = llm
+        self.vllm_config = SimpleNamespace(
+            scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs)
+        )
+        self.model_config = SimpleNamespace(max_model_len=llm.kwargs.get("max_model_len"))
+        self.waiting: deque[_Running] = deque()
+        self.running: list[_Running] = []
+        self.added: list[str] = []  # request ids in the order added
+        self.prompts: dict[str, list[int]] = {}
+        self.params: dict[str, SamplingParams] = {}
+        self.finished: list[str] = []  # in finishing order
+        self.aborted: list[str] = []
+        self.steps = 0
+        self.max_running = 0
+        self.max_unfinished = 0
+        self.kill_after_steps: int | None = None
+        self.crash_after_steps: int | None = None
+        self.on_step: Any = None  # called before each step (tests look at the journal)
+        self.dead = False
+
+    def add_request(
+        self, request_id: str, prompt: Any, params: SamplingParams, **kwargs: Any
+    ) -> None:
+        if self.dead:
+            raise RuntimeError("EngineCore encountered an issue")
+        if request_id in self.prompts:
+            raise ValueError(f"request id {request_id} already exists")
+        ids = list(prompt["prompt_token_ids"])
+        self.added.append(request_id)
+        self.prompts[request_id] = ids
+        self.params[request_id] = params
+        self.waiting.append(_Running(request_id, ids, params, 1 + len(ids) % 4))
+        self.max_unfinished = max(self.max_unfinished, self.get_num_unfinished_requests())
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.get_num_unfinished_requests() > 0
+
+    def abort_request(self, request_ids: Any) -> None:
+        ids = {request_ids} if isinstance(request_ids, str) else set(request_ids)
+        self.aborted += [
+            r.request_id for r in (*self.waiting, *self.running) if r.request_id in ids
+        ]
+        self.waiting = deque(r for r in self.waiting if r.request_id not in ids)
+        self.running = [r for r in self.running if r.request_id not in ids]
+
+    def step(self) -> list[Any]:
+        if self.on_step is not None:
+            self.on_step(self)
+        self.steps += 1
+        if self.kill_after_steps is not None and self.steps > self.kill_after_steps:
+            raise Killed("killed")
+        if self.dead or (
+            self.crash_after_steps is not None and self.steps > self.crash_after_steps
+        ):
+            self.dead = True  # as vLLM's EngineDeadError: every later call fails too
+            raise RuntimeError("EngineCore encountered an issue")
+        limit = self.vllm_config.scheduler_config.max_num_seqs
+        while self.waiting and len(self.running) < limit:
+            self.running.append(self.waiting.popleft())
+        self.max_running = max(self.max_running, len(self.running))
+        outputs = []
+        for request in list(self.running):
+            request.steps_left -= 1
+            done = request.steps_left == 0
+            if done:
+                self.running.remove(request)
+                self.finished.append(request.request_id)
+            final_only = (
+                getattr(request.params, "output_kind", None) is RequestOutputKind.FINAL_ONLY
+            )
+            if done or not final_only:
+                outputs.append(self._output(request, done))
+        return outputs
+
+    def _output(self, request: _Running, done: bool) -> Any:
+        eos = self.llm.tokenizer.eos_token_id
+        choice = SimpleNamespace(
+            text="42" if done else "4",
+            token_ids=[52, 50, eos] if done else [52],
+            finish_reason="stop" if done else None,
+            stop_reason=None,
+        )
+        index = len(self.finished) - 1 if done else 0
+        return SimpleNamespace(
+            request_id=request.request_id,
+            prompt=None,
+            prompt_token_ids=request.ids,
+            outputs=[choice],
+            finished=done,
+            metrics=_metrics(self.llm.metrics_version, index) if done else None,
+        )
+
+
 class LLM:
     """The offline engine: records every call in `calls`."""
 
     metrics_version: str | None = "v0"
+    max_num_seqs: int = 256
     created: list[LLM] = []
 
     def __init__(self, model: str, **kwargs: Any) -> None:
@@ -93,11 +226,14 @@ class LLM:
         self.kwargs = kwargs
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.calls: list[Call] = []
+        self.llm_engine = LLMEngine(self, self.max_num_seqs)
         type(self).created.append(self)
 
     def generate(
         self, prompts: Any, sampling_params: Any = None, use_tqdm: bool = True
     ) -> list[Any]:
+        if self.llm_engine.dead:
+            raise RuntimeError("EngineCore encountered an issue")
         prompts = [prompts] if isinstance(prompts, str | dict) else list(prompts)
         if isinstance(sampling_params, list):
             if len(sampling_params) != len(prompts):
@@ -136,14 +272,23 @@ def install(
     version: str = "0.10.1",
     metrics: str | None = "v0",
     gpu_name: str | None = None,
+    max_num_seqs: int = 256,
 ) -> ModuleType:
-    """Put a fake `vllm` (and, with `gpu_name`, `vllm.platforms`) into `sys.modules`."""
+    """Put a fake `vllm` and `vllm.sampling_params` (and, with `gpu_name`, `vllm.platforms`)
+    into `sys.modules`."""
     module = ModuleType("vllm")
     module.__version__ = version  # type: ignore[attr-defined]
     module.SamplingParams = SamplingParams  # type: ignore[attr-defined]
-    engine = type("LLM", (LLM,), {"metrics_version": metrics, "created": []})
+    engine = type(
+        "LLM", (LLM,), {"metrics_version": metrics, "max_num_seqs": max_num_seqs, "created": []}
+    )
     module.LLM = engine  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vllm", module)
+    sampling = ModuleType("vllm.sampling_params")
+    sampling.SamplingParams = SamplingParams  # type: ignore[attr-defined]
+    sampling.RequestOutputKind = RequestOutputKind  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    module.sampling_params = sampling  # type: ignore[attr-defined]
     if gpu_name is not None:
         platforms = ModuleType("vllm.platforms")
         platforms.current_platform = SimpleNamespace(  # type: ignore[attr-defined]

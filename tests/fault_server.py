@@ -11,7 +11,8 @@ a deterministic reply, "echo: " plus the last message's content (chat) or the wh
 offsets tell server usage apart from a client-side word count). Each request consumes the first
 rule that matches it (in the order added, until its `times` run out); no rule means a normal
 answer. Every request is recorded (path, headers, parsed body, arrival time) and the most
-requests in flight at once is kept. All sleeps are short and the server stops on exit.
+requests in flight at once is kept. All sleeps are short and the server stops on exit;
+`kill_after_answers` kills it right after its Nth answer (mid-run, whatever the client does).
 
 `kind` emulates what real servers do beyond the standard API (what the backend must cope with):
 
@@ -126,6 +127,11 @@ class FaultServer:
     received: list[Received] = field(default_factory=list)
     models_listed: int = 0  # GET /v1/models answered (not in `received`)
     max_in_flight: int = 0
+    # Die like a killed process right after sending this many POST answers (None: never);
+    # a request answered by no one after that gets its connection cut.
+    kill_after_answers: int | None = None
+    answered: int = 0
+    _killed: bool = False
     _rules: list[Rule] = field(default_factory=list)
     _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -303,9 +309,21 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             # next request, which must not overlap this one in the count.
             with server._lock:
                 server._in_flight -= 1
+                killed = server._killed
+                if not killed:
+                    server.answered += 1
+                last = server.answered == server.kill_after_answers and not killed
+                server._killed = killed or last
+            if killed:  # the server is dying: nothing answers any more
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
             # OSError: the client gave up (its read timeout), nothing left to answer.
             with contextlib.suppress(OSError):
                 self._answer(fault, body)
+            if last:
+                server.kill()
 
         def _answer(self, fault: Fault, body: Any) -> None:
             if fault.kind == "drop":

@@ -239,11 +239,14 @@ class ItemRecord:
     `length` (`max_new_tokens` reached); openai passes the API's value. None when nothing was
     generated."""
     batch_id: str | None = None
-    """The generation batch of this run (unique per run); None for a cached item."""
+    """The generation batch of this run (unique per run); None for a cached item. A backend
+    that takes the worker's whole share at once (vllm, openai) has windows instead: the
+    requests that finished one after another in one stretch of wall time and energy."""
     batch_size: int | None = None
-    """Requests in the item's generation batch; None for a cached item."""
+    """Requests in the item's generation batch (or window: requests that finished in it);
+    None for a cached item."""
     batch_wall_s: float | None = None
-    """Seconds: wall time of the item's batch; None for a cached item."""
+    """Seconds: wall time of the item's batch (or window); None for a cached item."""
     cached: bool | None = None
     """True when the generation came from the cache: no model work this run, so the latency,
     batch and energy fields are None (the cache keeps the first run's figures)."""

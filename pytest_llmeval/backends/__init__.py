@@ -113,6 +113,15 @@ class GenerationResult:
         return cls(**{**known, "cached": cached})
 
 
+Finished = list[tuple[int, GenerationResult | Exception]]
+"""What a streaming backend's `generate_stream(requests)` yields, as requests finish: pairs of
+(index into `requests`, its result or its final error), one list per engine step or response
+(requests that finished together). The backend submits requests in order and has at most
+`max_in_flight` of them submitted and unfinished at any time; when the stream is closed early
+it withdraws those. Results leave `batch_id`, `batch_size` and `batch_wall_s` to the engine,
+which stamps the window each result finished in."""
+
+
 # Where a backend's model sits, for the energy meters: CUDA ordinals of this process, "cpu",
 # or None for a remote backend (an API server, a Python callable): no local energy is its own.
 EnergyDevices = tuple[int, ...] | Literal["cpu"] | None
@@ -138,6 +147,11 @@ class Backend(Protocol):
     `BackendError` for a rendered prompt it cannot generate (the built-in local backends: one
     longer than the model's context, `backends/context.py`); the engine calls it before
     batching, so that item errors alone.
+
+    A backend that batches internally (vLLM, the HTTP backend's concurrency pool) may also
+    define `generate_stream(requests)` and `max_in_flight` (see `Finished`): the engine then
+    hands it a worker's whole share of alike requests at once instead of windows of batches,
+    and commits each result to the cache as it arrives (`run/stream.py`).
     """
 
     spec: ModelSpec

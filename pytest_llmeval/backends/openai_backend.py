@@ -37,7 +37,9 @@ connect (0: never), each batch first checks GET /models once and, while nothing 
 items fail at once ("server URL unreachable: ...; not run"); the run resumes when it answers
 (`openai_health.py`).
 When some requests of a batch fail for good, `generate` raises `BatchPartiallyFailed`, which
-carries every request's result or error in order. The API key appears in no message or report.
+carries every request's result or error in order. The harness uses `generate_stream`: a
+worker's whole share goes through the pool at once (`concurrency` in flight), each answer
+committed to the cache as it arrives. The API key appears in no message or report.
 """
 
 from __future__ import annotations
@@ -45,18 +47,23 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_llmeval.backends import (
     BackendError,
     BatchPartiallyFailed,
+    Finished,
     GenerationRequest,
     GenerationResult,
 )
-from pytest_llmeval.backends.openai_health import DEFAULT_UNREACHABLE_AFTER, ServerHealth
+from pytest_llmeval.backends.openai_health import (
+    DEFAULT_UNREACHABLE_AFTER,
+    ServerHealth,
+    SharedCheck,
+)
 from pytest_llmeval.backends.openai_http import (
     ServerUnreachable,
     Transport,
@@ -277,6 +284,49 @@ class OpenAIBackend:
         if len(done) < len(results):
             raise BatchPartiallyFailed(results)
         return done
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most streamed requests sent and unanswered at once: `concurrency`."""
+        return self.concurrency
+
+    def generate_stream(self, requests: Sequence[GenerationRequest]) -> Iterator[Finished]:
+        """A worker's whole share through the pool (`concurrency` in flight, sent in order),
+        each answer or final error yielded as it arrives, so that the engine commits it at
+        once. While the server is down requests fail at once, one health check per
+        `concurrency` of them.
+        Closing the stream early cancels the requests not yet sent."""
+        down = self.health.check(len(requests))
+        if down is not None:
+            yield [(i, BackendError(down)) for i in range(len(requests))]
+            return
+        try:
+            kind = self.server_kind()  # before the threads: read once, by one of them
+        except BackendError as exc:
+            yield [(i, exc) for i in range(len(requests))]
+            return
+        total = len(requests)
+        health = SharedCheck(self.health, self.concurrency)
+        with ThreadPoolExecutor(max(1, min(self.concurrency, total))) as pool:
+            futures = {
+                pool.submit(self._streamed, request, kind, total, health): index
+                for index, request in enumerate(requests)
+            }
+            try:
+                for future in as_completed(futures):
+                    yield [(futures[future], future.result())]
+            finally:
+                for future in futures:
+                    future.cancel()  # a killed or abandoned stream sends nothing more
+
+    def _streamed(
+        self, request: GenerationRequest, kind: str, total: int, health: SharedCheck
+    ) -> GenerationResult | BackendError:
+        """One streamed request: failed at once while the server is down, else attempted."""
+        down = health.check()
+        if down is not None:
+            return BackendError(down)
+        return self._attempt(request, kind, "", total)
 
     def load(self) -> None:
         """Nothing to load here: the model runs behind an HTTP server."""

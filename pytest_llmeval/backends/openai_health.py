@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 DEFAULT_UNREACHABLE_AFTER = 3
 
@@ -53,6 +54,11 @@ class ServerHealth:
                     self._failures_at_down = self.in_a_row
                 self.down = reason
 
+    def not_run_at_once(self, items: int) -> None:
+        """Count `items` failed at once on a health check made for others (`SharedCheck`)."""
+        with self._lock:
+            self.not_run += items
+
     def check(self, items: int) -> str | None:
         """None when the server is up (no request made unless it was down); else, after one
         health check that found it still down, the message for the `items` not run."""
@@ -81,3 +87,29 @@ class ServerHealth:
             f"{self.base_url}/models failed): rerun when the server is back, finished items "
             "come from the cache"
         )
+
+
+@dataclass
+class SharedCheck:
+    """Health checks for one stream of requests (a whole share through the pool): while the
+    server is down, one check answers for `every` requests (a batch's worth, as on the
+    batch path), so a dead server costs one GET per `concurrency` items, not one per item."""
+
+    health: ServerHealth
+    every: int
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _verdict: str | None = None
+    _left: int = 0
+
+    def check(self) -> str | None:
+        """None when the server is up; else the message for this request, not run."""
+        if self.health.down is None:
+            return None
+        with self._lock:
+            if self._verdict is not None and self._left > 0:
+                self._left -= 1
+                self.health.not_run_at_once(1)
+                return self._verdict
+            self._verdict = self.health.check(1)
+            self._left = self.every - 1 if self._verdict is not None else 0
+            return self._verdict

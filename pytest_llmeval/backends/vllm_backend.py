@@ -2,9 +2,12 @@
 
 `--model vllm:<hub id, alias or local dir>`, or an alias with `backend = "vllm"` whose extra
 keys are `VLLMOptions`. vLLM is an optional dependency (`pip install vllm`); without it the
-backend reports a one-line install hint. The engine batches internally, so a whole window of
-requests goes in one `generate` call, with one `SamplingParams` per request (its own seed when
-sampling, every setting explicit: `vllm_requests.py`).
+backend reports a one-line install hint. The engine batches internally, so the harness hands
+it a worker's whole share at once (`generate_stream`, through vLLM's step API, each result
+committed as it finishes: `vllm_stream.py`); `generate` sends a batch in one `LLM.generate`
+call (the batch-invariant mode and the batch-invariance check). Either way each request has
+its own `SamplingParams` (its own seed when sampling, every setting explicit:
+`vllm_requests.py`).
 
 The prompt is rendered once, by our tokenizer's chat template exactly as on the transformers
 backend, and sent as token ids with no special token added (`chat_tokens.py`): a string
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_llmeval.backends import (
     BackendError,
     EnergyDevices,
+    Finished,
     GenerationRequest,
     GenerationResult,
 )
@@ -37,6 +41,7 @@ from pytest_llmeval.backends.vllm_requests import (
     request_latency,
     sampling_kwargs,
 )
+from pytest_llmeval.backends.vllm_stream import max_in_flight, stream_requests
 from pytest_llmeval.backends.weights import locate_weights
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
@@ -217,6 +222,16 @@ class VLLMBackend:
         (vLLM would fail the whole batch for a prompt longer than `max_model_len`)."""
         tokens = len(prompt_token_ids(self.tokenizer, prompt))
         check_fits(tokens, self.context, settings.max_new_tokens)
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most streamed requests added to the engine and unfinished at once."""
+        return max_in_flight(self.engine.llm_engine)
+
+    def generate_stream(self, requests: Sequence[GenerationRequest]) -> Iterator[Finished]:
+        """A worker's whole share through the engine's step API, yielded as requests finish
+        (`vllm_stream.py`); the engine commits each to the cache as it arrives."""
+        return stream_requests(self, self.engine.llm_engine, requests)
 
     def generate(
         self, requests: Sequence[GenerationRequest], batch_id: str

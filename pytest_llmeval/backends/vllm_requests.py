@@ -76,17 +76,20 @@ def generated_tokens(choice: Any) -> int:
     return max(0, count - 1) if ended_on_token and count else count
 
 
-def request_latency(output: Any, batch_wall: float) -> tuple[float, str]:
+def request_latency(
+    output: Any, batch_wall: float, fallback: str = BATCH_WALL_METHOD
+) -> tuple[float, str]:
     """A request's own latency in seconds and how it was measured: from vLLM's per-request
     metrics when this version reports them (first scheduled until finished or last token),
-    else the batch's wall time, named as such in the method (V1 versions report no metrics
-    for the offline engine unless stats logging is on)."""
+    else `batch_wall` with the `fallback` method: the batch's wall time, named as such (V1
+    versions report no metrics for the offline engine unless stats logging is on), or what
+    the caller measured instead (a streamed request: added until finished)."""
     metrics = getattr(output, "metrics", None)
     for start_name, end_name, method in _METRIC_PAIRS:
         start, end = _timestamp(metrics, start_name), _timestamp(metrics, end_name)
         if start is not None and end is not None and end >= start:
             return end - start, method
-    return batch_wall, BATCH_WALL_METHOD
+    return batch_wall, fallback
 
 
 def _timestamp(metrics: Any, name: str) -> float | None:

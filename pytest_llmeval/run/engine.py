@@ -5,7 +5,9 @@ Items run one at a time, the model does not: when an item needs its generation a
 ready, the engine takes that item and the upcoming items with the same model, task and
 generation settings (a window of a few batches), serves what the cache already holds, sorts
 the rest longest prompt first and generates them batch by batch, committing each batch to the
-cache before the next starts, until the item's own result exists. Backends are created on
+cache before the next starts, until the item's own result exists. A backend that batches
+internally (`generate_stream`: vLLM, HTTP) gets the whole share at once instead, each result
+committed as it arrives (`pytest_llmeval.run.stream`). Backends are created on
 first use, once per process; a failed creation is remembered so that every item of that model
 errors at once with the same message instead of retrying.
 
@@ -41,6 +43,7 @@ from pytest_llmeval.run.cache import GenerationCache, cache_key
 from pytest_llmeval.run.crash_journal import BatchJournal
 from pytest_llmeval.run.energy_sources import EnergyScope, scope_of
 from pytest_llmeval.run.meters import EnergyMeter
+from pytest_llmeval.run.stream import ShareStream, streams
 
 WINDOW_BATCHES = 4
 NOT_LOADED = "model not loaded in this run (nothing to generate)"
@@ -165,10 +168,14 @@ class Engine:
             identity["batch_invariant"] = True
         window = [self._job(backend, identity, item, item.request())]
         key = item.batch_key()
+        # A backend that batches internally gets the whole share at once (run/stream.py);
+        # batch-invariant mode needs our exact batches, so it keeps the windows.
+        stream = streams(backend) and not invariant and item.nodeid not in self.alone
+        limit = None if stream else size * WINDOW_BATCHES
         # An item of a batch that crashed its worker is generated alone, and batches with
         # nothing: a second crash then names the culprit (see run/crash_journal.py).
         for other in () if item.nodeid in self.alone else upcoming:
-            if len(window) >= size * WINDOW_BATCHES:
+            if limit is not None and len(window) >= limit:
                 break
             if other.nodeid == item.nodeid or other.nodeid in self.results:
                 continue
@@ -180,6 +187,12 @@ class Engine:
                 self.results[other.nodeid] = exc
         to_generate = self._fitting(backend, self._serve_from_cache(window))
         try:
+            if stream:
+                batches = self._batches(backend, to_generate, max(1, len(to_generate)), False)
+                ShareStream(self, backend, [job for b in batches for job in b], size).run()
+                if item.nodeid not in self.results:  # never submitted: the stream failed
+                    self._run_batch(backend, [window[0]], retry=False)
+                return
             for batch in self._batches(backend, to_generate, size, invariant):
                 if item.nodeid in self.results:
                     break  # the item's own result exists: the rest waits for its own turn
