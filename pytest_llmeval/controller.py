@@ -10,7 +10,6 @@ gates and the report itself are pure functions of `pytest_llmeval.analyze` and
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -28,10 +27,10 @@ from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import ItemRecord, TaskInfo, from_json, task_info_from_json
 from pytest_llmeval.declare.ids import is_eval_item
 from pytest_llmeval.declare.settings import Settings
+from pytest_llmeval.options import check_report_paths
 from pytest_llmeval.report import runinfo
 from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo
 from pytest_llmeval.report.html import summary_html
-from pytest_llmeval.report.paths import directory_problem, file_problem, sibling_problem
 from pytest_llmeval.report.progress import Progress
 from pytest_llmeval.report.summary import summary_markdown, summary_table
 from pytest_llmeval.report.writers import ReportWriter, write_agreement_table, write_items_parquet
@@ -42,43 +41,6 @@ from pytest_llmeval.run.xdist_hooks import CRASH_ERROR, XdistHooks
 PAYLOAD_ATTRIBUTE = "llmeval"
 """Attribute of an item's teardown report holding its records (plain JSON; crosses xdist)."""
 GATE_PREFIX = "gates"
-REPORT_FILES = ("items.jsonl", "items.parquet", "summary.md", "agreement.parquet")
-"""The files written beside report.json."""
-
-
-def check_report_paths(config: pytest.Config, settings: Settings) -> None:
-    """Raise a one-line UsageError when a report file of this run cannot be written: its
-    directory cannot be created (under a file, unwritable) or its path is a directory.
-
-    Called before any model work; a bad path found at the end would cost the whole run.
-    """
-    problems = []
-    if settings.report_path is not None:
-        shown = str(config.option.llmeval_report)
-        problems.append(
-            file_problem(settings.report_path, "--llmeval-report", shown, "report.json")
-            or sibling_problem(settings.report_path.parent, REPORT_FILES, "--llmeval-report", shown)
-        )
-    else:
-        folder = config.rootpath / "reports"
-        problem = directory_problem(folder)
-        if problem is not None:
-            problems.append(
-                f"report directory {folder}: {problem.removesuffix('; choose another path')}; "
-                "remove it or pass --llmeval-report PATH"
-            )
-    # Other plugins' report files, whose own checks come only at the end of the run.
-    for option, dest, example in (
-        ("--junitxml", "xmlpath", "junit.xml"),
-        ("--html", "htmlpath", "report.html"),
-    ):
-        given = getattr(config.option, dest, None)
-        if given:
-            path = Path(os.path.expandvars(str(given))).expanduser().absolute()
-            problems.append(file_problem(path, option, str(given), example))
-    found = [problem for problem in problems if problem]
-    if found:
-        raise pytest.UsageError(found[0])
 
 
 class Controller:

@@ -16,6 +16,7 @@ from pytest_llmeval.declare.models import (
     resolve_model,
 )
 from pytest_llmeval.declare.settings import CacheMode, Settings
+from pytest_llmeval.report.paths import report_paths_problem
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -356,3 +357,23 @@ def _data_dir(config: pytest.Config) -> Path | None:
         base = config.inipath.parent if config.inipath else config.rootpath
         return (base / Path(ini).expanduser()).resolve()
     return None
+
+
+def check_report_paths(config: pytest.Config, settings: Settings) -> None:
+    """Raise a one-line UsageError when a report file of this run cannot be written: its
+    directory cannot be created (under a file, unwritable) or its path is a directory.
+
+    Called before any model work; a bad path found at the end would cost the whole run.
+    """
+    others = [
+        (option, str(given), example)
+        for option, dest, example in (
+            ("--junitxml", "xmlpath", "junit.xml"),
+            ("--html", "htmlpath", "report.html"),
+        )
+        if (given := getattr(config.option, dest, None))
+    ]
+    shown = str(config.option.llmeval_report)
+    problem = report_paths_problem(settings.report_path, shown, config.rootpath, others)
+    if problem is not None:
+        raise pytest.UsageError(problem)

@@ -26,13 +26,19 @@ from pytest_llmeval import hookspec
 from pytest_llmeval.analyze.cost import Price, load_prices
 from pytest_llmeval.analyze.record import task_info_to_json, to_json
 from pytest_llmeval.backends import Backend, create_backend
-from pytest_llmeval.controller import PAYLOAD_ATTRIBUTE, Controller, check_report_paths
+from pytest_llmeval.controller import PAYLOAD_ATTRIBUTE, Controller
 from pytest_llmeval.declare import data
 from pytest_llmeval.declare.ids import is_eval_item
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.declare.task import ScoreFn, Task, TaskError
-from pytest_llmeval.options import add_options, read_settings, uses_llmeval, warn_split_path_options
+from pytest_llmeval.options import (
+    add_options,
+    check_report_paths,
+    read_settings,
+    uses_llmeval,
+    warn_split_path_options,
+)
 from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo, build_report
 from pytest_llmeval.report.html import item_extras
 from pytest_llmeval.run.client import CLIENT_CALLS, BackendClient, client_records

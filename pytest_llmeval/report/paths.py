@@ -50,3 +50,39 @@ def directory_problem(folder: Path) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable; choose another path"
     return None
+
+
+REPORT_FILES = ("items.jsonl", "items.parquet", "summary.md", "agreement.parquet")
+"""The files written beside report.json."""
+
+
+def report_paths_problem(
+    report_path: Path | None,
+    shown: str,
+    rootpath: Path,
+    others: Iterable[tuple[str, str, str]],
+) -> str | None:
+    """The first reason a report file of this run cannot be written, or None.
+
+    `report_path` is `--llmeval-report` (given as `shown`; None: the default under
+    `rootpath/reports`); `others` are other plugins' report files as (option, given path,
+    example file name), whose own checks come only at the end of the run.
+    """
+    problems = []
+    if report_path is not None:
+        problems.append(
+            file_problem(report_path, "--llmeval-report", shown, "report.json")
+            or sibling_problem(report_path.parent, REPORT_FILES, "--llmeval-report", shown)
+        )
+    else:
+        folder = rootpath / "reports"
+        problem = directory_problem(folder)
+        if problem is not None:
+            problems.append(
+                f"report directory {folder}: {problem.removesuffix('; choose another path')}; "
+                "remove it or pass --llmeval-report PATH"
+            )
+    for option, given, example in others:
+        path = Path(os.path.expandvars(given)).expanduser().absolute()
+        problems.append(file_problem(path, option, given, example))
+    return next((problem for problem in problems if problem), None)
