@@ -199,8 +199,7 @@ def test_xdist_cpu_workers_share_the_cores(monkeypatch) -> None:  # type: ignore
 
 
 def test_a_failed_weights_load_is_not_retried(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pytest_llmeval.backends import BackendError
-    from pytest_llmeval.backends import hf_model
+    from pytest_llmeval.backends import BackendError, hf_model
     from pytest_llmeval.backends import transformers_backend as module
     from pytest_llmeval.backends.weights import Weights
 
