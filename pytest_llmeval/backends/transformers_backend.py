@@ -15,6 +15,7 @@ and torch (`hf_model`) at the first batch to generate.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -99,6 +100,7 @@ class TransformersBackend:
         self.local = decide_device(options.device)
         self.device = self.local.device
         self.dtype = pick_dtype(options.dtype, self.local)
+        _check_config(spec, Path(self.weights.path))
         files = read_tokenizer_files(Path(self.weights.path))
         self._tokenizer: Any = None
         self._context: int | None | bool = False  # False: not read yet
@@ -114,6 +116,7 @@ class TransformersBackend:
             raise BackendError(
                 f"{spec.model_id} has no chat template; use an instruction-tuned model"
             )
+        self._fixed: dict[str, Any] | None = None
         self._model: Any = None
         self._load_error: BackendError | None = None
         self.stop_ids: set[int] = set()
@@ -205,6 +208,11 @@ class TransformersBackend:
         device type and GPU model, the CUDA version, torch's float32 matmul precision and the
         torch, transformers and jinja2 versions. Imports neither torch nor transformers and
         loads nothing, so a cached run loads nothing."""
+        if self._fixed is None:  # asked once per window: read the files and versions once
+            self._fixed = self._fixed_identity()
+        return {**self._fixed, "float32_matmul_precision": matmul_precision()}
+
+    def _fixed_identity(self) -> dict[str, Any]:
         build = torch_build()
         return {
             "backend": "transformers",
@@ -219,7 +227,6 @@ class TransformersBackend:
             "device_type": self.device.split(":")[0],
             "device_name": self.local.name,
             "cuda": self.local.cuda,
-            "float32_matmul_precision": matmul_precision(),
         }
 
     def info(self) -> Mapping[str, Any]:
@@ -316,6 +323,21 @@ class TransformersBackend:
         """Tokens of a rendered prompt as `generate` encodes it (no special tokens added): the
         engine's batch-invariant mode batches only prompts of equal count, so none is padded."""
         return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+def _check_config(spec: ModelSpec, directory: Path) -> None:
+    """Refuse a checkpoint whose config.json is not JSON now, as a load error of the model
+    (once, for all its items), not later as each item's error."""
+    path = directory / "config.json"
+    if not path.is_file():
+        return  # transformers says what is missing when (if ever) it loads
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BackendError(
+            f"cannot read the config of {spec.model_id} in {directory}: "
+            f"{path} is not a valid JSON file ({one_line(exc)})"
+        ) from exc
 
 
 def _version(package: str) -> str | None:
