@@ -9,11 +9,13 @@ tokenizer of the embedded model and a mocked `torch.cuda` for the GPU name (no w
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_nvml import FakeNvml
 
 from conftest import TASK_MODULE, mini_rows
 from pytest_llmeval.backends.callable_backend import CallableBackend, CallableOptions
@@ -161,94 +163,125 @@ def test_a_partials_identity_holds_no_memory_address() -> None:
 # --- transformers ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def local_backend() -> Any:
-    """The embedded model's transformers backend on a (mocked) CUDA device: its tokenizer
-    loads, its weights never do."""
+class NamedNvml(FakeNvml):
+    """NVML with GPU models: `gpus` is a list of (name, compute capability major)."""
+
+    def __init__(self, gpus: list[tuple[str, int]]) -> None:
+        super().__init__([100.0] * len(gpus))
+        self.gpus = gpus
+
+    def nvmlDeviceGetName(self, handle: int) -> str:  # noqa: N802 - pynvml's names
+        return self.gpus[handle][0]
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: int) -> tuple[int, int]:  # noqa: N802
+        return self.gpus[handle][1], 0
+
+
+def on_gpus(patch: pytest.MonkeyPatch, gpus: list[tuple[str, int]], cuda: str = "12.8") -> None:
+    """This CPU machine dressed as a CUDA one: torch's build file names `cuda`, NVML `gpus`."""
+    from pytest_llmeval.backends import local_device
+
+    build = local_device.TorchBuild("2.13.0+cu128", cuda, None)
+    patch.setattr(local_device, "torch_build", lambda: build)
+    patch.setattr("pytest_llmeval.backends.transformers_backend.torch_build", lambda: build)
+    patch.setitem(sys.modules, "pynvml", NamedNvml(gpus))
+    patch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def make_local(patch: pytest.MonkeyPatch, **options: Any) -> Any:
+    """The embedded model's transformers backend (files read, nothing loaded)."""
     from pytest_llmeval.backends.transformers_backend import (
         TransformersBackend,
         TransformersOptions,
     )
+    from pytest_llmeval.backends.weights import CACHE_ENV, model_cache_dir
 
-    # An explicit dtype: "auto" would ask this GPU-less machine whether it supports bfloat16.
-    options = TransformersOptions(device="cuda:0", dtype="bfloat16")
-    with pytest.MonkeyPatch.context() as patch:
-        from pytest_llmeval.backends.weights import CACHE_ENV, model_cache_dir
+    patch.setenv("HF_HUB_OFFLINE", "1")
+    patch.setenv(CACHE_ENV, str(model_cache_dir()))
+    return TransformersBackend(resolve_model("smollm2-135m"), TransformersOptions(**options))
 
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv(CACHE_ENV, str(model_cache_dir()))
-        return TransformersBackend(resolve_model("smollm2-135m"), options)
+
+H100 = ("NVIDIA H100 80GB HBM3", 9)
 
 
 def test_transformers_identity_holds_versions_device_name_and_dtype(
-    local_backend: Any, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import torch
-    import transformers
+    from importlib import metadata
 
-    asked: list[Any] = []
+    from pytest_llmeval.backends.local_device import matmul_precision
 
-    def device_name(device: Any = None) -> str:
-        asked.append(device)
-        return "NVIDIA H100 80GB HBM3"
-
-    monkeypatch.setattr(torch.cuda, "get_device_name", device_name)
-    identity = local_backend.identity()
-    assert identity["torch"] == torch.__version__
-    assert identity["transformers"] == transformers.__version__
+    on_gpus(monkeypatch, [H100, H100])
+    backend = make_local(monkeypatch, device="cuda:0")
+    identity = backend.identity()
+    assert identity["torch"] == "2.13.0+cu128"
+    assert identity["transformers"] == metadata.version("transformers")
     assert identity["device_type"] == "cuda"
     assert identity["device_name"] == "NVIDIA H100 80GB HBM3"
-    assert identity["dtype"] == "bfloat16"
-    assert identity["cuda"] == torch.version.cuda
-    assert identity["float32_matmul_precision"] == torch.get_float32_matmul_precision()
-    assert [str(d) for d in asked] == ["cuda:0"]
-    assert local_backend._model is None, "the identity must not load the weights"
+    assert identity["dtype"] == "bfloat16"  # auto on a GPU with native bfloat16
+    assert identity["cuda"] == "12.8"
+    assert identity["float32_matmul_precision"] == matmul_precision()
+    assert len(identity["chat_template_sha256"]) == len(identity["tokenizer_sha256"]) == 16
+    assert backend._model is None and backend._tokenizer is None, "the identity loads nothing"
     json.dumps(identity)  # plain JSON, as the cache key needs
-    assert local_backend.info()["device_name"] == "NVIDIA H100 80GB HBM3"
+    assert backend.info()["device_name"] == "NVIDIA H100 80GB HBM3"
 
 
-def test_transformers_identity_on_the_cpu_says_cpu(
-    local_backend: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import torch
+def test_transformers_auto_dtype_is_float16_before_ampere(monkeypatch: pytest.MonkeyPatch) -> None:
+    on_gpus(monkeypatch, [("Tesla T4", 7)])
+    backend = make_local(monkeypatch)
+    assert (backend.device, backend.dtype) == ("cuda", "float16")
 
-    def no_gpu(device: Any = None) -> str:
-        raise AssertionError("the CPU identity must not ask CUDA")
 
-    monkeypatch.setattr(torch.cuda, "get_device_name", no_gpu)
-    monkeypatch.setattr(local_backend, "device", "cpu")
-    identity = local_backend.identity()
+def test_transformers_identity_on_the_cpu_says_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    on_gpus(monkeypatch, [H100])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # hides every GPU, as CUDA reads it
+    identity = make_local(monkeypatch).identity()
     assert identity["device_type"] == "cpu" and identity["device_name"] == "cpu"
-    assert identity["cuda"] is None
+    assert identity["cuda"] is None and identity["dtype"] == "float32"
 
 
-def test_transformers_cache_key_changes_with_the_transformers_version(
-    local_backend: Any, monkeypatch: pytest.MonkeyPatch
+def test_transformers_cache_key_changes_with_the_transformers_version_and_gpu(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import torch
-    import transformers
+    from pytest_llmeval.backends import transformers_backend
 
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A10G")
     settings = Generation(max_new_tokens=8)
-    before = cache_key(local_backend.identity(), "prompt", settings)
-    assert cache_key(local_backend.identity(), "prompt", settings) == before
-    monkeypatch.setattr(transformers, "__version__", "99.0.0")
-    assert cache_key(local_backend.identity(), "prompt", settings) != before
+    on_gpus(monkeypatch, [("NVIDIA A10G", 8)])
+    before = cache_key(make_local(monkeypatch).identity(), "prompt", settings)
+    assert cache_key(make_local(monkeypatch).identity(), "prompt", settings) == before
+    monkeypatch.setattr(transformers_backend, "_version", lambda package: "99.0.0")
+    assert cache_key(make_local(monkeypatch).identity(), "prompt", settings) != before
     monkeypatch.undo()
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA L4")
-    assert cache_key(local_backend.identity(), "prompt", settings) != before
+    on_gpus(monkeypatch, [("NVIDIA L4", 8)])
+    assert cache_key(make_local(monkeypatch).identity(), "prompt", settings) != before
+
+
+def test_gpus_of_different_models_are_named_by_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which GPU `cuda:1` is follows CUDA's order, not NVML's: with two models, torch says."""
+    from pytest_llmeval.backends import local_device
+
+    on_gpus(monkeypatch, [H100, ("NVIDIA L4", 8)])
+    asked: list[Any] = []
+
+    def torch_answer(requested: str | None) -> local_device.LocalDevice:
+        asked.append(requested)
+        return local_device.LocalDevice("cuda:1", "NVIDIA L4", "12.8", 8)
+
+    monkeypatch.setattr(local_device, "_asked_torch", torch_answer)
+    backend = make_local(monkeypatch, device="cuda:1")
+    assert asked == ["cuda:1"] and backend.identity()["device_name"] == "NVIDIA L4"
 
 
 def test_an_unusable_cuda_device_is_a_one_line_backend_error(
-    local_backend: Any, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import torch
+    from pytest_llmeval.backends import BackendError, local_device
 
-    from pytest_llmeval.backends import BackendError
-
-    def no_cuda(device: Any = None) -> str:
-        raise AssertionError("Torch not compiled with CUDA enabled")
-
-    monkeypatch.setattr(torch.cuda, "get_device_name", no_cuda)
-    with pytest.raises(BackendError, match="^device 'cuda:0' is not usable: Torch not compiled"):
-        local_backend.identity()
+    build = local_device.TorchBuild("2.13.0+cpu", None, None)
+    monkeypatch.setattr(local_device, "torch_build", lambda: build)
+    with pytest.raises(BackendError, match="^device 'cuda:0' is not usable: torch 2.13.0"):
+        make_local(monkeypatch, device="cuda:0")
+    on_gpus(monkeypatch, [])
+    with pytest.raises(BackendError, match="^device 'cuda:0' is not usable: no NVIDIA GPU"):
+        make_local(monkeypatch, device="cuda:0")

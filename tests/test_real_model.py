@@ -199,20 +199,20 @@ def test_xdist_cpu_workers_share_the_cores(monkeypatch) -> None:  # type: ignore
 
 
 def test_a_failed_weights_load_is_not_retried(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pytest_llmeval.backends import BackendError
+    from pytest_llmeval.backends import BackendError, hf_model
     from pytest_llmeval.backends import transformers_backend as module
     from pytest_llmeval.backends.weights import Weights
 
     fresh = module.TransformersBackend(resolve_model("smollm2-135m"), module.TransformersOptions())
     fresh.weights = Weights(path="/nonexistent/weights", source="test")
     calls = []
-    real_load = module.AutoModelForCausalLM.from_pretrained
+    real_load = hf_model.AutoModelForCausalLM.from_pretrained
 
     def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(args)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(module.AutoModelForCausalLM, "from_pretrained", counted)
+    monkeypatch.setattr(hf_model.AutoModelForCausalLM, "from_pretrained", counted)
     for _ in range(3):
         with pytest.raises(BackendError, match="cannot load .* /nonexistent/weights"):
             fresh.generate([request("Hi", 2)], "fail")

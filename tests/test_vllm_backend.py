@@ -224,6 +224,19 @@ def test_identity_names_versions_device_and_engine_options(
     assert {key: identity.get(key, "missing") for key in expected} == expected
 
 
+def test_the_identity_names_the_tokenizer_files_so_items_are_keyed_by_messages(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: with the tokenizer files in the key, a cached item is never rendered."""
+    from pytest_llmeval.backends.hf_files import read_tokenizer_files
+
+    fake_vllm.install(monkeypatch)
+    backend = make_backend(model_dir)
+    files = read_tokenizer_files(model_dir)
+    assert files is not None and backend.identity()["tokenizer_sha256"] == files.tokenizer_sha256
+    assert backend.renders_from_identity is True
+
+
 Change = Callable[[pytest.MonkeyPatch], dict[str, Any]]
 
 

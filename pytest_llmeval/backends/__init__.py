@@ -146,7 +146,10 @@ class Backend(Protocol):
     the process sees). A backend may also define `check_prompt(prompt, settings)`, raising a
     `BackendError` for a rendered prompt it cannot generate (the built-in local backends: one
     longer than the model's context, `backends/context.py`); the engine calls it before
-    batching, so that item errors alone.
+    batching, so that item errors alone. A backend whose `identity()` names everything its
+    `render` depends on (chat template, tokenizer files) sets `renders_from_identity = True`:
+    the cache then keys its items by their messages and renders only the items it generates,
+    so a run served from the cache needs no tokenizer (the transformers and vLLM backends do).
 
     A backend that batches internally (vLLM, the HTTP backend's concurrency pool) may also
     define `generate_stream(requests)` and `max_in_flight` (see `Finished`): the engine then

@@ -1,35 +1,32 @@
 """The local transformers backend: one resident model, batched `generate` with left padding.
 
-The tokenizer's chat template is always applied (its hash goes into the report). Per-item
-latency is the time from the batch start until that item's sequence produced its last token,
-read from a per-step clock, so items that finish early in a batch are not charged for the rest.
+The tokenizer's chat template is always applied (its hash goes into the report). Decoding
+uses our `Generation` settings alone, never the checkpoint's generation_config defaults, and
+a sampled row draws with its own seed whatever it is batched with (`hf_decoding`); each
+result's `decoding` says what was used.
 
-Decoding uses our `Generation` settings alone, never the checkpoint's generation_config
-defaults, and a sampled row draws with its own seed whatever it is batched with
-(`hf_decoding`); each result's `decoding` says what was used.
+A rerun served from the cache imports neither torch nor transformers: the identity (cache
+key) is read from the checkpoint's files (`hf_files`) and the device from torch's build file,
+CUDA_VISIBLE_DEVICES and NVML (`local_device`), and the engine keys items by their messages
+(`renders_from_identity`). The tokenizer loads at the first prompt to render, the weights
+and torch (`hf_model`) at the first batch to generate.
 """
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from importlib import metadata
 from pathlib import Path
-from typing import Any, cast
-
-import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LogitsProcessor,
-    LogitsProcessorList,
-)
+from typing import Any
 
 from pytest_llmeval.backends import (
     BackendError,
+    BackendUnavailable,
     EnergyDevices,
     GenerationRequest,
     GenerationResult,
@@ -37,55 +34,41 @@ from pytest_llmeval.backends import (
     one_line,
 )
 from pytest_llmeval.backends.context import check_fits, context_length
-from pytest_llmeval.backends.hf_decoding import (
-    PerRowSampler,
-    decoding_record,
-    neutral_generation_config,
-    pinned_generation_config,
+from pytest_llmeval.backends.hf_files import read_tokenizer_files, template_sha256
+from pytest_llmeval.backends.local_device import (
+    LocalDevice,
+    auto_dtype,
+    decide_device,
+    matmul_precision,
+    torch_build,
 )
 from pytest_llmeval.backends.weights import locate_weights
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
 
-LATENCY_METHOD = "sequence-finish: batch start until the item's last token (per-step clock)"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = ("float32", "float16", "bfloat16")
+INSTALL_HINT = (
+    "pip install torch transformers accelerate gguf  "
+    "(CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+)
 
 
-class _StepClock(LogitsProcessor):
-    """Records a timestamp each decoding step (called once per step, before the token is picked)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.times.append(time.perf_counter())
-        return scores
-
-
-def pick_device(requested: str | None) -> str:
-    """The requested device, or for None / "auto": "cuda" when available, else "cpu"."""
-    if requested and requested != "auto":
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def pick_dtype(requested: str | None, device: str) -> torch.dtype:
+def pick_dtype(requested: str | None, device: LocalDevice) -> str:
     """The requested dtype (float32, float16, bfloat16), or for None / "auto": bfloat16 on a
-    CUDA device that supports it, float16 on other CUDA devices, float32 elsewhere."""
+    CUDA GPU with native bfloat16 (compute capability 8.0+), float16 on older CUDA GPUs,
+    float32 elsewhere."""
     if requested and requested != "auto":
         if requested not in _DTYPES:
             raise BackendError(f"unknown dtype {requested!r}; use one of {', '.join(_DTYPES)}")
-        return _DTYPES[requested]
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+        return requested
+    return auto_dtype(device)
 
 
 @dataclass(frozen=True)
 class TransformersOptions:
     """Per-model options of the transformers backend (alias keys; `--llmeval-device` and
     `--llmeval-dtype` override them). None or "auto": CUDA when available, else the CPU;
-    bfloat16 on a CUDA device that supports it, float16 on other CUDA devices, float32 on the CPU.
+    bfloat16 on a CUDA GPU with native bfloat16, float16 on older CUDA GPUs, float32 on the CPU.
     """
 
     device: str | None = None  # "cpu", "cuda", "cuda:1", "mps", ...
@@ -95,44 +78,45 @@ class TransformersOptions:
 class TransformersBackend:
     """A Hugging Face causal LM, loaded on first use and kept for the session.
 
-    The tokenizer loads at once (it renders prompts and names the chat template for the cache
-    key); the weights load on the first `generate`, so a fully cached run loads none.
+    Creating it reads files only: the weights' location, the tokenizer files and the device.
+    The tokenizer loads when a prompt is first rendered (an item the cache does not hold),
+    the weights at the first `generate`, so a fully cached run loads neither.
     """
 
     options_type = TransformersOptions
+    renders_from_identity = True
+    """The identity names the chat template and tokenizer files: the engine keys items by
+    their messages and renders only those it must generate."""
 
     def __init__(self, spec: ModelSpec, options: TransformersOptions) -> None:
+        for package in ("torch", "transformers"):
+            if importlib.util.find_spec(package) is None:
+                raise BackendUnavailable(
+                    f"backend 'transformers' needs a missing package ({package}): {INSTALL_HINT}"
+                )
         self.spec = spec
         self.options = options
         self.weights = locate_weights(spec.model_id, spec.revision)
-        self.device = pick_device(options.device)
-        self.dtype = pick_dtype(options.dtype, self.device)
-        if self.device == "cpu":
-            _share_cpu_threads()
-        try:
-            config = AutoConfig.from_pretrained(self.weights.path, revision=spec.revision)
-        except (OSError, ValueError) as exc:
-            raise BackendError(
-                f"cannot read the config of {spec.model_id} in {self.weights.path}: {one_line(exc)}"
-            ) from exc
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                self.weights.path, revision=spec.revision
-            )
-        except (OSError, ValueError) as exc:
-            raise BackendError(
-                f"cannot load the tokenizer of {spec.model_id} from {self.weights.path}: "
-                f"{one_line(exc)}"
-            ) from exc
-        if not self.tokenizer.chat_template:
+        self.local = decide_device(options.device)
+        self.device = self.local.device
+        self.dtype = pick_dtype(options.dtype, self.local)
+        _check_config(spec, Path(self.weights.path))
+        files = read_tokenizer_files(Path(self.weights.path))
+        self._tokenizer: Any = None
+        self._context: int | None | bool = False  # False: not read yet
+        if files is None or files.chat_template_sha256 is None:
+            # The files do not say it all: ask the tokenizer (imports transformers).
+            template = self.tokenizer.chat_template
+            self.template_sha256 = template_sha256(str(template)) if template else None
+            self.tokenizer_sha256 = None if files is None else files.tokenizer_sha256
+        else:
+            self.template_sha256 = files.chat_template_sha256
+            self.tokenizer_sha256 = files.tokenizer_sha256
+        if self.template_sha256 is None:
             raise BackendError(
                 f"{spec.model_id} has no chat template; use an instruction-tuned model"
             )
-        self.tokenizer.padding_side = "left"
-        self.context = context_length(config, self.tokenizer)
-        """Tokens the model can attend to (prompt + generation); None when nothing says."""
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._fixed: dict[str, Any] | None = None
         self._model: Any = None
         self._load_error: BackendError | None = None
         self.stop_ids: set[int] = set()
@@ -142,27 +126,71 @@ class TransformersBackend:
         self.batch_limit: int | None = None
 
     @property
+    def tokenizer(self) -> Any:
+        """The tokenizer, loaded on first use (left padding, a pad token)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(
+                    self.weights.path, revision=self.spec.revision
+                )
+            except (OSError, ValueError) as exc:
+                raise BackendError(
+                    f"cannot load the tokenizer of {self.spec.model_id} from "
+                    f"{self.weights.path}: {one_line(exc)}"
+                ) from exc
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._tokenizer = tokenizer
+        return self._tokenizer
+
+    @property
+    def context(self) -> int | None:
+        """Tokens the model can attend to (prompt + generation); None when nothing says.
+        Read on first use (the model config and the tokenizer)."""
+        if self._context is False:
+            from transformers import AutoConfig
+
+            try:
+                config = AutoConfig.from_pretrained(self.weights.path, revision=self.spec.revision)
+            except (OSError, ValueError) as exc:
+                raise BackendError(
+                    f"cannot read the config of {self.spec.model_id} in {self.weights.path}: "
+                    f"{one_line(exc)}"
+                ) from exc
+            self._context = context_length(config, self.tokenizer)
+        return self._context
+
+    @property
     def model(self) -> Any:
         """The model, loaded on first access (once per process; a failed load is remembered
         so that later batches fail at once instead of loading again)."""
         if self._load_error is not None:
             raise self._load_error
         if self._model is None:
+            from pytest_llmeval.backends import hf_model
+
+            if self.device == "cpu":
+                _share_cpu_threads()
             started = time.perf_counter()
             try:
-                loaded = AutoModelForCausalLM.from_pretrained(
-                    self.weights.path, revision=self.spec.revision, dtype=self.dtype
+                if self.device.startswith("cuda") and not hf_model.cuda_usable():
+                    raise BackendError(
+                        f"torch cannot use the GPU ({self.local.name}) that the driver shows; "
+                        "pass --llmeval-device cpu"
+                    )
+                self._model = hf_model.load_model(
+                    self.weights.path, self.spec.revision, self.dtype, self.device
                 )
-                self._model = loaded.to(self.device).eval()  # type: ignore[arg-type]
             except Exception as exc:  # OSError, ValueError, CUDA out of memory, ...
                 self._load_error = BackendError(
                     f"cannot load {self.spec.model_id} from {self.weights.path}: "
                     f"{type(exc).__name__}: {one_line(exc)}"
                 )
                 raise self._load_error from exc
-            # Same decode on every backend: nothing from the checkpoint's sampling defaults.
-            self._model.generation_config = neutral_generation_config(self._model.generation_config)
-            self.stop_ids = _stop_token_ids(self._model, self.tokenizer)
+            self.stop_ids = hf_model.stop_token_ids(self._model, self.tokenizer)
             self.load_time_s = time.perf_counter() - started
         return self._model
 
@@ -176,28 +204,46 @@ class TransformersBackend:
 
     def identity(self) -> Mapping[str, Any]:
         """Everything known before loading that changes the outputs (part of the cache key):
-        model id, weights fingerprint, chat template hash, dtype, the device (`_numerics`) and
-        the torch and transformers versions. Loads no weights, so a cached run loads none."""
-        template = str(self.tokenizer.chat_template)
+        model id, weights fingerprint, chat template and tokenizer file hashes, dtype, the
+        device type and GPU model, the CUDA version, torch's float32 matmul precision and the
+        torch, transformers and jinja2 versions. Imports neither torch nor transformers and
+        loads nothing, so a cached run loads nothing."""
+        if self._fixed is None:  # asked once per window: read the files and versions once
+            self._fixed = self._fixed_identity()
+        return {**self._fixed, "float32_matmul_precision": matmul_precision()}
+
+    def _fixed_identity(self) -> dict[str, Any]:
+        build = torch_build()
         return {
             "backend": "transformers",
             "model_id": self.spec.model_id,
             "weights": self.weights.fingerprint,
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
-            **_numerics(self.device),
+            "dtype": self.dtype,
+            "chat_template_sha256": self.template_sha256,
+            "tokenizer_sha256": self.tokenizer_sha256,
+            "torch": None if build is None else build.version,
+            "transformers": _version("transformers"),
+            "jinja2": _version("jinja2"),  # renders the chat template
+            "device_type": self.device.split(":")[0],
+            "device_name": self.local.name,
+            "cuda": self.local.cuda,
         }
 
     def info(self) -> Mapping[str, Any]:
         """The identity plus weights location, size, memory and load time, for the report."""
         loaded = self._model is not None
+        parameters = None
+        if loaded:
+            from pytest_llmeval.backends import hf_model
+
+            parameters = hf_model.parameters(self._model)
         return {
             **self.identity(),
             "weights_source": self.weights.source,
             "weights_path": self.weights.path,
             "revision": self.spec.revision,
             "device": self.device,
-            "parameters": sum(p.numel() for p in self._model.parameters()) if loaded else None,
+            "parameters": parameters,
             "model_loads": int(loaded),
             "model_size_bytes": _size_on_disk(self.weights.path),
             "peak_vram_bytes": self._peak_vram(),
@@ -209,7 +255,9 @@ class TransformersBackend:
         """Peak CUDA memory allocated by this process so far (None on the CPU)."""
         if not self.device.startswith("cuda") or self._model is None:
             return None
-        return int(torch.cuda.max_memory_allocated(torch.device(self.device)))
+        from pytest_llmeval.backends import hf_model
+
+        return hf_model.peak_vram(self.device)
 
     def render(self, messages: list[Message]) -> str:
         """The prompt text exactly as the model sees it (chat template applied)."""
@@ -224,17 +272,19 @@ class TransformersBackend:
         """Generate a batch; on CUDA out-of-memory, halve it, retry, and remember the size
         that worked for the rest of the session (`batch_limit`)."""
         model = self.model  # load first: running out of memory while loading is not a batch issue
+        from pytest_llmeval.backends import hf_model
+
         if self.batch_limit is not None and len(requests) > self.batch_limit:
             return self._in_parts(requests, batch_id, self.batch_limit)
         try:
             return self._generate_batch(model, requests, batch_id)
-        except torch.cuda.OutOfMemoryError:
+        except hf_model.OutOfMemory:
             if len(requests) == 1:
                 raise BackendError(
                     f"out of GPU memory generating one item on {self.device}; "
                     "lower max_new_tokens or use a smaller dtype (--llmeval-dtype)"
                 ) from None
-            torch.cuda.empty_cache()
+            hf_model.empty_cuda_cache()
             self.batch_limit = max(1, len(requests) // 2)
             return self._in_parts(requests, batch_id, self.batch_limit)
 
@@ -249,77 +299,20 @@ class TransformersBackend:
         wall = round(time.perf_counter() - started, 6)
         return [replace(r, batch_size=len(requests), batch_wall_s=wall) for r in results]
 
-    @torch.inference_mode()
     def _generate_batch(
         self, model: Any, requests: Sequence[GenerationRequest], batch_id: str
     ) -> list[GenerationResult]:
-        settings = requests[0].settings
-        prompts = [self.render(request.messages) for request in requests]
-        # The chat template already carries the special tokens (BOS etc.); don't add them twice.
-        encoded = self.tokenizer(
-            prompts, return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.device)
-        clock = _StepClock()
-        processors: list[LogitsProcessor] = [clock]
-        if not settings.greedy:
-            # Each row draws with its own seed: see hf_decoding.
-            seeds = [cast(int, request.seed) for request in requests]
-            processors.append(PerRowSampler(seeds, settings))
-        config = pinned_generation_config(
-            settings, model.generation_config, self.tokenizer.pad_token_id
-        )
-        started = time.perf_counter()
-        output = model.generate(
-            **encoded,
-            generation_config=config,
-            logits_processor=LogitsProcessorList(processors),
-            tokenizer=self.tokenizer if settings.stop else None,
-        )
-        wall = time.perf_counter() - started
-        new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
-        input_lengths = encoded["attention_mask"].sum(dim=1).tolist()
-        results = []
-        for request, prompt, tokens, n_in in zip(
-            requests, prompts, new_tokens, input_lengths, strict=True
-        ):
-            n_out, steps, stopped = self._generated_length(tokens)
-            text = str(self.tokenizer.decode(tokens[:n_out], skip_special_tokens=True))
-            text, cut = _cut_at_stop(text, settings.stop)
-            # The item finished at the step that produced its last token, the end token included.
-            finished = clock.times[steps - 1] if 0 < steps <= len(clock.times) else started + wall
-            results.append(
-                GenerationResult(
-                    text=text,
-                    prompt=prompt,
-                    tokens_in=int(n_in),
-                    tokens_out=n_out,
-                    latency_s=round(finished - started, 6),
-                    finish_reason="stop" if stopped or cut else "length",
-                    batch_id=batch_id,
-                    batch_size=len(requests),
-                    batch_wall_s=round(wall, 6),
-                    latency_method=LATENCY_METHOD,
-                    decoding=decoding_record(settings, request.seed),
-                )
-            )
-        return results
+        from pytest_llmeval.backends import hf_model
 
-    def _generated_length(self, tokens: list[int]) -> tuple[int, int, bool]:
-        """Tokens this sequence generated without its end token (the rule every backend
-        follows for `tokens_out`), the decoding steps it took, and whether it stopped itself."""
-        for position, token in enumerate(tokens):
-            if token in self.stop_ids:
-                return position, position + 1, True
-            if token == self.tokenizer.pad_token_id:
-                # Padding after a stop string ended the sequence early.
-                return position, position, True
-        return len(tokens), len(tokens), False
+        return hf_model.generate_batch(self, requests, batch_id)
 
     def close(self) -> None:
         """Drop the model and return cached CUDA memory."""
-        self._model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        loaded, self._model = self._model, None
+        if loaded is not None:
+            from pytest_llmeval.backends import hf_model
+
+            hf_model.empty_cuda_cache()
 
     def check_prompt(self, prompt: str, settings: Generation) -> None:
         """Raise `PromptTooLong` unless the rendered prompt plus `max_new_tokens` fits the
@@ -332,6 +325,29 @@ class TransformersBackend:
         return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
+def _check_config(spec: ModelSpec, directory: Path) -> None:
+    """Refuse a checkpoint whose config.json is not JSON now, as a load error of the model
+    (once, for all its items), not later as each item's error."""
+    path = directory / "config.json"
+    if not path.is_file():
+        return  # transformers says what is missing when (if ever) it loads
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BackendError(
+            f"cannot read the config of {spec.model_id} in {directory}: "
+            f"{path} is not a valid JSON file ({one_line(exc)})"
+        ) from exc
+
+
+def _version(package: str) -> str | None:
+    """An installed distribution's version, read from its metadata (imports nothing)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _share_cpu_threads() -> None:
     """Under xdist on the CPU, give each worker its share of the cores.
 
@@ -341,7 +357,9 @@ def _share_cpu_threads() -> None:
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        from pytest_llmeval.backends import hf_model
+
+        hf_model.set_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def _size_on_disk(path: str) -> int | None:
@@ -351,44 +369,3 @@ def _size_on_disk(path: str) -> int | None:
         return None
     suffixes = {".safetensors", ".bin", ".gguf", ".pt"}
     return sum(f.stat().st_size for f in directory.iterdir() if f.suffix in suffixes)
-
-
-def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """Truncate at the first stop sequence (generate stops after it but keeps it)."""
-    positions = [text.find(s) for s in stop if s and s in text]
-    if not positions:
-        return text, False
-    return text[: min(positions)], True
-
-
-def _numerics(device: str) -> dict[str, Any]:
-    """What changes a local model's numbers besides its weights and dtype: the library
-    versions (kernels, and the attention implementation transformers picks by default), the
-    device type and GPU model, the CUDA version, and torch's float32 matmul precision (TF32)."""
-    import transformers
-
-    kind = device.split(":")[0]
-    cuda = kind == "cuda"
-    # The GPU model, never the CPU model: CPU results are compared across machines.
-    name = kind
-    if cuda:
-        try:
-            name = torch.cuda.get_device_name(torch.device(device))
-        except (AssertionError, RuntimeError) as exc:  # no CUDA build, driver or device
-            raise BackendError(f"device {device!r} is not usable: {exc}") from exc
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device_type": kind,
-        "device_name": name,
-        "cuda": torch.version.cuda if cuda else None,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-    }

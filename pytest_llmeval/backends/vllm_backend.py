@@ -24,6 +24,7 @@ import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pytest_llmeval.backends import (
@@ -35,6 +36,7 @@ from pytest_llmeval.backends import (
 )
 from pytest_llmeval.backends.chat_tokens import prompt_token_ids, render_chat
 from pytest_llmeval.backends.context import check_fits, context_length
+from pytest_llmeval.backends.hf_files import read_tokenizer_files
 from pytest_llmeval.backends.runtime import package_version, vllm_device
 from pytest_llmeval.backends.vllm_requests import (
     generated_tokens,
@@ -145,6 +147,11 @@ class VLLMBackend:
         self._configured_context = options.max_model_len or _config_context(
             self.weights.path, spec.revision
         )
+        # The tokenizer files' hash names what renders the prompts besides the template: with
+        # it, the cache keys items by their messages and renders only the ones it misses.
+        files = read_tokenizer_files(Path(self.weights.path))
+        self.tokenizer_sha256 = None if files is None else files.tokenizer_sha256
+        self.renders_from_identity = self.tokenizer_sha256 is not None
         self._engine: Any = None
         self._identity: dict[str, Any] | None = None
         self.load_time_s: float | None = None
@@ -184,6 +191,7 @@ class VLLMBackend:
                 "weights": self.weights.fingerprint,
                 "dtype": self.dtype or "auto",
                 "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
+                "tokenizer_sha256": self.tokenizer_sha256,
                 "vllm_version": package_version("vllm"),
                 "torch_version": package_version("torch"),
                 "transformers_version": package_version("transformers"),

@@ -16,8 +16,9 @@ what failed, and the run continues uncached. A corrupt database file (not SQLite
 is moved aside and rebuilt, with one `CacheCorruptWarning` naming where it went
 (`cache_recovery`), so later runs neither warn again nor run uncached.
 
-Keys come from `cache_key`: a hash of the backend identity, the rendered prompt, the generation
-settings and the sample index. This module imports neither pytest nor torch.
+Keys come from `cache_key`: a hash of the backend identity, the chat messages (for a backend
+whose identity names its chat template and tokenizer) or else the rendered prompt, the
+generation settings and the sample index. This module imports neither pytest nor torch.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ if TYPE_CHECKING:
     from pytest_llmeval.declare.task import Generation
 
 
-KEY_VERSION = 2
+KEY_VERSION = 3
 """Bumped whenever the meaning of a key or of a stored value changes, orphaning old entries.
 2: sampled generations are keyed by their own derived seed; settings gained `top_k` and
-`repetition_penalty`; backend identities name versions, devices and server facts."""
+`repetition_penalty`; backend identities name versions, devices and server facts.
+3: local models are keyed by their chat messages plus template and tokenizer file hashes
+(no tokenizer, torch or transformers needed to look an item up)."""
 
 DB_NAME = "generations.sqlite3"
 BUSY_TIMEOUT_S = 30.0
@@ -84,24 +87,34 @@ class CacheCorruptWarning(UserWarning):
 
 def cache_key(
     identity: Mapping[str, Any],
-    prompt: str,
+    prompt: str | None,
     settings: Generation,
     sample_index: int = 0,
     seed: int | None = None,
+    *,
+    messages: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The cache key of one generation: the sha256 hex digest of a canonical JSON of
-    ``{"identity", "prompt", "settings", "sample", "seed", "v"}`` (sorted keys, no spaces).
+    ``{"identity", "prompt" or "messages", "settings", "sample", "seed", "v"}`` (sorted keys,
+    no spaces).
 
     `identity` holds everything about the backend that changes outputs (backend name, model id,
     revision or weights hash, dtype, chat template hash, versions, server facts) and must be
-    plain JSON; `prompt` is the rendered prompt; `sample_index` tells apart repeated samples of
+    plain JSON; `prompt` is the rendered prompt, or None with `messages`, the chat messages,
+    when the identity names everything that renders them (template, tokenizer files: the key
+    then needs no tokenizer); `sample_index` tells apart repeated samples of
     the same prompt and `seed` is the generation's own derived seed (None for greedy decoding,
     where two items with the same prompt share one generation). Numbers are compared by value,
     so ``temperature=0`` and ``temperature=0.0`` give the same key.
     """
+    if (prompt is None) == (messages is None):
+        raise ValueError("cache_key needs either a rendered prompt or the messages")
+    text_part: dict[str, Any] = (
+        {"prompt": prompt} if messages is None else {"messages": [dict(m) for m in messages]}
+    )
     payload = {
         "identity": identity,
-        "prompt": prompt,
+        **text_part,
         "settings": settings.as_dict(),
         "sample": sample_index,
         "seed": seed,

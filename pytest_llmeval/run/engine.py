@@ -81,8 +81,17 @@ class Pending(Protocol):
 class _Job:
     item: Pending
     request: GenerationRequest
-    prompt: str
     key: str
+    backend: Backend
+    rendered: str | None = None
+
+    @property
+    def prompt(self) -> str:
+        """The rendered prompt, rendered on first use: only for jobs the cache does not hold
+        when the backend keys by messages (`keys_messages`)."""
+        if self.rendered is None:
+            self.rendered = self.backend.render(self.request.messages)
+        return self.rendered
 
 
 @dataclass
@@ -280,9 +289,21 @@ class Engine:
     def _job(
         self, backend: Backend, identity: dict[str, Any], item: Pending, request: GenerationRequest
     ) -> _Job:
+        if keys_messages(backend):
+            # The identity names everything rendering depends on: no tokenizer needed for
+            # the key, and a cached item is never rendered.
+            key = cache_key(
+                identity,
+                None,
+                request.settings,
+                request.sample_index,
+                request.seed,
+                messages=request.messages,
+            )
+            return _Job(item, request, key, backend)
         prompt = backend.render(request.messages)
         key = cache_key(identity, prompt, request.settings, request.sample_index, request.seed)
-        return _Job(item, request, prompt, key)
+        return _Job(item, request, key, backend, prompt)
 
     def _serve_from_cache(self, window: list[_Job]) -> list[_Job]:
         """Fill results from the cache; return the jobs still to generate."""
@@ -447,6 +468,13 @@ class Engine:
             self.cache.close()
         for meter in self.meters.values():
             meter.close()
+
+
+def keys_messages(backend: Backend) -> bool:
+    """Whether `backend` declares (`renders_from_identity = True`) that its identity names
+    everything its `render` depends on, so its cache keys hold messages, not rendered
+    prompts. A backend that does not say so is keyed by its rendered prompt, as before."""
+    return getattr(backend, "renders_from_identity", False) is True
 
 
 def _describe(exc: BaseException) -> str:
