@@ -40,6 +40,12 @@ def rows_with_kill(n: int, kill_at: int) -> str:
     row = json.loads(lines[kill_at])
     row["question"] += " KILL"
     lines[kill_at] = json.dumps(row)
+    # Four prompts longer than the killing one: the engine generates a share's longest batch
+    # first, and the kill must come after some batches finished.
+    for i in range(4):
+        row = json.loads(lines[i])
+        row["question"] += " please!!"
+        lines[i] = json.dumps(row)
     return "\n".join(lines) + "\n"
 
 

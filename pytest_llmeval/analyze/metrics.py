@@ -119,6 +119,11 @@ class Metrics:
     tokens_out: int | None
     """Generated tokens of the items generated in this run, the end-of-sequence token not
     counted (0 when none was); None when the backend does not count tokens."""
+    padding_share: float | None
+    """Share (0..1) of the prompt tokens fed to the model that were padding, over the items
+    generated in this run whose backend pads batches: sum of `pad_tokens` / (sum of
+    `tokens_in` + sum of `pad_tokens`). None when no such item was generated (all cached, or a
+    backend that does not pad: vllm, openai, callable)."""
     generation_s: float
     """Seconds: summed wall time of the distinct batches of this run that generated this
     task x model's items."""

@@ -70,6 +70,7 @@ def speed(records: Sequence[ItemRecord]) -> dict[str, Any]:
         "latency_method": _latency_method(own, len(timed_items) - len(own), made),
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
+        "padding_share": padding_share(made),
         "generation_s": round(generation_s, 4),
         "batches": len(batch_walls),
         "tokens_per_s": tokens_out / generation_s if timed and tokens_out is not None else None,
@@ -78,6 +79,15 @@ def speed(records: Sequence[ItemRecord]) -> dict[str, Any]:
         "cached": sum(1 for r in records if r.cached is True),
         "generated": len(made),
     }
+
+
+def padding_share(records: Sequence[ItemRecord]) -> float | None:
+    """Pad tokens over all prompt tokens fed to the model (padding included), over the records
+    whose backend counted both; None when there is none (nothing padded was generated)."""
+    padded = [r for r in records if r.pad_tokens is not None and r.tokens_in is not None]
+    pads = sum(int(r.pad_tokens or 0) for r in padded)
+    fed = pads + sum(int(r.tokens_in or 0) for r in padded)
+    return round(pads / fed, 6) if fed else None
 
 
 def _latency_method(

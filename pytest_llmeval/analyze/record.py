@@ -234,6 +234,10 @@ class ItemRecord:
     tokens_out: int | None = None
     """Tokens the model generated, the end-of-sequence/stop token not counted; None when the
     backend does not count tokens (a callable that reports no counts)."""
+    pad_tokens: int | None = None
+    """Padding tokens added to this item's prompt in its generation batch (transformers: left
+    padding up to the batch's longest prompt, i.e. that prompt's length minus `tokens_in`);
+    None for a backend that does not pad (vllm, openai, callable) and for a cached item."""
     finish_reason: str | None = None
     """Why generation stopped, as the backend says: `stop` (end-of-sequence or a stop string) or
     `length` (`max_new_tokens` reached); openai passes the API's value. None when nothing was

@@ -100,6 +100,8 @@ class GenerationResult:
     batch_peak_w: float | None = None
     # What the backend actually asked the engine or server for (see `ItemRecord.decoding`).
     decoding: dict[str, Any] | None = None
+    # Pad tokens in this request's row of a padded batch (None: the backend does not pad).
+    pad_tokens: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON of every field, as stored in the cache and in items.jsonl."""

@@ -115,6 +115,7 @@ def generate_batch(
     wall = time.perf_counter() - started
     new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
     input_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+    padded_length = int(encoded["input_ids"].shape[1])
     results = []
     for request, prompt, tokens, n_in in zip(
         requests, prompts, new_tokens, input_lengths, strict=True
@@ -137,6 +138,7 @@ def generate_batch(
                 batch_wall_s=round(wall, 6),
                 latency_method=LATENCY_METHOD,
                 decoding=decoding_record(settings, request.seed),
+                pad_tokens=padded_length - int(n_in),
             )
         )
     return results

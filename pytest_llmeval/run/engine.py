@@ -2,14 +2,17 @@
 per-item tests.
 
 Items run one at a time, the model does not: when an item needs its generation and none is
-ready, the engine takes that item and the upcoming items with the same model, task and
-generation settings (a window of a few batches), serves what the cache already holds, sorts
-the rest longest prompt first and generates them batch by batch, committing each batch to the
-cache before the next starts, until the item's own result exists. A backend that batches
-internally (`generate_stream`: vLLM, HTTP) gets the whole share at once instead, each result
-committed as it arrives (`pytest_llmeval.run.stream`). Backends are created on
-first use, once per process; a failed creation is remembered so that every item of that model
-errors at once with the same message instead of retrying.
+ready, the engine takes that item and every upcoming item with the same model, task and
+generation settings (the worker's whole share, as far as it can see it), serves what the
+cache already holds, sorts the rest by prompt length in tokens, longest first, and cuts them
+into batches (`run/batching.py`): the plan of that share. The longest batch runs at once (a
+memory problem shows before hours of work), then each batch when the first of its items
+needs it, so every test gets its result as soon as its own batch is done. Each batch is
+committed to the cache before the next starts. A backend that batches internally
+(`generate_stream`: vLLM, HTTP) gets the whole share at once instead, each result committed
+as it arrives (`pytest_llmeval.run.stream`). Backends are created on first use, once per
+process; a failed creation is remembered so that every item of that model errors at once
+with the same message instead of retrying.
 
 A failed batch is retried once, request by request, only where needed: a backend that says
 which requests failed (`BatchPartiallyFailed`) keeps its successes, and only its failures are
@@ -39,13 +42,13 @@ from pytest_llmeval.backends import (
 )
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.run.batch_energy import NO_LOAD, REMOTE, load_energy, remote, with_energy
+from pytest_llmeval.run.batching import cut_batches
 from pytest_llmeval.run.cache import GenerationCache, cache_key
 from pytest_llmeval.run.crash_journal import BatchJournal
 from pytest_llmeval.run.energy_sources import EnergyScope, scope_of
 from pytest_llmeval.run.meters import EnergyMeter
 from pytest_llmeval.run.stream import ShareStream, streams
 
-WINDOW_BATCHES = 4
 NOT_LOADED = "model not loaded in this run (nothing to generate)"
 
 
@@ -95,6 +98,14 @@ class _Job:
 
 
 @dataclass
+class _Batch:
+    """A planned batch of a share, generated when the first of its items needs it."""
+
+    backend: Backend
+    jobs: list[_Job]
+
+
+@dataclass
 class Engine:
     """Per-process state: the resident backends and the generations made so far."""
 
@@ -130,6 +141,8 @@ class Engine:
     # written before it runs, and the keys a replacement worker generates one at a time.
     journal: BatchJournal | None = None
     alone: frozenset[str] = frozenset()
+    # The planned batches not generated yet, by the nodeid of each of their items.
+    planned: dict[str, _Batch] = field(default_factory=dict)
 
     def backend(self, spec: ModelSpec) -> Backend:
         """The resident backend for `spec`, created on first use; a failed creation is re-raised."""
@@ -168,6 +181,20 @@ class Engine:
         return result
 
     def _generate_window(self, item: Pending, upcoming: Iterable[Pending]) -> None:
+        try:
+            if item.nodeid not in self.planned:
+                self._plan_share(item, upcoming)
+            batch = self.planned.get(item.nodeid)
+            if batch is not None and item.nodeid not in self.results:
+                self._run_planned(batch)
+        finally:
+            if self.journal is not None:
+                self.journal.clear()
+
+    def _plan_share(self, item: Pending, upcoming: Iterable[Pending]) -> None:
+        """Plan `item`'s share: it and the upcoming items that may share its batches (served
+        from the cache where possible, the rest cut into token-length sorted batches), then
+        generate the longest batch."""
         backend = self.backend(item.model_spec)
         size = max(1, self.batch_size or backend.default_batch_size)
         identity = dict(backend.identity())
@@ -175,40 +202,44 @@ class Engine:
         if invariant:
             # Its own cache entries: a padded generation of an ordinary run is not served here.
             identity["batch_invariant"] = True
-        window = [self._job(backend, identity, item, item.request())]
+        share = [self._job(backend, identity, item, item.request())]
         key = item.batch_key()
         # A backend that batches internally gets the whole share at once (run/stream.py);
         # batch-invariant mode needs our exact batches, so it keeps the windows.
         stream = streams(backend) and not invariant and item.nodeid not in self.alone
-        limit = None if stream else size * WINDOW_BATCHES
         # An item of a batch that crashed its worker is generated alone, and batches with
         # nothing: a second crash then names the culprit (see run/crash_journal.py).
         for other in () if item.nodeid in self.alone else upcoming:
-            if limit is not None and len(window) >= limit:
-                break
             if other.nodeid == item.nodeid or other.nodeid in self.results:
                 continue
-            if other.batch_key() != key or other.nodeid in self.alone:
+            if other.nodeid in self.planned or other.nodeid in self.alone:
+                continue
+            if other.batch_key() != key:
                 continue
             try:
-                window.append(self._job(backend, identity, other, other.request()))
+                share.append(self._job(backend, identity, other, other.request()))
             except Exception as exc:  # the other item reports its own error when it runs
                 self.results[other.nodeid] = exc
-        to_generate = self._fitting(backend, self._serve_from_cache(window))
-        try:
-            if stream:
-                batches = self._batches(backend, to_generate, max(1, len(to_generate)), False)
-                ShareStream(self, backend, [job for b in batches for job in b], size).run()
-                if item.nodeid not in self.results:  # never submitted: the stream failed
-                    self._run_batch(backend, [window[0]], retry=False)
-                return
-            for batch in self._batches(backend, to_generate, size, invariant):
-                if item.nodeid in self.results:
-                    break  # the item's own result exists: the rest waits for its own turn
-                self._run_batch(backend, batch)
-        finally:
-            if self.journal is not None:
-                self.journal.clear()
+        to_generate = self._fitting(backend, self._serve_from_cache(share))
+        if stream:
+            batches = self._batches(backend, to_generate, max(1, len(to_generate)), False)
+            ShareStream(self, backend, [job for b in batches for job in b], size).run()
+            if item.nodeid not in self.results:  # never submitted: the stream failed
+                self._run_batch(backend, [share[0]], retry=False)
+            return
+        planned = [
+            _Batch(backend, jobs) for jobs in self._batches(backend, to_generate, size, invariant)
+        ]
+        for batch in planned:
+            for job in batch.jobs:
+                self.planned[job.item.nodeid] = batch
+        if planned:
+            self._run_planned(planned[0])
+
+    def _run_planned(self, batch: _Batch) -> None:
+        for job in batch.jobs:
+            self.planned.pop(job.item.nodeid, None)
+        self._run_batch(batch.backend, batch.jobs)
 
     def _fitting(self, backend: Backend, jobs: list[_Job]) -> list[_Job]:
         """The jobs whose prompt the backend accepts; the others get its error as their result.
@@ -232,21 +263,14 @@ class Engine:
     def _batches(
         self, backend: Backend, jobs: list[_Job], size: int, invariant: bool
     ) -> list[list[_Job]]:
-        """The window's jobs cut into batches of at most `size`, longest prompts first."""
-        # Longest prompts first: similar lengths share a batch (less padding) and the
-        # largest batch runs first, so a memory problem shows before hours of work.
-        jobs = sorted(jobs, key=lambda job: -len(job.prompt))
-        if not invariant:
-            return [jobs[start : start + size] for start in range(0, len(jobs), size)]
-        # Batch-invariant: only prompts of one token length share a batch, so nothing is
-        # padded; a prompt the backend cannot count goes alone.
-        count = backend.prompt_tokens  # type: ignore[attr-defined]
-        groups: dict[object, list[_Job]] = {}
-        for job in jobs:
-            length = count(job.prompt)
-            groups.setdefault(object() if length is None else length, []).append(job)
-        ordered = sorted(groups.values(), key=lambda group: -len(group[0].prompt))
-        return [group[i : i + size] for group in ordered for i in range(0, len(group), size)]
+        """The share's jobs cut into batches of at most `size`, longest prompts (in tokens,
+        when the backend counts them) first: see run/batching.py."""
+        count = getattr(backend, "prompt_tokens", None)
+        prompts = [job.prompt for job in jobs]
+        lengths = [count(prompt) if callable(count) else None for prompt in prompts]
+        return [
+            [jobs[i] for i in batch] for batch in cut_batches(prompts, lengths, size, invariant)
+        ]
 
     def _invariant_mode(self, backend: Backend, item: Pending) -> bool:
         """Whether batch-invariant mode applies to `item`'s model: asked for, and its backend

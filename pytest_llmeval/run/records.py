@@ -204,6 +204,7 @@ def _json_label(value: Any) -> Label:
 _NOT_THIS_RUN = (
     "latency_s", "latency_method", "batch_id", "batch_size", "batch_wall_s", "energy_j",
     "cpu_energy_j", "energy_method", "batch_energy_j", "batch_avg_w", "batch_peak_w",
+    "pad_tokens",
 )  # fmt: skip
 CACHED_REASON = "cached: no generation this run"
 
