@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_items import Item
 from fake_nvml import FakeNvml
 
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import Generation, Message
+from pytest_llmeval.declare.task import Message
 from pytest_llmeval.run.engine import Engine
 
 GENERATE_S = 0.3  # above the meters' 0.25 s minimum window
@@ -112,18 +112,6 @@ class LegacyBackend(SleepyBackend):
             time.sleep(LOAD_S)
             self.loads = 1
         return self._made(requests, batch_id)
-
-
-@dataclass
-class Item:
-    nodeid: str
-    model_spec: ModelSpec
-
-    def batch_key(self) -> Hashable:
-        return "same"
-
-    def request(self) -> GenerationRequest:
-        return GenerationRequest([{"role": "user", "content": self.nodeid}], Generation())
 
 
 def run(backend: SleepyBackend, items: int = 4) -> tuple[Engine, list[GenerationResult]]:

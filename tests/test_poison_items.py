@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_items import Item
 
 from conftest import TASK_MODULE, assert_valid_run, mini_rows
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import Generation, Message
+from pytest_llmeval.declare.task import Message
 from pytest_llmeval.run.crash_journal import BatchJournal, belongs_to, read_batch
 from pytest_llmeval.run.engine import Engine
 
@@ -169,18 +169,6 @@ def test_retries_repeat_no_success(
 
 
 # ---- the engine's side, unit by unit --------------------------------------------------
-
-
-@dataclass
-class Item:
-    nodeid: str
-    model_spec: ModelSpec
-
-    def batch_key(self) -> Hashable:
-        return "same"
-
-    def request(self) -> GenerationRequest:
-        return GenerationRequest([{"role": "user", "content": self.nodeid}], Generation())
 
 
 class JournaledBackend:

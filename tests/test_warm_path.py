@@ -9,12 +9,12 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_items import Item
 
 from conftest import REPO_ROOT, shared_data_dir
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
@@ -72,18 +72,6 @@ class RenderingBackend:
 
     def close(self) -> None:
         pass
-
-
-@dataclass
-class Item:
-    nodeid: str
-    model_spec: ModelSpec
-
-    def batch_key(self) -> Hashable:
-        return "same"
-
-    def request(self) -> GenerationRequest:
-        return GenerationRequest([{"role": "user", "content": self.nodeid}], Generation())
 
 
 def run(backend: RenderingBackend, cache: GenerationCache, items: int = 6) -> list[str]:
