@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pytest_llmeval.backends import Backend, GenerationRequest
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.run.batching import cut_batches
-from pytest_llmeval.run.cache import cache_key
+from pytest_llmeval.run.cache_key import cache_key
 
 
 class Pending(Protocol):
