@@ -17,13 +17,9 @@ import pytest
 
 from pytest_llmeval.backends import GenerationRequest
 from pytest_llmeval.declare.task import Generation
-from pytest_llmeval.run.cache import (
-    CHUNK,
-    DB_NAME,
-    CacheUnavailableWarning,
-    GenerationCache,
-    cache_key,
-)
+from pytest_llmeval.run.cache import DB_NAME, CacheUnavailableWarning, GenerationCache
+from pytest_llmeval.run.cache_key import cache_key
+from pytest_llmeval.run.cache_sqlite import CHUNK
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ from pytest_llmeval.backends.callable_backend import CallableBackend, CallableOp
 from pytest_llmeval.backends.fingerprint import source_identity
 from pytest_llmeval.declare.models import ModelSpec, resolve_model
 from pytest_llmeval.declare.task import Generation
-from pytest_llmeval.run.cache import cache_key
+from pytest_llmeval.run.cache_key import cache_key
 
 # A pipeline whose answer goes through a helper of the same module; `OFFSET` is what the
 # tests edit between runs (0: right answers, 1000: every answer wrong).

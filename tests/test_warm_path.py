@@ -21,7 +21,8 @@ from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.backends.hf_files import read_tokenizer_files
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
-from pytest_llmeval.run.cache import GenerationCache, cache_key
+from pytest_llmeval.run.cache import GenerationCache
+from pytest_llmeval.run.cache_key import cache_key
 from pytest_llmeval.run.engine import Engine
 
 

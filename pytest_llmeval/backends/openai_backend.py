@@ -44,7 +44,6 @@ committed to the cache as it arrives. The API key appears in no message or repor
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -59,6 +58,7 @@ from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
 )
+from pytest_llmeval.backends.openai_facts import ServerFacts
 from pytest_llmeval.backends.openai_health import (
     DEFAULT_UNREACHABLE_AFTER,
     ServerHealth,
@@ -73,20 +73,18 @@ from pytest_llmeval.backends.openai_http import (
     split_query,
     warn_plain_http,
 )
-from pytest_llmeval.backends.openai_refusal import refusal
-from pytest_llmeval.backends.openai_server import (
-    check_extra_body,
-    check_kind,
-    decoding_fields,
-    kind_of,
-    models_entry,
+from pytest_llmeval.backends.openai_server import check_extra_body, check_kind
+from pytest_llmeval.backends.openai_wire import (
+    ENDPOINTS,
+    answer_json,
+    parse_answer,
+    rendered,
+    request_body,
 )
 from pytest_llmeval.backends.prompt_template import ChatTemplate, load_template
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.redact import is_secret_name, redact, redact_mapping
 from pytest_llmeval.declare.task import Generation, Message
-
-ENDPOINTS = {"chat": "chat/completions", "completions": "completions"}
 
 
 @dataclass(frozen=True)
@@ -175,8 +173,15 @@ class OpenAIBackend:
         self._uncounted = 0
         # The server's facts, read once (the engine asks for the identity every window); a
         # failure is remembered too, so that each item does not retry a dead server again.
-        self._entry: tuple[dict[str, Any] | None, str] | BackendError | None = None
-        self._served: dict[str, Any] | BackendError | None = None
+        self.facts = ServerFacts(
+            self.http,
+            self.health,
+            self.base_url,
+            self.model,
+            self.server,
+            self.unreachable_after,
+            self._probe,
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, url={self.url!r})"
@@ -185,13 +190,13 @@ class OpenAIBackend:
         """Everything that changes the server's answers (part of the cache key; never the API
         key): the configuration plus the server's own facts, read at the first call. Raises
         BackendError when the server cannot be reached for them."""
-        if self._served is None:  # not read yet: while the server is down, at once
+        if not self.facts.read:  # not read yet: while the server is down, at once
             down = self.health.check(1)
             if down is not None:
                 raise BackendError(down)
         try:
-            kind = self.server_kind()
-            served = self._served_facts()
+            kind = self.facts.kind()
+            served = self.facts.served()
         except BackendError as exc:
             raise BackendError(
                 f"openai backend: cannot read the server's facts from {self.shown_url} (part of "
@@ -218,16 +223,12 @@ class OpenAIBackend:
         """For "completions", the prompt sent: the model's chat template applied, with the
         assistant's header. For "chat", the messages as canonical JSON (sorted keys, no
         spaces): what identifies the prompt in the cache key and in reports."""
-        if self.template is None:
-            return json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return self.template.render(messages)
+        return rendered(messages, self.template)
 
     def server_kind(self) -> str:
         """ "vllm", "llama.cpp" or "openai" (generic): option `server`, else detected from the
         `/v1/models` entry (read once). Raises BackendError when the server is unreachable."""
-        if self.server != "auto":
-            return self.server
-        return self._models_entry()[1]
+        return self.facts.kind()
 
     def info(self) -> Mapping[str, Any]:
         """The configuration, the server facts read so far (None when they could not be
@@ -235,13 +236,10 @@ class OpenAIBackend:
         method = "usage where the server sent it, else not counted"
         if not (self._uncounted and self._usage_counted):
             method = "not counted (no usage from the server)" if self._uncounted else "usage"
-        kind = self.server if self.server != "auto" else None
-        if isinstance(self._entry, tuple):
-            kind = kind or self._entry[1]
         return {
             **self._configured(),
-            "server": kind,  # None: never learnt (the server could not be reached)
-            "served": self._served if isinstance(self._served, dict) else None,
+            "server": self.facts.known_kind(),  # None: never learnt (server not reached)
+            "served": self.facts.known_served(),
             "concurrency": self.concurrency,
             "connect_timeout_s": self.connect_timeout,
             "read_timeout_s": self.read_timeout,
@@ -338,87 +336,11 @@ class OpenAIBackend:
         """Close the HTTP connection pool."""
         self.http.close()
 
-    def _body(self, request: GenerationRequest, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The request body, and the decoding settings it carries (the record's `decoding`)."""
-        stop = request.settings.stop + (self.template.stop if self.template else ())
-        settings = replace(request.settings, stop=tuple(dict.fromkeys(stop)))
-        fields, left = decoding_fields(settings, request.seed, kind, self.extra_body)
-        body: dict[str, Any] = {"model": self.model}
-        if self.template is None:
-            body["messages"] = request.messages
-        else:
-            body["prompt"] = self.template.render(request.messages)
-            if kind == "vllm":
-                # vLLM's completions API adds special tokens by default: a template that
-                # starts with BOS (Llama-3, Gemma) would get a second one.
-                body["add_special_tokens"] = False
-        decoding = {**fields, "seed": fields.get("seed"), "server": kind, "server_defaults": left}
-        decoding |= redact_mapping({k: v for k, v in self.extra_body.items() if k in decoding})
-        if self.template is not None:
-            decoding["chat_template_sha256"] = self.template.sha256
-        return body | fields, decoding
-
-    def _models_entry(self) -> tuple[dict[str, Any] | None, str]:
-        """The server's `/v1/models` entry for the model and the kind it shows; read once.
-        The entry is None when the server lists no such model or answers with an HTTP error
-        (some have no such endpoint; `transformers serve` answers 500 when it cannot scan
-        its cache): the probe's facts still identify it. Raises BackendError only when the
-        server cannot be reached."""
-        if self._entry is None:
-            try:
-                url = f"{self.base_url}/models"
-                response, _ = self.http.send("GET", url, None, counted=False, any_status=True)
-            except BackendError as exc:
-                error = self._facts_failed(exc)
-                if not isinstance(error, ServerUnreachable):
-                    self._entry = error
-                raise error from None
-            self.health.connected()
-            try:
-                listing = response.json() if response.ok else None
-            except ValueError:
-                listing = None
-            entry = models_entry(listing, self.model)
-            self._entry = (entry, kind_of(entry))
-        if isinstance(self._entry, BackendError):
-            raise self._entry
-        return self._entry
-
-    def _served_facts(self) -> dict[str, Any]:
-        """The `/v1/models` entry plus the `model` and `system_fingerprint` of one probe
-        request (`max_tokens` 1, greedy): what the server says it is; read once."""
-        if self._served is None:
-            kind = self.server_kind()  # these two raise (and remember) their own failures
-            entry = self._models_entry()[0]
-            try:
-                probe = GenerationRequest([{"role": "user", "content": "Hi"}], PROBE)
-                data = self._answer(self._body(probe, kind)[0], counted=False)
-            except BackendError as exc:
-                error = self._facts_failed(exc)
-                if isinstance(error, ServerUnreachable):
-                    raise error from None
-                self._served = error
-            else:
-                self._served = {
-                    "models_entry": entry,
-                    "response_model": data.get("model"),
-                    "system_fingerprint": data.get("system_fingerprint"),
-                }
-        if isinstance(self._served, BackendError):
-            raise self._served
-        return self._served
-
-    def _facts_failed(self, exc: BackendError) -> BackendError:
-        """The error to raise (scrubbed) when the server's facts could not be read. When the
-        server could not be reached (and `unreachable_after` is not 0) it is down from now on
-        and the error is a ServerUnreachable, not to be remembered: the facts are read again
-        once the server answers, and the health check fails the items at once meanwhile.
-        Any other error is remembered by the caller: every later item gets it at once."""
-        message = self.http.scrub(str(exc))
-        if isinstance(exc, ServerUnreachable) and self.unreachable_after:
-            self.health.unreachable(exc.reason, at_once=True)
-            return ServerUnreachable(message, exc.reason)
-        return BackendError(message)
+    def _probe(self, kind: str) -> dict[str, Any]:
+        """The answer to the probe request that asks the server who it is (uncounted)."""
+        probe = GenerationRequest([{"role": "user", "content": "Hi"}], PROBE)
+        body = request_body(self.model, probe, kind, self.template, self.extra_body)[0]
+        return self._post(body, counted=False)
 
     def _attempt(
         self, request: GenerationRequest, kind: str, batch_id: str, batch_size: int
@@ -427,8 +349,9 @@ class OpenAIBackend:
         Never raises: it runs in a worker thread and must not hide its siblings' results."""
         started = time.perf_counter()
         try:
-            body, decoding = self._body(request, kind)
-            text, tokens, finish = self._parse(self._answer(body))
+            body, decoding = request_body(self.model, request, kind, self.template, self.extra_body)
+            data = self._post(body)
+            text, tokens, finish = parse_answer(data, self.endpoint, self.url, self.http.scrub)
         except ServerUnreachable as exc:
             self.health.unreachable(exc.reason)
             return BackendError(self.http.scrub(str(exc)))
@@ -458,50 +381,8 @@ class OpenAIBackend:
             decoding=decoding,
         )
 
-    def _answer(self, body: dict[str, Any], *, counted: bool = True) -> dict[str, Any]:
+    def _post(self, body: dict[str, Any], *, counted: bool = True) -> dict[str, Any]:
         """The JSON answer to a POST of `body` to the endpoint, after retries."""
         response, after = self.http.send("POST", self.url, body, counted=counted)
         self.health.connected()  # it answered, whatever it said
-        if not response.ok:
-            text = self.http.scrub(response.text)
-            raise BackendError(refusal(response.status_code, f"{self.url} {after}", text, body))
-        try:
-            data = response.json()
-        except ValueError:
-            raise BackendError(
-                f"malformed JSON from {self.url}: {self.http.scrub(response.text)[:200]!r}"
-            ) from None
-        if not isinstance(data, dict):
-            raise BackendError(
-                f"unexpected response from {self.url} (not a JSON object): "
-                f"{self.http.scrub(response.text)[:200]!r}"
-            )
-        return data
-
-    def _parse(self, data: dict[str, Any]) -> tuple[str, tuple[int, int] | None, str]:
-        """Text, (tokens in, tokens out) from usage if given, and finish reason."""
-        try:
-            choice = data["choices"][0]
-            if self.endpoint == "chat":
-                message = choice["message"]
-                text = message.get("content") or ""
-                reasoning = message.get("reasoning_content") or message.get("reasoning")
-            else:
-                text, reasoning = choice["text"], None
-            if not isinstance(text, str):
-                raise TypeError("text is not a string")
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise BackendError(
-                f"unexpected response from {self.url} (no usable choices[0]: {exc!r}): "
-                f"{self.http.scrub(json.dumps(data))[:200]!r}"
-            ) from None
-        if isinstance(reasoning, str) and reasoning:
-            # Keep the server-separated reasoning where the reasoning splitter looks for it.
-            text = f"<think>{reasoning}</think>{text}"
-        usage = data.get("usage")
-        tokens = None
-        if isinstance(usage, dict):
-            counted = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            if isinstance(counted[0], int) and isinstance(counted[1], int):
-                tokens = (counted[0], counted[1])
-        return text, tokens, str(choice.get("finish_reason") or "unknown")
+        return answer_json(response, self.url, after, body, self.http.scrub)

@@ -16,15 +16,15 @@ what failed, and the run continues uncached. A corrupt database file (not SQLite
 is moved aside and rebuilt, with one `CacheCorruptWarning` naming where it went
 (`cache_recovery`), so later runs neither warn again nor run uncached.
 
-Keys come from `cache_key`: a hash of the backend identity, the chat messages (for a backend
-whose identity names its chat template and tokenizer) or else the rendered prompt, the
-generation settings and the sample index. This module imports neither pytest nor torch.
+Keys come from `cache_key` (run/cache_key.py): a hash of the backend identity, the chat
+messages (for a backend whose identity names its chat template and tokenizer) or else the
+rendered prompt, the generation settings and the sample index. The SQLite connections and
+statements are in run/cache_sqlite.py. This module imports neither pytest nor torch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -32,11 +32,11 @@ import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from pytest_llmeval.declare.settings import CacheMode
 from pytest_llmeval.run.cache_recovery import (
@@ -46,32 +46,14 @@ from pytest_llmeval.run.cache_recovery import (
     is_corrupt,
     move_aside,
 )
-
-if TYPE_CHECKING:
-    from pytest_llmeval.declare.task import Generation
-
-
-KEY_VERSION = 3
-"""Bumped whenever the meaning of a key or of a stored value changes, orphaning old entries.
-2: sampled generations are keyed by their own derived seed; settings gained `top_k` and
-`repetition_penalty`; backend identities name versions, devices and server facts.
-3: local models are keyed by their chat messages plus template and tokenizer file hashes
-(no tokenizer, torch or transformers needed to look an item up)."""
+from pytest_llmeval.run.cache_sqlite import insert, open_read_only, select, set_up
 
 DB_NAME = "generations.sqlite3"
-BUSY_TIMEOUT_S = 30.0
-CHUNK = 500  # keys per `IN (...)` query, well under SQLite's bound-parameter limit
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS generations "
-    "(key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
-)
 
 log = logging.getLogger(__name__)
 
 # Connections inherited through fork() are never used nor closed in the child: closing one
 # would drop the POSIX locks that the child's own connections hold on the same file.
-T = TypeVar("T")
 _INHERITED: list[sqlite3.Connection] = []
 
 
@@ -83,56 +65,6 @@ class CacheUnavailableWarning(UserWarning):
 class CacheCorruptWarning(UserWarning):
     """The cache database was corrupt: it was moved aside (the warning names its new path) and
     a new, empty one took its place."""
-
-
-def cache_key(
-    identity: Mapping[str, Any],
-    prompt: str | None,
-    settings: Generation,
-    sample_index: int = 0,
-    seed: int | None = None,
-    *,
-    messages: Sequence[Mapping[str, Any]] | None = None,
-) -> str:
-    """The cache key of one generation: the sha256 hex digest of a canonical JSON of
-    ``{"identity", "prompt" or "messages", "settings", "sample", "seed", "v"}`` (sorted keys,
-    no spaces).
-
-    `identity` holds everything about the backend that changes outputs (backend name, model id,
-    revision or weights hash, dtype, chat template hash, versions, server facts) and must be
-    plain JSON; `prompt` is the rendered prompt, or None with `messages`, the chat messages,
-    when the identity names everything that renders them (template, tokenizer files: the key
-    then needs no tokenizer); `sample_index` tells apart repeated samples of
-    the same prompt and `seed` is the generation's own derived seed (None for greedy decoding,
-    where two items with the same prompt share one generation). Numbers are compared by value,
-    so ``temperature=0`` and ``temperature=0.0`` give the same key.
-    """
-    if (prompt is None) == (messages is None):
-        raise ValueError("cache_key needs either a rendered prompt or the messages")
-    text_part: dict[str, Any] = (
-        {"prompt": prompt} if messages is None else {"messages": [dict(m) for m in messages]}
-    )
-    payload = {
-        "identity": identity,
-        **text_part,
-        "settings": settings.as_dict(),
-        "sample": sample_index,
-        "seed": seed,
-        "v": KEY_VERSION,
-    }
-    text = json.dumps(_canonical(payload), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _canonical(value: Any) -> Any:
-    """`value` with integral floats as ints (1.0 -> 1) and tuples as lists, recursively."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, Mapping):
-        return {key: _canonical(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(item) for item in value]
-    return value
 
 
 @dataclass
@@ -202,7 +134,7 @@ class GenerationCache:
         conn = self._connection()
         while conn is not None:
             try:
-                found = _select(conn, wanted)
+                found = select(conn, wanted)
             except (sqlite3.Error, OSError) as exc:
                 found = {}
                 conn = self._recover(exc)  # a fresh database holds nothing: this once, empty
@@ -227,7 +159,7 @@ class GenerationCache:
         conn = self._connection()
         while conn is not None and self._can_write:
             try:
-                _insert(conn, rows)
+                insert(conn, rows)
             except (sqlite3.Error, OSError) as exc:
                 conn = self._recover(exc)  # the batch goes into the rebuilt database
                 if conn is None:
@@ -276,16 +208,10 @@ class GenerationCache:
                 self._give_up(exc, reads=False)  # an existing database may still be readable
         if self._conn is None:
             try:
-                self._conn = self._open_read_only()
+                self._conn = open_read_only(self._path)
             except (sqlite3.Error, OSError) as exc:
                 self._give_up(exc, reads=True)
         return self._conn
-
-    def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
-        # isolation_level=None: no implicit transactions; put_many manages its own.
-        conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, uri=uri)
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        return conn
 
     def _open_read_write(self) -> sqlite3.Connection:
         self._directory.mkdir(parents=True, exist_ok=True)
@@ -293,13 +219,13 @@ class GenerationCache:
         # the identity taken here is the connection's file.
         with cache_lock(self._path):
             try:
-                conn = self._set_up()
+                conn = set_up(self._path, self._max_pages)
             except sqlite3.DatabaseError as exc:
                 if not is_corrupt(exc) or self._recovered:
                     raise
                 self._recovered = True
                 self._moved_aside(exc, move_aside(self._path, file_identity(self._path)))
-                conn = self._set_up()
+                conn = set_up(self._path, self._max_pages)
             self._identity = file_identity(self._path)
         return conn
 
@@ -331,50 +257,6 @@ class GenerationCache:
             stacklevel=_outside_stacklevel(),
         )
 
-    def _set_up(self) -> sqlite3.Connection:
-        """A read-write connection to the database in WAL mode, its table created."""
-        conn = self._connect(str(self._path))
-        try:
-            mode = _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"cannot switch to WAL journal mode ({mode})")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            _retry_locked(lambda: conn.execute(_SCHEMA))
-            if self._max_pages is not None:
-                conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _open_read_only(self) -> sqlite3.Connection | None:
-        """A connection that cannot write, or None while there is no database (or table)."""
-        if not self._path.is_file():
-            return None
-        uri = self._path.resolve().as_uri() + "?mode=ro"
-        try:
-            return self._read_only_connection(uri)
-        except sqlite3.OperationalError:
-            if os.access(self._directory, os.W_OK):
-                raise
-        # Reading a WAL database needs its -shm file, which SQLite cannot create in a directory
-        # it may not write; nothing can change the database there, so read it as immutable.
-        return self._read_only_connection(uri + "&immutable=1")
-
-    def _read_only_connection(self, uri: str) -> sqlite3.Connection | None:
-        conn = self._connect(uri, uri=True)
-        try:
-            found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'generations'"
-            ).fetchone()
-        except BaseException:
-            conn.close()
-            raise
-        if found is None:  # a writer created the file but not yet the table: nothing cached
-            conn.close()
-            return None
-        return conn
-
     def _give_up(self, exc: BaseException, *, reads: bool) -> None:
         """Stop writing (and reading, if `reads`); warn the first time only."""
         self._can_write = False
@@ -394,23 +276,6 @@ class GenerationCache:
         )
 
 
-def _retry_locked(step: Callable[[], T], attempts: int = 100, pause_s: float = 0.05) -> T:
-    """Run a setup step, retrying while another process holds the lock.
-
-    Switching a new database to WAL needs an exclusive lock, and SQLite reports "database is
-    locked" at once instead of waiting for busy_timeout; xdist workers that open a fresh cache
-    together hit exactly that.
-    """
-    for attempt in range(attempts):
-        try:
-            return step()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(pause_s)
-    raise AssertionError("unreachable")
-
-
 def _outside_stacklevel() -> int:
     """The `stacklevel` that makes a warning point at the first caller outside this module."""
     frame = sys._getframe(1)  # the caller of warnings.warn
@@ -419,41 +284,3 @@ def _outside_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
-
-
-def _select(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The decodable stored entries among `keys`, in chunks under the parameter limit."""
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(keys), CHUNK):
-        chunk = keys[start : start + CHUNK]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(f"SELECT key, value FROM generations WHERE key IN ({marks})", chunk)
-        for key, text in rows:
-            entry = _decode(text)
-            if entry is not None:
-                found[key] = entry
-    return found
-
-
-def _insert(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, float]]) -> None:
-    """Store `rows` in one committed transaction (rolled back on any failure)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.executemany(
-            "INSERT OR REPLACE INTO generations (key, value, created) VALUES (?, ?, ?)", rows
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
-
-
-def _decode(text: Any) -> dict[str, Any] | None:
-    """A stored value as a dict, or None when it is not a JSON object (counted as a miss)."""
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

@@ -103,7 +103,7 @@ class BackendClient:
 
 
 class _ClientRequest:
-    """A test's request as the engine sees it (see `pytest_llmeval.run.engine.Pending`)."""
+    """A test's request as the engine sees it (see `pytest_llmeval.run.jobs.Pending`)."""
 
     def __init__(self, key: str, spec: ModelSpec, request: GenerationRequest) -> None:
         self.nodeid = key

@@ -37,7 +37,8 @@ from pytest_llmeval.backends import Backend, Finished, GenerationResult
 from pytest_llmeval.run.batch_energy import remote, with_energy
 
 if TYPE_CHECKING:
-    from pytest_llmeval.run.engine import Engine, _Job
+    from pytest_llmeval.run.engine import Engine
+    from pytest_llmeval.run.jobs import Job
 
 UNSETTLED = "not attributed: the run stopped before this request's energy window closed"
 
@@ -58,7 +59,7 @@ def window_note(size: int) -> str:
 class ShareStream:
     """One share streamed through a backend: commits, windows, energy and the crash journal."""
 
-    def __init__(self, engine: Engine, backend: Backend, jobs: list[_Job], size: int) -> None:
+    def __init__(self, engine: Engine, backend: Backend, jobs: list[Job], size: int) -> None:
         self.engine = engine
         self.backend = backend
         self.jobs = jobs
@@ -66,7 +67,7 @@ class ShareStream:
         self.ahead = len(jobs)  # read from the backend once its model is loaded
         self.meter = engine._meter(backend)
         self.finished: set[int] = set()
-        self.window: list[tuple[_Job, GenerationResult]] = []
+        self.window: list[tuple[Job, GenerationResult]] = []
         self.arrivals = 0  # results and errors in the open window
         self.window_id = ""
         self.opened = 0.0
@@ -128,7 +129,7 @@ class ShareStream:
     def _arrived(self, finished: Finished) -> None:
         """Commit what finished now (before anything else runs), close a full window."""
         elapsed = round(time.perf_counter() - self.opened, 6)
-        arrived: list[tuple[_Job, GenerationResult]] = []
+        arrived: list[tuple[Job, GenerationResult]] = []
         for index, outcome in finished:
             job = self.jobs[index]
             self.finished.add(index)

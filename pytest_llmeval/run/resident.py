@@ -1,0 +1,172 @@
+"""The resident models of one process: each created once, loaded once, in a window of its own.
+
+A backend is created on the first item of its model (through the `make_backend` the worker
+passes: the `pytest_llmeval_make_backend` hook) and kept for the session. A failed creation
+or load is remembered, so every item of that model errors at once with the same error
+(`ModelUnavailable`: the whole message for the first item, a short reference for the rest)
+instead of retrying. A model is loaded before its first batch, metered in a window of its
+own, so load energy and time are never a batch's. One energy meter per device set the
+models occupy (`run/energy_sources.py`), none for a remote backend. At the end, one
+`ModelLoad` record per model: what the report says about loads, meters and failures.
+
+`Engine` (run/engine.py) builds on this: generation behind per-item tests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_llmeval.analyze.hardware import ModelLoad
+from pytest_llmeval.backends import Backend, BackendError, one_line
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.run.batch_energy import NO_LOAD, REMOTE, load_energy
+from pytest_llmeval.run.energy_sources import EnergyScope, scope_of
+from pytest_llmeval.run.meters import EnergyMeter
+
+NOT_LOADED = "model not loaded in this run (nothing to generate)"
+
+
+class ModelUnavailable(BackendError):
+    """An item's model could not be created or loaded in this process. The first such item
+    carries the whole error; the later ones a short reference to it (the error is reported
+    once per model, with the count of items it took, in the llmeval summary)."""
+
+
+@dataclass
+class ResidentModels:
+    """Per-process state of the models: backends, their loads, meters and failures."""
+
+    make_backend: Callable[[ModelSpec], Backend]
+    worker: str = field(default_factory=lambda: os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    backends: dict[str, Backend] = field(default_factory=dict)
+    failed: dict[str, tuple[BaseException, float]] = field(default_factory=dict)
+    # One meter per distinct device set (a worker may hold models on different GPUs); per
+    # model its meter (None: a remote backend, never metered) and its load window's figures.
+    meters: dict[EnergyScope, EnergyMeter] = field(default_factory=dict)
+    meter_of: dict[str, EnergyMeter | None] = field(default_factory=dict)
+    loaded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load_errors: dict[str, BaseException] = field(default_factory=dict)
+    # Per model that could not be created or loaded: the items it errored in this process.
+    unavailable_items: dict[str, int] = field(default_factory=dict)
+    # Told of what takes time before any item finishes (progress display): `notify(kind,
+    # model, facts)` with kind `loading`, `loaded` (seconds), `load_failed` (error), `batch`
+    # (items). None: nobody listens.
+    notify: Callable[[str, str, dict[str, Any]], None] | None = None
+
+    def backend(self, spec: ModelSpec) -> Backend:
+        """The resident backend for `spec`, created on first use; a failed creation is re-raised."""
+        if spec.name in self.backends:
+            return self.backends[spec.name]
+        if spec.name in self.failed:
+            raise self._unavailable(spec.name, self.failed[spec.name][0])
+        started = time.perf_counter()
+        try:
+            backend = self.make_backend(spec)
+        except Exception as exc:
+            self.failed[spec.name] = (exc, time.perf_counter() - started)
+            raise self._unavailable(spec.name, exc) from exc
+        self.backends[spec.name] = backend
+        return backend
+
+    def _unavailable(self, name: str, exc: BaseException) -> ModelUnavailable:
+        """The error of one more item whose model `name` did not load (counted): the whole
+        error for the first, a short reference to it for the rest (no wall of repeats)."""
+        count = self.unavailable_items[name] = self.unavailable_items.get(name, 0) + 1
+        reason = f"{type(exc).__name__}: {one_line(exc)}"
+        if count == 1:
+            return ModelUnavailable(f"model {name} did not load: {reason}")
+        return ModelUnavailable(
+            f"model {name} did not load (its error is in the llmeval summary): "
+            f"{one_line(reason, 80)}"
+        )
+
+    def _load(self, backend: Backend, meter: EnergyMeter | None) -> None:
+        """Load the model before its first batch, in a window of its own: the load's energy
+        and time are load figures, never a batch's. A failed load is re-raised later on."""
+        name = backend.spec.name
+        if name in self.load_errors:
+            raise self.load_errors[name]
+        if name in self.loaded:
+            return
+        load = getattr(backend, "load", None)  # a user's backend may predate load()
+        if not callable(load):
+            self.loaded[name] = {"load_energy_reason": NO_LOAD}
+            return
+        self._tell("loading", name, backend=backend.spec.backend)
+        if meter is not None:
+            meter.start()
+        started = time.perf_counter()
+        try:
+            load()
+        except Exception as exc:
+            if meter is not None:
+                meter.stop()
+            self.load_errors[name] = exc
+            self.loaded[name] = {"load_energy_reason": f"the load failed: {exc}"}
+            self._tell("load_failed", name, error=f"{type(exc).__name__}: {exc}")
+            raise
+        seconds = round(time.perf_counter() - started, 3)
+        if meter is None:
+            self.loaded[name] = {"load_energy_reason": REMOTE}
+        else:
+            figures = load_energy(meter.stop(), meter.unavailable())
+            self.loaded[name] = {**figures, "load_window_s": seconds}
+        self._tell("loaded", name, seconds=seconds)  # after the meter's window closed
+
+    def _tell(self, kind: str, model: str, **facts: Any) -> None:
+        if self.notify is not None:
+            self.notify(kind, model, facts)
+
+    def _meter(self, backend: Backend) -> EnergyMeter | None:
+        """The meter of the devices `backend`'s model sits on; None for a remote backend."""
+        name = backend.spec.name
+        if name not in self.meter_of:
+            # After the backend exists: its device and CUDA_VISIBLE_DEVICES (set for this
+            # worker) decide which GPUs are its own.
+            scope = scope_of(backend)
+            if scope is not None and scope not in self.meters:
+                self.meters[scope] = EnergyMeter.detect(scope=scope)
+            self.meter_of[name] = None if scope is None else self.meters[scope]
+        return self.meter_of[name]
+
+    def load_records(self) -> list[ModelLoad]:
+        """Per model: this worker's backend facts, model loads, load time and energy (or the
+        error), and the meter of its devices."""
+        loads = []
+        for name, backend in self.backends.items():
+            meter = self.meter_of.get(name)
+            energy = None if meter is None else meter.describe()
+            load = self.loaded.get(name) or {"load_energy_reason": NOT_LOADED}
+            record = ModelLoad.from_info(self.worker, name, backend.info(), energy, load)
+            if name in self.load_errors:  # created, but its weights did not load
+                record.error = _describe(self.load_errors[name])
+                record.items_errored = self.unavailable_items.get(name, 0)
+            loads.append(record)
+        loads += [
+            ModelLoad(
+                worker=self.worker,
+                model=name,
+                error=_describe(exc),
+                model_loads=0,
+                load_time_s=round(seconds, 3),
+                items_errored=self.unavailable_items.get(name, 0),
+            )
+            for name, (exc, seconds) in self.failed.items()
+        ]
+        return loads
+
+    def close(self) -> None:
+        """Release every backend and meter."""
+        for backend in self.backends.values():
+            backend.close()
+        for meter in self.meters.values():
+            meter.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """A load error on one line with its type (what `ModelLoad.error` and the summary show)."""
+    return f"{type(exc).__name__}: {one_line(exc, 1000)}"
