@@ -160,7 +160,10 @@ class GateResult:
         if self.reason is not None:
             return f"gate {self.gate.text} {self.verdict}: {self.reason}, n={self.n}"
         value = "no data" if self.value is None else f"{self.value:.4g}"
-        ci = f" (95% CI {self.interval[0]:.3f}-{self.interval[1]:.3f})" if self.interval else ""
+        low, high = self.interval or (0.0, 0.0)
+        # A delta's bounds may be negative: "a to b" reads where "a-b" would not.
+        bounds = f"{low:.3f} to {high:.3f}" if self.baseline else f"{low:.3f}-{high:.3f}"
+        ci = f" (95% CI {bounds})" if self.interval else ""
         partial = ", partial selection" if self.partial else ""
         paired = f" paired vs baseline {self.baseline}" if self.baseline else ""
         return (

@@ -34,7 +34,7 @@ def comparison_table(comparisons: Sequence[ArmComparison], tablefmt: str = "simp
         rows.append(
             [c.task, c.candidate, f"{c.n}" + (f" (+{unpaired} unpaired)" if unpaired else ""),
              _fmt(c.candidate_accuracy, "{:.3f}"), _delta(c.delta, c.delta_ci95), p_values,
-             f"{c.wins}/{c.losses}/{c.ties}", _fmt(c.latency_delta_p50, "{:+.2f}s"),
+             f"{c.wins}/{c.losses}/{c.ties}", _fmt(c.latency_delta_p50, "{:+.3f}s"),
              _failures(c.candidate_failures)]
         )  # fmt: skip
     headers = ["task", "arm", "n", "accuracy", "delta [95% CI]", "p McNemar / Holm",
