@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from _pytest.reports import TestReport
 
 from pytest_llmeval.analyze.aggregate import summarize_run
+from pytest_llmeval.analyze.compare import Compared, compare_run
+from pytest_llmeval.analyze.compare_gates import check_comparisons
 from pytest_llmeval.analyze.cost import Price
 from pytest_llmeval.analyze.gates import GateResult, check_run
 from pytest_llmeval.analyze.hardware import ModelLoad, load_failures
@@ -29,18 +31,19 @@ from pytest_llmeval.declare.ids import is_eval_item
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.options import check_report_paths
 from pytest_llmeval.report import runinfo
+from pytest_llmeval.report.compare_summary import terminal_section, write_comparison_table
 from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo
 from pytest_llmeval.report.html import summary_html
 from pytest_llmeval.report.progress import Progress
 from pytest_llmeval.report.summary import summary_markdown, summary_table
 from pytest_llmeval.report.writers import ReportWriter, write_agreement_table, write_items_parquet
 from pytest_llmeval.run import records
+from pytest_llmeval.run.logged_reports import log_error, log_gate
 from pytest_llmeval.run.progress_lines import is_terminal, terminal_line
 from pytest_llmeval.run.xdist_hooks import CRASH_ERROR, XdistHooks
 
 PAYLOAD_ATTRIBUTE = "llmeval"
 """Attribute of an item's teardown report holding its records (plain JSON; crosses xdist)."""
-GATE_PREFIX = "gates"
 
 
 class Controller:
@@ -69,6 +72,7 @@ class Controller:
         self.collected: list[str] = []  # xdist: the eval items of the collection
         self.crashes = 0  # xdist: workers that died
         self.gate_results: list[GateResult] = []
+        self._compared: Compared | None = None
         # Per task: the first worker's rows hash, and why workers disagree (if they do).
         self.data_seen: dict[str, tuple[str | None, str]] = {}
         self.data_conflicts: dict[str, str] = {}
@@ -219,28 +223,21 @@ class Controller:
         for nodeid in self.collected:
             if nodeid not in done:
                 self.add(records.not_run(nodeid, reason, self.settings.models[0].name))
-                self._log_error(nodeid, reason)
-
-    def _log_error(self, nodeid: str, message: str) -> None:
-        """Report an item that did not run as an error (terminal, JUnit, failure count)."""
-        path = nodeid.split("::")[0]
-        for when, outcome in (("setup", "failed"), ("teardown", "passed")):
-            self.config.hook.pytest_runtest_logreport(
-                report=TestReport(
-                    nodeid=nodeid,
-                    location=(path, None, nodeid),
-                    keywords={},
-                    outcome=outcome,  # type: ignore[arg-type]
-                    longrepr=message if outcome == "failed" else None,
-                    when=when,  # type: ignore[arg-type]
-                )
-            )
+                log_error(self.config, nodeid, reason)
 
     def summaries(self) -> dict[tuple[str, str], Metrics]:
         """Per task x model: metrics, hardware and cost."""
         specs = [*self.settings.models, *filter(None, [self.settings.reference])]
         models = {spec.name: (spec.backend, spec.model_id) for spec in specs}
         return summarize_run(self.records, self.tasks, self.loads, models, self.prices)
+
+    def compared(self) -> Compared:
+        """Every arm against the baseline arm per task, with the item pairs behind them
+        (computed again only when records arrived since)."""
+        if self._compared is None or self._compared.records != len(self.records):
+            order = [spec.name for spec in self.settings.models]
+            self._compared = compare_run(self.records, self.settings.baseline, order)
+        return self._compared
 
     def has_eval_work(self) -> bool:
         """Whether there is anything to gate or report: records, a task that could not run,
@@ -273,6 +270,12 @@ class Controller:
             no_data,
             excused if self.settings.allow_missing else (),
         )
+        # Comparison gates (`delta_low(arm)>=-0.02`): each candidate arm against the baseline.
+        arms, partial = self.compared(), {task: m.partial for (task, _), m in summaries.items()}
+        baseline, gates = self.settings.baseline, self.settings.gates
+        self.gate_results += check_comparisons(
+            arms.comparisons, arms.arms, baseline, declared, gates, partial
+        )
         # Workers that scored different rows: no figure of that task can be trusted.
         self.gate_results = [
             replace(g, passed=False, reason=self.data_conflicts[g.task])
@@ -283,42 +286,7 @@ class Controller:
         # Gates are reported as tests; count them so progress ends at 100%, not 110%.
         session.testscollected += len(self.gate_results)
         for gate in self.gate_results:
-            self._log_gate(gate)
-
-    def _log_gate(self, gate: GateResult) -> None:
-        """Report a gate like a test: terminal, JUnit, and the session's failure count."""
-        # The threshold sits inside [...]: pytest's terminal turns '.' outside brackets into '::'.
-        spec = gate.gate
-        name = f"{gate.task}::{spec.metric}[{spec.op}{spec.threshold:g} {gate.model}]"
-        facts = asdict(gate.as_record())
-        keys = ("value", "n", "ci95", "partial", "reason")
-        properties = [(f"llmeval.gate.{k}", facts[k]) for k in keys]
-        Phase = Literal["setup", "call", "teardown"]
-        Outcome = Literal["passed", "failed", "skipped"]
-        longrepr: Any = None
-        phases: list[tuple[Phase, Outcome]]
-        if gate.passed is None:  # not evaluated, and allowed: reported like a skipped test
-            phases = [("setup", "skipped"), ("teardown", "passed")]
-            longrepr = (GATE_PREFIX, 0, f"Skipped: {gate.describe()}")
-        else:
-            phases = [
-                ("setup", "passed"),
-                ("call", "passed" if gate.passed else "failed"),
-                ("teardown", "passed"),
-            ]
-            longrepr = None if gate.passed else gate.describe()
-        for when, outcome in phases:
-            self.config.hook.pytest_runtest_logreport(
-                report=TestReport(
-                    nodeid=f"{GATE_PREFIX}::{name}",
-                    location=(GATE_PREFIX, None, name),
-                    keywords={},
-                    outcome=outcome,
-                    longrepr=longrepr if outcome != "passed" else None,
-                    when=when,
-                    user_properties=properties,
-                )
-            )
+            log_gate(self.config, gate)
 
     # ---- session end: exit status and files ------------------------------------------
 
@@ -350,6 +318,7 @@ class Controller:
             summaries=self.summaries(),
             gate_results=self.gate_results,
             data_conflicts=self.data_conflicts,
+            comparisons=self.compared().comparisons,
         )
         hook = self.config.hook
         report: RunReport = hook.pytest_llmeval_generate_report(
@@ -364,6 +333,8 @@ class Controller:
         folder = self.report_path.parent
         if write_agreement_table(self.records, folder / "agreement.parquet"):
             report.files["agreement"] = "agreement.parquet"
+        if write_comparison_table(self.compared().pairs, folder / "comparison.parquet"):
+            report.files["comparison"] = "comparison.parquet"
         write_items_parquet(self.records, folder / "items.parquet")
         summary = summary_markdown(report, facts.summaries, self.gate_results)
         (folder / "summary.md").write_text(summary, encoding="utf-8")
@@ -380,6 +351,10 @@ class Controller:
         for failure in load_failures(self.loads):
             terminalreporter.write_line(f"ERROR {failure}", red=True)
         terminalreporter.write_line(summary_table(self.summaries(), self.gate_results))
+        table_path = self.report_path.parent / "comparison.parquet"
+        arms = self.compared()
+        for line in terminal_section(arms.comparisons, arms.pairs, table_path):
+            terminalreporter.write_line(line)
         for gate in self.gate_results:
             terminalreporter.write_line(f"{gate.name}: {gate.describe()}")
         terminalreporter.write_line(f"report: {self.report_path}")

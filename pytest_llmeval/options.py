@@ -48,6 +48,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="Gate such as 'gsm8k:accuracy>=0.3' (overrides the task's gate on that metric)",
     )
     group.addoption(
+        "--llmeval-baseline-arm",
+        dest="llmeval_baseline_arm",
+        metavar="NAME",
+        default=None,
+        help="Arm the other arms are compared with (default: the first --model)",
+    )
+    group.addoption(
         "--compare-backend",
         dest="llmeval_compare",
         metavar="SPEC",
@@ -151,6 +158,9 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("llmeval_pin_gpus", "Default --llmeval-pin-gpus", default="auto")
     parser.addini("llmeval_models", "Default models (one per line)", type="linelist", default=[])
+    parser.addini(
+        "llmeval_baseline_arm", "Arm the other arms are compared with (default: the first model)"
+    )
     parser.addini("llmeval_limit", "Default --limit", default="")
     parser.addini(
         "llmeval_gates",
@@ -200,6 +210,7 @@ def read_settings(config: pytest.Config) -> Settings:
         raise pytest.UsageError(str(exc)) from None
     gates = _gates(config)
     return Settings(
+        baseline_arm=_baseline_arm(config, [spec.name for spec in models]),
         models=models,
         reference=reference,
         aliases=aliases,
@@ -242,6 +253,7 @@ _INI_DEFAULTS: dict[str, object] = {
     "llmeval_cache": "on",
     "llmeval_cache_dir": "",
     "llmeval_models": [],
+    "llmeval_baseline_arm": "",
     "llmeval_limit": "",
     "llmeval_gates": [],
     "llmeval_seed": "0",
@@ -304,6 +316,16 @@ def _cache_dir(config: pytest.Config) -> Path:
         return Path(config.option.llmeval_cache_dir).expanduser().resolve()
     ini = str(config.getini("llmeval_cache_dir")).strip()
     return (config.rootpath / (ini or ".llmeval_cache")).resolve()
+
+
+def _baseline_arm(config: pytest.Config, arms: list[str]) -> str | None:
+    name = config.option.llmeval_baseline_arm or config.getini("llmeval_baseline_arm") or None
+    if name is not None and name not in arms:
+        raise pytest.UsageError(
+            f"--llmeval-baseline-arm {name}: no such arm; give one of the run's arms "
+            f"(the --model names): {', '.join(arms)}"
+        )
+    return name
 
 
 def _gates(config: pytest.Config) -> list[Gate]:

@@ -3,6 +3,11 @@
 A gate is checked on the controller over all selected items of one task x model. Command-line
 gates override ini gates, which override the task's own, metric by metric; a gate without a
 task prefix applies to every task.
+
+A comparison gate names a candidate arm in parentheses and reads that arm's comparison with
+the baseline arm (`pytest_llmeval.analyze.compare`): `delta_low(patched)>=-0.02` (not worse
+by more than 2 points at 95% confidence), `p_value(cot)<0.05`; it is checked in
+`pytest_llmeval.analyze.compare_gates`.
 """
 
 from __future__ import annotations
@@ -44,6 +49,22 @@ METRICS: dict[str, bool] = {
     "invariance_score_changed": False,
     "invariance_accuracy_delta": False,
 }
+# Comparison gates, `metric(arm) op value`: metric -> the `ArmComparison` field it reads and
+# the field holding the interval shown with it (None: no interval).
+COMPARISON_METRICS: dict[str, tuple[str, str | None]] = {
+    "delta": ("delta", "delta_ci95"),
+    "delta_low": ("delta_ci95", "delta_ci95"),
+    "delta_high": ("delta_ci95", "delta_ci95"),
+    "p_value": ("p_value", None),
+    "p_value_mcnemar": ("p_value_mcnemar", None),
+    "wins": ("wins", None),
+    "losses": ("losses", None),
+    "latency_delta_p50": ("latency_delta_p50", None),
+    "score_delta": ("score_delta", "score_delta_ci95"),
+    "score_delta_low": ("score_delta_ci95", "score_delta_ci95"),
+    "score_delta_high": ("score_delta_ci95", "score_delta_ci95"),
+    "score_p_value": ("score_p_value", None),
+}
 # The count a metric is computed over, when it is not `n` (all selected items).
 DENOMINATORS: dict[str, str] = {
     "accuracy_answered": "n_answered",
@@ -60,8 +81,10 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "==": operator.eq,
 }
+# An optional `(arm)` after the metric makes it a comparison gate; an arm name may hold
+# colons (`callable:pkg.mod:fn`) but no parentheses.
 _GATE = re.compile(
-    r"^\s*(?:(?P<task>[\w.\-*]+)\s*:)?\s*(?P<metric>\w+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*$"
+    r"^\s*(?:(?P<task>[\w.\-*]+)\s*:)?\s*(?P<metric>\w+)\s*(?:\(\s*(?P<arm>[^()]*?)\s*\)\s*)?(?P<op>>=|<=|==|>|<)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*$"
 )
 
 
@@ -71,18 +94,21 @@ class GateError(ValueError):
 
 @dataclass(frozen=True)
 class Gate:
-    """A parsed gate: `threshold` compared with `metric` of `task` by `op`."""
+    """A parsed gate: `threshold` compared with `metric` of `task` by `op`; with `arm`, a
+    comparison gate on that candidate arm's comparison with the baseline arm."""
 
     task: str  # "*" for every task
     metric: str
     op: str
     threshold: float
     origin: str  # "task", "ini" or "cli"
+    arm: str | None = None
 
     @property
     def text(self) -> str:
-        """The gate as written, without its task: `accuracy>=0.6`."""
-        return f"{self.metric}{self.op}{self.threshold:g}"
+        """The gate as written, without its task: `accuracy>=0.6`, `delta_low(b)>=-0.02`."""
+        metric = self.metric if self.arm is None else f"{self.metric}({self.arm})"
+        return f"{metric}{self.op}{self.threshold:g}"
 
     def holds(self, value: float) -> bool:
         """Whether `value` satisfies the gate."""
@@ -107,6 +133,7 @@ class GateResult:
     partial: bool
     passed: bool | None
     reason: str | None = None
+    baseline: str | None = None  # comparison gates: the arm `model` is compared with
 
     @property
     def verdict(self) -> str:
@@ -118,16 +145,30 @@ class GateResult:
         """`task[model]::metric op threshold`, as the terminal summary lists it."""
         return f"{self.task}[{self.model}]::{self.gate.text}"
 
+    @property
+    def test_name(self) -> str:
+        """The gate's name as a test (terminal, JUnit): `task::metric[op threshold model]`.
+
+        The threshold sits inside [...]: pytest's terminal turns '.' outside brackets into '::'.
+        """
+        spec = self.gate
+        versus = f" vs {self.baseline}" if self.baseline else ""
+        return f"{self.task}::{spec.metric}[{spec.op}{spec.threshold:g} {self.model}{versus}]"
+
     def describe(self) -> str:
         """One line: verdict, value, interval, n, and whether the selection was partial."""
         if self.reason is not None:
             return f"gate {self.gate.text} {self.verdict}: {self.reason}, n={self.n}"
         value = "no data" if self.value is None else f"{self.value:.4g}"
-        ci = f" (95% CI {self.interval[0]:.3f}-{self.interval[1]:.3f})" if self.interval else ""
+        low, high = self.interval or (0.0, 0.0)
+        # A delta's bounds may be negative: "a to b" reads where "a-b" would not.
+        bounds = f"{low:.3f} to {high:.3f}" if self.baseline else f"{low:.3f}-{high:.3f}"
+        ci = f" (95% CI {bounds})" if self.interval else ""
         partial = ", partial selection" if self.partial else ""
+        paired = f" paired vs baseline {self.baseline}" if self.baseline else ""
         return (
             f"gate {self.gate.text} {self.verdict}: "
-            f"{self.gate.metric}={value}{ci}, n={self.n}{partial}"
+            f"{self.gate.metric}={value}{ci}, n={self.n}{paired}{partial}"
         )
 
     def as_record(self) -> GateRecord:
@@ -146,6 +187,7 @@ class GateResult:
             partial=self.partial,
             passed=self.passed,
             reason=self.reason,
+            baseline=self.baseline,
         )
 
 
@@ -162,7 +204,8 @@ class GateRecord:
     task: str
     """The task the gate was checked on (a gate without a task prefix is checked on every task)."""
     model: str
-    """`-` when the gated task produced no items at all."""
+    """The model (arm) checked; a comparison gate's candidate arm; `-` when the gated task
+    produced no items at all."""
     metric: str
     """The gated `Metrics` field, e.g. `accuracy`."""
     op: str
@@ -173,16 +216,21 @@ class GateRecord:
     """The metric's value; None when it had no data (the gate then fails)."""
     n: int
     """The count the metric is computed over: `n` (all selected items) or the metric's own count
-    (`n_answered`, `compared`, `kappa_n`, `*_n`); 0 when its task ran no items."""
+    (`n_answered`, `compared`, `kappa_n`, `*_n`; comparison gates: the paired items, or
+    `score_n` for `score_*`); 0 when its task ran no items."""
     ci95: list[float] | None
-    """The 95% interval of a proportion metric."""
+    """The 95% interval of a proportion metric (comparison gates: of the paired delta)."""
     partial: bool
     """Whether the gate was checked on a partial selection of the task's items."""
     passed: bool | None
     """True: the gate holds; False: it fails (also when its task ran no items); None: not
     evaluated, allowed by `--llmeval-allow-missing` for a task whose data is missing."""
     reason: str | None
-    """Why the gate could not be evaluated (`no data: ...`); None when it was."""
+    """Why the gate could not be evaluated (`no data: ...`, `needs two arms: ...`); None when
+    it was."""
+    baseline: str | None = None
+    """Comparison gates (`metric(arm) op value`): the baseline arm that `model`, the
+    candidate arm, is compared with; None for other gates."""
 
 
 def parse_gate(text: str, origin: str, task: str | None = None) -> Gate:
@@ -191,10 +239,22 @@ def parse_gate(text: str, origin: str, task: str | None = None) -> Gate:
     if not match:
         raise GateError(
             f"cannot parse gate {text!r}; expected '[task:]metric op value', "
-            f"e.g. 'gsm8k:accuracy>=0.3' (metrics: {', '.join(METRICS)})"
+            f"e.g. 'gsm8k:accuracy>=0.3', or '[task:]metric(arm) op value', e.g. "
+            f"'delta_low(patched)>=-0.02' (metrics: {', '.join(METRICS)})"
         )
-    metric = match["metric"]
-    if metric not in METRICS:
+    metric, arm = match["metric"], match["arm"]
+    if arm is not None:
+        if not arm:
+            raise GateError(f"gate {text!r}: name the candidate arm, e.g. '{metric}(patched)'")
+        if metric not in COMPARISON_METRICS:
+            known = ", ".join(COMPARISON_METRICS)
+            raise GateError(f"gate {text!r}: unknown comparison metric {metric!r}; known: {known}")
+    elif metric in COMPARISON_METRICS:
+        raise GateError(
+            f"gate {text!r}: {metric} compares arms; name the candidate arm, e.g. "
+            f"'{metric}(patched){match['op']}{match['value']}'"
+        )
+    elif metric not in METRICS:
         raise GateError(f"gate {text!r}: unknown metric {metric!r}; known: {', '.join(METRICS)}")
     return Gate(
         task=match["task"] or task or "*",
@@ -202,6 +262,7 @@ def parse_gate(text: str, origin: str, task: str | None = None) -> Gate:
         op=match["op"],
         threshold=float(match["value"]),
         origin=origin,
+        arm=arm,
     )
 
 
@@ -212,9 +273,9 @@ def effective_gates(task: str, declared: Iterable[Gate], overrides: Sequence[Gat
     # Later origins win; within one origin a gate naming the task beats a "*" gate.
     order = {"task": 0, "ini": 1, "cli": 2}
     applicable.sort(key=lambda pair: (order.get(pair[1].origin, 3), pair[1].task != "*", pair[0]))
-    by_metric: dict[str, Gate] = {}
+    by_metric: dict[tuple[str, str | None], Gate] = {}
     for _, gate in applicable:
-        by_metric[gate.metric] = gate
+        by_metric[(gate.metric, gate.arm)] = gate
     return list(by_metric.values())
 
 
@@ -253,7 +314,8 @@ def check_run(
     for (task, model), metrics in summaries.items():
         own = [parse_gate(text, "task", task) for text in declared.get(task) or []]
         for gate in effective_gates(task, own, overrides):
-            results.append(check_gate(gate, task, model, metrics))
+            if gate.arm is None:  # comparison gates: `compare_gates.check_comparisons`
+                results.append(check_gate(gate, task, model, metrics))
     ran = {task for task, _ in summaries}
     for task, why in (no_data or {}).items():
         if task in ran:

@@ -43,3 +43,10 @@ class Settings:
     """Items per task x model generated again alone to check batch invariance (0: none)."""
     batch_invariant: bool = False
     """Batch only prompts of equal token length (no padding), where the backend counts tokens."""
+    baseline_arm: str | None = None
+    """`--llmeval-baseline-arm`: the arm every other arm is compared with (None: the first)."""
+
+    @property
+    def baseline(self) -> str:
+        """The baseline arm of comparisons: `baseline_arm`, else the first model's name."""
+        return self.baseline_arm or self.models[0].name

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_llmeval.analyze.compare import ArmComparison
 from pytest_llmeval.analyze.gates import GateRecord, GateResult
 from pytest_llmeval.analyze.hardware import ModelLoad
 from pytest_llmeval.analyze.metrics import Metrics
@@ -218,6 +219,11 @@ class RunReport:
     """Counts over the whole run: item records by outcome, and gates that failed."""
     files: dict[str, str]
     """The run's other files, relative to report.json (items, items_parquet, summary, ...)."""
+    comparisons: list[ArmComparison] = field(default_factory=list)
+    """Per task that two or more arms ran: every arm against the baseline arm on the paired
+    items (accuracies, paired delta and interval, McNemar and Holm p-values, wins/losses/ties,
+    latency difference, failures, flipped item ids); empty with one arm. The item pairs are
+    in comparison.parquet."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """Free-form facts added by `pytest_llmeval_update_report` hooks (a patch id, a dataset
     revision): kept as given."""
@@ -239,6 +245,8 @@ class RunFacts:
     gate_results: Sequence[GateResult]
     data_conflicts: Mapping[str, str] = field(default_factory=dict)
     """Per task: why workers' rows differ (see `TaskResult.data_conflict`)."""
+    comparisons: Sequence[ArmComparison] = field(default_factory=list)
+    """Every arm against the baseline arm, per task (see `RunReport.comparisons`)."""
 
 
 def build_report(facts: RunFacts, exit_status: int, rootdir: Path) -> RunReport:
@@ -281,6 +289,7 @@ def build_report(facts: RunFacts, exit_status: int, rootdir: Path) -> RunReport:
             gates_failed=sum(g.passed is False for g in facts.gate_results),
         ),
         files={"items": "items.jsonl"},
+        comparisons=list(facts.comparisons),
     )
 
 

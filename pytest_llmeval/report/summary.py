@@ -8,6 +8,7 @@ from tabulate import tabulate
 
 from pytest_llmeval.analyze.gates import GateResult
 from pytest_llmeval.analyze.metrics import Metrics
+from pytest_llmeval.report.compare_summary import comparison_table, flip_lines, legend
 from pytest_llmeval.report.envelope import RunReport
 
 _VERDICT = {True: "ok", False: "FAIL", None: "not evaluated"}
@@ -91,6 +92,11 @@ def summary_markdown(
     compared = [(key, m) for key, m in summaries.items() if m.agreement is not None]
     if compared:
         lines += ["", "## Backend agreement", "", agreement_table(compared, "github")]
+    if report.comparisons:
+        lines += ["", "## Arm comparisons", "", comparison_table(report.comparisons, "github")]
+        lines += ["", legend(), "", *flip_lines(report.comparisons)]
+        if "comparison" in report.files:
+            lines += ["", f"Every item pair, side by side: {report.files['comparison']}"]
     return "\n".join(lines) + "\n"
 
 
