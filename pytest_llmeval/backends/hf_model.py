@@ -120,9 +120,9 @@ def generate_batch(
     for request, prompt, tokens, n_in in zip(
         requests, prompts, new_tokens, input_lengths, strict=True
     ):
-        n_out, steps, stopped = _generated_length(backend, tokens)
+        n_out, steps, stopped = generated_length(backend, tokens)
         text = str(tokenizer.decode(tokens[:n_out], skip_special_tokens=True))
-        text, cut = _cut_at_stop(text, settings.stop)
+        text, cut = cut_at_stop(text, settings.stop)
         # The item finished at the step that produced its last token, the end token included.
         finished = clock.times[steps - 1] if 0 < steps <= len(clock.times) else started + wall
         results.append(
@@ -144,7 +144,7 @@ def generate_batch(
     return results
 
 
-def _generated_length(backend: Any, tokens: list[int]) -> tuple[int, int, bool]:
+def generated_length(backend: Any, tokens: list[int]) -> tuple[int, int, bool]:
     """Tokens this sequence generated without its end token (the rule every backend
     follows for `tokens_out`), the decoding steps it took, and whether it stopped itself."""
     for position, token in enumerate(tokens):
@@ -156,7 +156,7 @@ def _generated_length(backend: Any, tokens: list[int]) -> tuple[int, int, bool]:
     return len(tokens), len(tokens), False
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Truncate at the first stop sequence (generate stops after it but keeps it)."""
     positions = [text.find(s) for s in stop if s and s in text]
     if not positions:

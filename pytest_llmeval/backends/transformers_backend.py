@@ -10,6 +10,15 @@ key) is read from the checkpoint's files (`hf_files`) and the device from torch'
 CUDA_VISIBLE_DEVICES and NVML (`local_device`), and the engine keys items by their messages
 (`renders_from_identity`). The tokenizer loads at the first prompt to render, the weights
 and torch (`hf_model`) at the first batch to generate.
+
+Batching (option `batching`): "static" batches of `default_batch_size` through `generate`,
+each running as many decode steps as its longest member; "continuous" hands the worker's
+whole share to transformers' continuous batching (`generate_stream`, `hf_continuous`), which
+refills a finished sequence's slot with the next prompt at once. Continuous batching is
+greedy-only here (no per-row seeds, no stop strings, no repetition penalty): a share with
+other settings goes through the static batches, once per backend with a warning saying why.
+"auto" (the default) is static everywhere until continuous batching is measured faster with
+the same texts (benchmarks/bench_continuous.py; on this project's CPU it was slower).
 """
 
 from __future__ import annotations
@@ -18,16 +27,18 @@ import importlib.util
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pytest_llmeval.backends import (
     BackendError,
     BackendUnavailable,
     EnergyDevices,
+    Finished,
     GenerationRequest,
     GenerationResult,
     devices_of,
@@ -73,6 +84,27 @@ class TransformersOptions:
 
     device: str | None = None  # "cpu", "cuda", "cuda:1", "mps", ...
     dtype: str | None = None  # "float32", "float16", "bfloat16"
+    # "static" (batched `generate`), "continuous" (transformers' continuous batching, greedy
+    # shares only) or "auto" / None: static until continuous is measured faster (module doc).
+    batching: Literal["static", "continuous", "auto"] | None = None
+
+
+def pick_batching(requested: str | None) -> str:
+    """The batching a backend uses: "continuous" only when asked for. "auto" resolves to
+    "static" on every device: no measurement has shown continuous batching faster yet (on
+    the 2-core CPU it was slower; never run on a GPU)."""
+    return "continuous" if requested == "continuous" else "static"
+
+
+def continuous_refusal(settings: Generation) -> str | None:
+    """Why a share with `settings` cannot use continuous batching here (None: it can)."""
+    if not settings.greedy:
+        return "sampled decoding needs per-row seeds, which continuous batching cannot honour"
+    if settings.stop:
+        return "continuous batching has no stop strings"
+    if settings.repetition_penalty != 1.0:
+        return "continuous batching has no repetition penalty"
+    return None
 
 
 class TransformersBackend:
@@ -124,6 +156,9 @@ class TransformersBackend:
         # CUDA starts high and halves on out-of-memory; on CPU larger batches gain little.
         self.default_batch_size = 64 if self.device.startswith("cuda") else 8
         self.batch_limit: int | None = None
+        self.batching = pick_batching(options.batching)
+        self.batching_notes: list[str] = []  # why shares went through static batches instead
+        self.stream_size: int | None = None  # the engine's batch size for the current stream
 
     @property
     def tokenizer(self) -> Any:
@@ -248,6 +283,8 @@ class TransformersBackend:
             "model_size_bytes": _size_on_disk(self.weights.path),
             "peak_vram_bytes": self._peak_vram(),
             "batch_limit": self.batch_limit,
+            "batching": self.batching,
+            "batching_notes": list(self.batching_notes),
             "load_time_s": None if self.load_time_s is None else round(self.load_time_s, 3),
         }
 
@@ -287,6 +324,58 @@ class TransformersBackend:
             hf_model.empty_cuda_cache()
             self.batch_limit = max(1, len(requests) // 2)
             return self._in_parts(requests, batch_id, self.batch_limit)
+
+    @property
+    def generate_stream(self) -> Any:
+        """`stream(requests)` under continuous batching (the engine then hands this backend a
+        worker's whole share and commits each result as it finishes: `run/stream.py`), None
+        with static batching (the engine cuts the share into batches for `generate`)."""
+        return self._stream if self.batching == "continuous" else None
+
+    stream_batch_size = True
+    """`generate_stream` takes the engine's batch size: the most sequences decoded at once."""
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most streamed requests added and unfinished at once (see `Finished`): twice
+        the sequences decoded at once, so a finished one's slot is refilled at once."""
+        return 2 * self._running()
+
+    def _running(self) -> int:
+        """Sequences decoded at once: the stream's batch size, or the size that fit the GPU."""
+        size = self.stream_size or self.default_batch_size
+        return size if self.batch_limit is None else max(1, min(size, self.batch_limit))
+
+    def _stream(
+        self, requests: Sequence[GenerationRequest], batch_size: int | None = None
+    ) -> Iterator[Finished]:
+        """Yield (index, result or error) as `requests` finish, at most `batch_size`
+        sequences decoding at once (set now: `max_in_flight` is read before the first result)."""
+        self.stream_size = batch_size
+        return self._stream_share(requests)
+
+    def _stream_share(self, requests: Sequence[GenerationRequest]) -> Iterator[Finished]:
+        """A share that continuous batching cannot decode goes through static batches (warned
+        once per reason)."""
+        if not requests:
+            return
+        _ = self.model  # load before the stream starts: a load error is not a request's
+        reason = continuous_refusal(requests[0].settings)
+        if reason is not None:
+            if reason not in self.batching_notes:
+                self.batching_notes.append(reason)
+                warnings.warn(
+                    f"{self.spec.name}: static batches instead of continuous batching: {reason}",
+                    stacklevel=2,
+                )
+            size = self._running()
+            for start in range(0, len(requests), size):
+                batch = self.generate(requests[start : start + size], "")
+                yield [(start + i, result) for i, result in enumerate(batch)]
+            return
+        from pytest_llmeval.backends import hf_continuous
+
+        yield from hf_continuous.stream_continuous(self, requests, self._running())
 
     def _in_parts(
         self, requests: Sequence[GenerationRequest], batch_id: str, size: int

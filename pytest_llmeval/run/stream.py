@@ -82,13 +82,18 @@ class ShareStream:
             for job in self.jobs:
                 engine.results[job.item.nodeid] = engine._unavailable(self.backend.spec.name, exc)
             return
-        # After the load: vLLM's limit comes from its running engine's scheduler.
+        requests = [job.request for job in self.jobs]
+        # A backend that runs a fixed number of sequences at once (transformers' continuous
+        # batching) says so with `stream_batch_size` and runs the engine's batch size.
+        sized = {"batch_size": self.size} if getattr(self.backend, "stream_batch_size", 0) else {}
+        stream: Iterable[Finished] = self.backend.generate_stream(  # type: ignore[attr-defined]
+            requests, **sized
+        )
+        # After the load and the stream's creation: vLLM's limit comes from its running
+        # engine's scheduler, transformers' from the batch size it was given.
         ahead = getattr(self.backend, "max_in_flight", None)
         if isinstance(ahead, int) and not isinstance(ahead, bool) and ahead > 0:
             self.ahead = ahead
-        stream: Iterable[Finished] = self.backend.generate_stream(  # type: ignore[attr-defined]
-            [job.request for job in self.jobs]
-        )
         self._open()
         try:
             try:
