@@ -135,7 +135,7 @@ def arms_in(records: Iterable[ItemRecord], order: Sequence[str] = ()) -> list[st
     """The arms of `records`: those named in `order` first (in that order), then the others
     in the order they appear."""
     seen = {arm_of(r): None for r in records}
-    return [a for a in order if a in seen] + [a for a in seen if a not in order]
+    return [a for a in dict.fromkeys(order) if a in seen] + [a for a in seen if a not in order]
 
 
 def _by_task_and_arm(records: Iterable[ItemRecord]) -> dict[str, dict[str, dict[str, ItemRecord]]]:
