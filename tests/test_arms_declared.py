@@ -396,7 +396,9 @@ def test_two_prompt_variants_on_the_embedded_model_are_compared(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(test_gsm8k=GSM8K_VARIANTS)
-    result = pytester.runpytest(
+    # In a subprocess: torch imported inside an in-process run would be dropped from
+    # sys.modules afterwards, and importing it again breaks later tests of this process.
+    result = pytester.runpytest_subprocess(
         "--limit", "4", f"--llmeval-data-dir={shared_data_dir()}", "--llmeval-report",
         "out/report.json", "-p", "no:randomly", "-W", "ignore::pytest.PytestAssertRewriteWarning",
     )  # fmt: skip
