@@ -20,14 +20,14 @@ import pytest
 from _pytest.reports import TestReport
 
 from pytest_llmeval.analyze.aggregate import summarize_run
-from pytest_llmeval.analyze.compare import Compared, compare_run
+from pytest_llmeval.analyze.compare import Compared, arm_of, compare_run
 from pytest_llmeval.analyze.compare_gates import check_comparisons
 from pytest_llmeval.analyze.cost import Price
 from pytest_llmeval.analyze.gates import GateResult, check_run
 from pytest_llmeval.analyze.hardware import ModelLoad, load_failures
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import ItemRecord, TaskInfo, from_json, task_info_from_json
-from pytest_llmeval.declare.ids import is_eval_item
+from pytest_llmeval.declare.ids import is_eval_item, model_of
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.options import check_report_paths
 from pytest_llmeval.report import runinfo
@@ -148,7 +148,8 @@ class Controller:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """In-process runs: the number of eval items, for the progress line; and the report
         paths checked, for a session that showed it is an eval run only by its tasks."""
-        self.total = sum(1 for item in session.items if is_eval_item(item.nodeid))
+        self.collected = [item.nodeid for item in session.items if is_eval_item(item.nodeid)]
+        self.total = len(self.collected)
         check_report_paths(self.config, self.settings)
 
     @pytest.hookimpl(optionalhook=True)
@@ -172,10 +173,10 @@ class Controller:
                 report.longrepr = error
             else:
                 error = f"worker crashed while running this item: {first_line}"
-            default_model = self.settings.models[0].name
+            models = [spec.name for spec in self.settings.models]
             node = getattr(report, "node", None)  # xdist puts the crashed worker here
             worker = getattr(node, "workerinput", {}).get("workerid")
-            self.add(records.crashed(report.nodeid, error, default_model, worker))
+            self.add(records.crashed(report.nodeid, error, models, worker))
             return
         if report.when == "call" and report.failed and is_eval_item(report.nodeid):
             # A miss is an eval item's failed call (ItemMiss); an xfailed one is no failure.
@@ -222,7 +223,8 @@ class Controller:
         reason = f"not run: xdist stopped replacing crashed workers ({crashes}, {flag})"
         for nodeid in self.collected:
             if nodeid not in done:
-                self.add(records.not_run(nodeid, reason, self.settings.models[0].name))
+                models = [spec.name for spec in self.settings.models]
+                self.add(records.not_run(nodeid, reason, models))
                 log_error(self.config, nodeid, reason)
 
     def summaries(self) -> dict[tuple[str, str], Metrics]:
@@ -235,8 +237,10 @@ class Controller:
         """Every arm against the baseline arm per task, with the item pairs behind them
         (computed again only when records arrived since)."""
         if self._compared is None or self._compared.records != len(self.records):
-            order = [spec.name for spec in self.settings.models]
-            self._compared = compare_run(self.records, self.settings.baseline, order)
+            # Arms in collection order (variants make arms no setting names).
+            brackets = [model_of(nodeid) for nodeid in self.collected]
+            order = [*dict.fromkeys(filter(None, brackets)), *self.settings.model_names]
+            self._compared = compare_run(self.records, self.settings.baseline_arm, order)
         return self._compared
 
     def has_eval_work(self) -> bool:
@@ -259,22 +263,19 @@ class Controller:
             return
         declared = {name: info.gates for name, info in self.tasks.items()}
         # Groups of hand-written tests are reported, not gated: each test is its own verdict.
-        gated = {(r.task, r.model) for r in self.records if r.source == "task"}
+        gated = {(r.task, arm_of(r)) for r in self.records if r.source == "task"}
         summaries = {key: m for key, m in self.summaries().items() if key in gated}
         no_data = {name: i.no_data for name, i in self.tasks.items() if i.no_data is not None}
-        excused = [name for name, i in self.tasks.items() if i.data_missing]
-        self.gate_results = check_run(
-            summaries,
-            declared,
-            self.settings.gates,
-            no_data,
-            excused if self.settings.allow_missing else (),
-        )
+        # Missing data when allowed, and tasks for models this run lacks: not evaluated.
+        allowed = self.settings.allow_missing
+        excused = [
+            n for n, i in self.tasks.items() if (i.data_missing and allowed) or i.models_absent
+        ]
+        self.gate_results = check_run(summaries, declared, self.settings.gates, no_data, excused)
         # Comparison gates (`delta_low(arm)>=-0.02`): each candidate arm against the baseline.
         arms, partial = self.compared(), {task: m.partial for (task, _), m in summaries.items()}
-        baseline, gates = self.settings.baseline, self.settings.gates
         self.gate_results += check_comparisons(
-            arms.comparisons, arms.arms, baseline, declared, gates, partial
+            arms.comparisons, arms.arms, arms.baselines, declared, self.settings.gates, partial
         )
         # Workers that scored different rows: no figure of that task can be trusted.
         self.gate_results = [

@@ -9,11 +9,13 @@ import pytest
 
 from pytest_llmeval.analyze.gates import Gate, GateError, parse_gate
 from pytest_llmeval.declare.data import DATA_DIR_ENV
+from pytest_llmeval.declare.ids import any_arm_of
 from pytest_llmeval.declare.models import (
     DEFAULT_MODEL,
     UnknownModel,
     load_user_aliases,
     resolve_model,
+    resolve_models,
 )
 from pytest_llmeval.declare.settings import CacheMode, Settings
 from pytest_llmeval.report.paths import report_paths_problem
@@ -26,10 +28,10 @@ def add_options(parser: pytest.Parser) -> None:
         "--model",
         action="append",
         dest="llmeval_models",
-        metavar="NAME",
+        metavar="[ARM=]SPEC",
         default=None,
-        help="Model to evaluate: alias, Hub id, local dir or backend:spec (repeatable; "
-        f"default {DEFAULT_MODEL})",
+        help="Model to evaluate: alias, Hub id, local dir or backend:spec, named with ARM= "
+        f"(repeatable; default {DEFAULT_MODEL})",
     )
     group.addoption(
         "--limit",
@@ -52,7 +54,7 @@ def add_options(parser: pytest.Parser) -> None:
         dest="llmeval_baseline_arm",
         metavar="NAME",
         default=None,
-        help="Arm the other arms are compared with (default: the first --model)",
+        help="Arm the other arms are compared with (default: each task's first arm)",
     )
     group.addoption(
         "--compare-backend",
@@ -159,7 +161,8 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("llmeval_pin_gpus", "Default --llmeval-pin-gpus", default="auto")
     parser.addini("llmeval_models", "Default models (one per line)", type="linelist", default=[])
     parser.addini(
-        "llmeval_baseline_arm", "Arm the other arms are compared with (default: the first model)"
+        "llmeval_baseline_arm",
+        "Arm the other arms are compared with (default: each task's first arm)",
     )
     parser.addini("llmeval_limit", "Default --limit", default="")
     parser.addini(
@@ -203,7 +206,7 @@ def read_settings(config: pytest.Config) -> Settings:
     try:
         aliases = load_user_aliases(config.rootpath)
         names = config.option.llmeval_models or config.getini("llmeval_models") or [DEFAULT_MODEL]
-        models = [resolve_model(name, aliases) for name in dict.fromkeys(names)]
+        models = resolve_models(names, aliases)
         compare = config.option.llmeval_compare
         reference = resolve_model(compare, aliases) if compare else None
     except UnknownModel as exc:
@@ -318,12 +321,14 @@ def _cache_dir(config: pytest.Config) -> Path:
     return (config.rootpath / (ini or ".llmeval_cache")).resolve()
 
 
-def _baseline_arm(config: pytest.Config, arms: list[str]) -> str | None:
+def _baseline_arm(config: pytest.Config, models: list[str]) -> str | None:
     name = config.option.llmeval_baseline_arm or config.getini("llmeval_baseline_arm") or None
-    if name is not None and name not in arms:
+    # Prompt variants make more arms (`<model>-<variant>`; with one model the variant alone),
+    # known only once tasks are collected: here only a name no arm can have is refused.
+    if name is not None and len(models) > 1 and not any_arm_of(name, models):
         raise pytest.UsageError(
             f"--llmeval-baseline-arm {name}: no such arm; give one of the run's arms "
-            f"(the --model names): {', '.join(arms)}"
+            f"(the --model names, or <model>-<variant>): {', '.join(models)}"
         )
     return name
 

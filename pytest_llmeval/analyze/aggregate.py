@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_llmeval.analyze import performance
 from pytest_llmeval.analyze.agreement import summarize_agreement
+from pytest_llmeval.analyze.compare import arm_of
 from pytest_llmeval.analyze.cost import Price, estimate_cost
 from pytest_llmeval.analyze.hardware import ModelLoad, hardware_summary
 from pytest_llmeval.analyze.invariance import summarize_invariance
@@ -32,10 +33,11 @@ NUMBER_ONLY_METHODS = frozenset({"strict", "boxed"})
 
 
 def group_records(records: Iterable[ItemRecord]) -> dict[TaskModel, list[ItemRecord]]:
-    """Records grouped by (task, model), in first-seen order."""
+    """Records grouped by (task, arm), in first-seen order (the arm is the model's name
+    unless the task has prompt variants: each variant is measured and gated on its own)."""
     groups: dict[TaskModel, list[ItemRecord]] = defaultdict(list)
     for record in records:
-        groups[(record.task, record.model)].append(record)
+        groups[(record.task, arm_of(record))].append(record)
     return dict(groups)
 
 
@@ -46,12 +48,13 @@ def summarize_run(
     models: Mapping[str, tuple[str, str]] | None = None,
     prices: Mapping[str, Price] | None = None,
 ) -> dict[TaskModel, Metrics]:
-    """Metrics of every task x model: the records' metrics, the model's hardware (from
+    """Metrics of every task x arm: the records' metrics, the arm's model's hardware (from
     `loads`) and, for models named in `models` (name -> (backend, model id)), the cost of
     the items generated in this run (a cached item costs nothing now)."""
     summaries = {}
-    for (task, model), group in group_records(records).items():
+    for (task, arm), group in group_records(records).items():
         info = tasks.get(task)
+        model = group[0].model
         extra: dict[str, Any] = hardware_summary(model, loads)
         if models is not None and model in models:
             extra.update(
@@ -59,7 +62,7 @@ def summarize_run(
             )
         declared = info.declaration if info else None
         numeric = declared.scorer == "numeric" if declared else None
-        summaries[(task, model)] = summarize(
+        summaries[(task, arm)] = summarize(
             group, info.rows if info else None, numeric=numeric, **extra
         )
     return summaries

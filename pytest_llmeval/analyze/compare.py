@@ -1,8 +1,10 @@
 """Arms side by side: every arm of a task against the baseline arm, on the same items.
 
 An arm is what the bracket suffix of an item's test name names (`gsm8k/test/0042[qwen7b]`):
-today a model given with `--model`. `arm_of` is the one place that says which arm a record
-belongs to, so named arms and prompt variants only change it.
+a model given with `--model` (or named with `--model ARM=SPEC`), a task's prompt variant
+(`[cot]`), or both (`[qwen7b-cot]`); the record keeps it in `arm`. `arm_of` is the one place
+that says which arm a record belongs to. The baseline arm is the one named with
+`--llmeval-baseline-arm`, else each task's first arm in collection order.
 
 Records of two arms are paired by item id (`<task>/<split>/<row>`); an item only one arm has
 is counted (`baseline_only`, `candidate_only`), never paired. Pairs are taken in item-id
@@ -31,8 +33,8 @@ UNPARSED = "[invalid]"
 
 
 def arm_of(record: ItemRecord) -> str:
-    """The arm a record belongs to: its model's name as given with `--model`."""
-    return record.model
+    """The arm a record belongs to: its `arm` (records that predate arms: its model)."""
+    return record.arm or record.model
 
 
 @dataclass
@@ -65,7 +67,8 @@ class ArmComparison:
     task: str
     """The task compared."""
     baseline: str
-    """The baseline arm (`--llmeval-baseline-arm`, default the first `--model`)."""
+    """The baseline arm (`--llmeval-baseline-arm`, default the task's first arm in collection
+    order)."""
     candidate: str
     """The arm compared with the baseline."""
     n: int
@@ -132,7 +135,7 @@ def arms_in(records: Iterable[ItemRecord], order: Sequence[str] = ()) -> list[st
     """The arms of `records`: those named in `order` first (in that order), then the others
     in the order they appear."""
     seen = {arm_of(r): None for r in records}
-    return [a for a in order if a in seen] + [a for a in seen if a not in order]
+    return [a for a in dict.fromkeys(order) if a in seen] + [a for a in seen if a not in order]
 
 
 def _by_task_and_arm(records: Iterable[ItemRecord]) -> dict[str, dict[str, dict[str, ItemRecord]]]:
@@ -144,18 +147,26 @@ def _by_task_and_arm(records: Iterable[ItemRecord]) -> dict[str, dict[str, dict[
     return table
 
 
+def baseline_of(arms: Sequence[str], baseline: str | None) -> str:
+    """A task's baseline arm: `baseline` when named, else the first of its `arms` (ordered)."""
+    return baseline if baseline is not None else arms[0]
+
+
 def paired_records(
-    records: Iterable[ItemRecord], baseline: str, order: Sequence[str] = ()
+    records: Iterable[ItemRecord], baseline: str | None, order: Sequence[str] = ()
 ) -> dict[tuple[str, str], list[Pair]]:
     """(task, candidate arm) -> the (baseline, candidate) records of the items both have, in
-    item-id order; for every task the baseline ran with at least one other arm."""
+    item-id order; for every task the baseline ran with at least one other arm (`baseline`
+    None: each task's first arm in `order`)."""
     pairs: dict[tuple[str, str], list[Pair]] = {}
     for task, arms in _by_task_and_arm(records).items():
-        base = arms.get(baseline)
+        ordered = arms_in((r for items in arms.values() for r in items.values()), order)
+        task_baseline = baseline_of(ordered, baseline)
+        base = arms.get(task_baseline)
         if base is None:
             continue
-        for arm in arms_in((r for items in arms.values() for r in items.values()), order):
-            if arm == baseline:
+        for arm in ordered:
+            if arm == task_baseline:
                 continue
             items = arms[arm]
             pairs[(task, arm)] = [(base[i], items[i]) for i in sorted(base.keys() & items.keys())]
@@ -237,23 +248,26 @@ def _listed(interval: tuple[float, float] | None) -> list[float] | None:
 
 
 def compare_arms(
-    records: Iterable[ItemRecord], baseline: str, order: Sequence[str] = ()
+    records: Iterable[ItemRecord], baseline: str | None, order: Sequence[str] = ()
 ) -> list[ArmComparison]:
-    """Every arm against `baseline`, per task that the baseline and another arm ran; tasks
-    in the order they first appear, arms in `order` (the `--model` order). Holm-adjusts the
-    p-values of a task's comparisons when it has several."""
+    """Every arm against `baseline` (None: each task's first arm in `order`), per task that
+    the baseline and another arm ran; tasks in the order they first appear, arms in `order`
+    (the collection order). Holm-adjusts the p-values of a task's comparisons when it has
+    several."""
     records = list(records)
     table = _by_task_and_arm(records)
+    arms_of_task = task_arms(records, order)
     results: list[ArmComparison] = []
     for (task, candidate), pairs in paired_records(records, baseline, order).items():
         arms = table[task]
+        task_baseline = baseline_of(arms_of_task[task], baseline)
         results.append(
             compare_pairs(
                 task,
-                baseline,
+                task_baseline,
                 candidate,
                 pairs,
-                list(arms[baseline].values()),
+                list(arms[task_baseline].values()),
                 list(arms[candidate].values()),
             )
         )
@@ -284,13 +298,20 @@ class Compared:
     pairs: dict[tuple[str, str], list[Pair]]
     arms: dict[str, list[str]]
     """task -> the arms that ran it."""
+    baselines: dict[str, str]
+    """task -> its baseline arm."""
 
 
-def compare_run(records: Sequence[ItemRecord], baseline: str, order: Sequence[str]) -> Compared:
-    """Everything the controller shows and gates about arms, from a run's records."""
+def compare_run(
+    records: Sequence[ItemRecord], baseline: str | None, order: Sequence[str]
+) -> Compared:
+    """Everything the controller shows and gates about arms, from a run's records
+    (`baseline` None: each task's first arm in `order`)."""
+    arms = task_arms(records, order)
     return Compared(
         records=len(records),
         comparisons=compare_arms(records, baseline, order),
         pairs=paired_records(records, baseline, order),
-        arms=task_arms(records, order),
+        arms=arms,
+        baselines={task: baseline_of(ran, baseline) for task, ran in arms.items()},
     )

@@ -59,17 +59,20 @@ def _unevaluated(gate: Gate, task: str, baseline: str, reason: str) -> GateResul
 def check_comparisons(
     comparisons: Sequence[ArmComparison],
     arms: Mapping[str, Sequence[str]],
-    baseline: str,
+    baseline: str | Mapping[str, str],
     declared: Mapping[str, Sequence[str] | None],
     overrides: Sequence[Gate],
     partial: Mapping[str, bool] | None = None,
 ) -> list[GateResult]:
     """Check the comparison gates of every task that ran (`arms`: task -> the arms that ran
-    it); `declared` maps a task to the gates it declares, `partial` says which tasks ran a
-    partial selection. Tasks that ran no items are `gates.check_run`'s."""
+    it); `baseline` is the baseline arm, or task -> its baseline arm; `declared` maps a task
+    to the gates it declares, `partial` says which tasks ran a partial selection. Tasks that
+    ran no items are `gates.check_run`'s."""
     by_key = {(c.task, c.candidate): c for c in comparisons}
     results = []
+    baselines = baseline
     for task, ran in arms.items():
+        baseline = baselines if isinstance(baselines, str) else baselines.get(task, ran[0])
         own = [parse_gate(text, "task", task) for text in declared.get(task) or []]
         for gate in effective_gates(task, own, overrides):
             if gate.arm is None:

@@ -15,7 +15,7 @@ imported only there.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 SCHEMA_VERSION = 5
@@ -176,7 +176,8 @@ class ItemRecord:
     task: str
     """The task's name (hand-written tests: the test module's path, e.g. `tests/test_safety.py`)."""
     model: str
-    """The model's name as given on the command line (alias, Hub id or `backend:spec`)."""
+    """The model's name as given on the command line (alias, Hub id or `backend:spec`), or the
+    arm name given with `--model ARM=SPEC`."""
     split: str
     """The dataset split the task declares (`DataSource.split`, default `test`); `test` for
     hand-written tests."""
@@ -190,6 +191,13 @@ class ItemRecord:
     """`pass`, `fail` (a wrong answer) or `error` (the item could not be evaluated)."""
     error: str | None = None
     """One-line message of an error outcome."""
+    arm: str | None = None
+    """The arm the item ran in, as its test name's bracket says: the model's name (`--model`,
+    or the `ARM=` name), `<model>-<variant>` for a prompt variant when several models run, the
+    variant alone with one model. None in records that predate arms (then it is `model`)."""
+    variant: str | None = None
+    """The task's prompt variant (`Task(variants=...)`) the item ran; None: the task's single
+    prompt."""
     label: Label = None
     """The row's value of the task's `label_field` (stratification), if declared."""
     worker: str | None = None
@@ -354,6 +362,10 @@ class PromptInfo:
     """SHA-256 (hex) of the few-shot rows as canonical JSON; None without few-shot rows."""
     function: str | None
     """`module.qualname` of a prompt function (then the templates are None)."""
+    sha256: str | None = None
+    """SHA-256 (hex) of the prompt as canonical JSON: the `ChatPrompt`'s system, user and
+    answer templates with its few-shot rows, or the prompt function's `module.qualname`.
+    Equal hashes mean the same prompt (None in reports written before it was kept)."""
 
 
 @dataclass(frozen=True)
@@ -410,6 +422,12 @@ class TaskDeclaration:
     """The gates the task declares (ini and command-line gates are in `settings.gates`)."""
     reference: str | None
     """The task's own reference model for agreement runs (`--compare-backend` overrides it)."""
+    variants: dict[str, PromptInfo] = field(default_factory=dict)
+    """The task's prompt variants by name (`Task(variants=...)`), each run as an arm of its
+    own with its prompt's hash; empty for a task with a single prompt (then `prompt` is it;
+    with variants `prompt` is the first variant's)."""
+    models: list[str] | None = None
+    """The `--model` arms the task runs on (`Task(models=...)`); None: every model of the run."""
 
 
 @dataclass(frozen=True)
@@ -435,6 +453,9 @@ class TaskInfo:
     """Why the task ran no items: its data is missing or the task is broken (None: it ran)."""
     data_missing: bool = False
     """Whether `no_data` is missing data (which `--llmeval-allow-missing` may excuse)."""
+    models_absent: bool = False
+    """Whether `no_data` says the run has none of the model arms the task runs on
+    (`Task(models=...)`): the task is skipped and its gates are not evaluated, never failed."""
 
 
 def to_json(record: ItemRecord) -> dict[str, Any]:
@@ -477,6 +498,10 @@ def task_info_from_json(data: dict[str, Any]) -> TaskInfo:
             **{
                 **declared,
                 "prompt": PromptInfo(**declared["prompt"]),
+                "variants": {
+                    name: PromptInfo(**info)
+                    for name, info in (declared.get("variants") or {}).items()
+                },
                 "generation": GenerationInfo(**declared["generation"]),
             }
         )

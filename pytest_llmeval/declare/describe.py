@@ -47,9 +47,10 @@ def data_origin(source: DataSource, loaded: LoadedRows, chosen: Sequence[int]) -
 def declaration(task: Task) -> TaskDeclaration:
     """The report's view of a (valid) task declaration."""
     labels = scorer_labels(task.scorer)
+    prompts = {name: _prompt(prompt) for name, prompt in task.prompts().items()}
     return TaskDeclaration(
         description=task.description,
-        prompt=_prompt(task.prompt),
+        prompt=next(iter(prompts.values())),
         generation=_generation(task.generation),
         target=task.target if isinstance(task.target, str) else _qualname(task.target),
         scorer=task.scorer if isinstance(task.scorer, str) else _name(task.scorer),
@@ -59,6 +60,8 @@ def declaration(task: Task) -> TaskDeclaration:
         pass_threshold=float(task.pass_threshold),
         gates=list(task.gates),
         reference=task.reference,
+        variants={name: info for name, info in prompts.items() if name is not None},
+        models=list(task.models) if task.models is not None else None,
     )
 
 
@@ -74,6 +77,7 @@ def scorer_labels(scorer: object) -> list[str] | None:
 def _prompt(prompt: object) -> PromptInfo:
     if isinstance(prompt, ChatPrompt):
         shots = list(prompt.few_shot)
+        templates = {"system": prompt.system, "user": prompt.user, "answer": prompt.answer}
         return PromptInfo(
             kind="chat",
             system=prompt.system,
@@ -82,8 +86,11 @@ def _prompt(prompt: object) -> PromptInfo:
             few_shot=len(shots),
             few_shot_sha256=rows_sha256(shots) if shots else None,
             function=None,
+            sha256=rows_sha256([{**templates, "few_shot": [dict(row) for row in shots]}]),
         )
-    return PromptInfo("function", None, None, None, 0, None, _qualname(prompt))
+    name = _qualname(prompt)
+    digest = rows_sha256([{"function": name}])
+    return PromptInfo("function", None, None, None, 0, None, name, digest)
 
 
 def _generation(generation: Generation) -> GenerationInfo:

@@ -1,16 +1,19 @@
 """Item ids and pytest node ids of eval items: built and parsed here, nowhere else.
 
 An item id is `<task>/<split>/<row>` with the row index zero-padded to 4 digits
-(`gsm8k/test/0042`); the test name adds `[<model>]` when several models run. Parsing works on
-node ids alone, where only ids are known (the xdist controller, the scheduler, saved reports).
+(`gsm8k/test/0042`); the test name adds its arm in brackets when the run has several arms:
+`[<model>]` with several models, `[<variant>]` for a task's prompt variant with one model,
+`[<model>-<variant>]` for both (`arm_name`). Parsing works on node ids alone, where only ids
+are known (the xdist controller, the scheduler, saved reports).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-# `path::<task>/<split>/<row>[<model>]`: the model suffix exists when several models run.
+# `path::<task>/<split>/<row>[<arm>]`: the arm suffix exists when several arms run.
 _EVAL_NODEID = re.compile(
     r"::(?P<task>[\w.\-]+)/(?P<split>[^/\[\]]+)/(?P<row>\d+)(?:\[(?P<model>.+)\])?$"
 )
@@ -18,7 +21,8 @@ _EVAL_NODEID = re.compile(
 
 @dataclass(frozen=True)
 class EvalNodeId:
-    """The parts of an eval item's node id; `model` is None when a single model ran."""
+    """The parts of an eval item's node id; `model` is the bracketed arm (the model's name
+    without prompt variants), None when a single model ran a task without variants."""
 
     task: str
     split: str
@@ -37,8 +41,35 @@ def item_id(task: str, split: str, row: int) -> str:
 
 
 def node_name(item: str, model: str | None) -> str:
-    """The pytest name of an item: its id, plus `[model]` when several models run."""
+    """The pytest name of an item: its id, plus `[arm]` when several arms run."""
     return f"{item}[{model}]" if model else item
+
+
+def arm_name(model: str, variant: str | None, several_models: bool) -> str:
+    """The arm of an item: the model's name, `<model>-<variant>` with a prompt variant when
+    the run has several models, the variant alone with one model (ids stay short)."""
+    if variant is None:
+        return model
+    return f"{model}-{variant}" if several_models else variant
+
+
+def arm_parts(arm: str, models: Sequence[str]) -> tuple[str, str | None]:
+    """`(model, variant)` of an arm named by `arm_name` for a run of `models` (longest model
+    name first: `smollm2-135m-cot` is `smollm2-135m` with `cot`)."""
+    if len(models) == 1:
+        return (models[0], None) if arm == models[0] else (models[0], arm)
+    for model in sorted(models, key=len, reverse=True):
+        if arm == model:
+            return model, None
+        if arm.startswith(f"{model}-"):
+            return model, arm[len(model) + 1 :]
+    return arm, None
+
+
+def any_arm_of(name: str, models: Sequence[str]) -> bool:
+    """Whether `name` can be an arm of a run of several `models` (a model's name, or a
+    model's name with a variant)."""
+    return any(name == model or name.startswith(f"{model}-") for model in models)
 
 
 def parse_nodeid(nodeid: str) -> EvalNodeId | None:

@@ -3,14 +3,16 @@
 `--model NAME` resolves to a `ModelSpec` here, before anything is loaded: an alias (built in,
 or added under `[tool.llmeval.models]` in the project's pyproject.toml), `backend:rest` for an
 explicit backend, a local directory, or a Hub id `org/name`. Anything else is a usage error
-that lists the known aliases.
+that lists the known aliases. `--model arm=SPEC` names the arm: SPEC resolves as above and
+the arm's name replaces the spec's in ids, records and reports (`resolve_models`).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,51 @@ def resolve_model(name: str, user_aliases: Mapping[str, ModelSpec] | None = None
         f"Known aliases: {', '.join(known)}. "
         "Add your own under [tool.llmeval.models] in pyproject.toml"
     )
+
+
+ARM_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+"""What an arm's name may be: it goes into node ids (`gsm8k/test/0042[base]`) and `-k`."""
+
+
+def split_arm_name(
+    value: str, user_aliases: Mapping[str, ModelSpec] | None = None
+) -> tuple[str | None, str]:
+    """`(arm name, spec)` of a `--model` value: `base=qwen7b` -> `("base", "qwen7b")`.
+
+    A spec may hold `=` of its own (a URL's query, a local directory `runs/lr=3e-4`), so the
+    prefix names an arm only when it is a plain name (letters, digits, `_ . -`: no `:`, `/`,
+    `@` or `?`, which every backend prefix, path or URL has before its first `=`) and the whole
+    value is neither an alias nor an existing directory. Otherwise the name is None.
+    """
+    name, sep, spec = value.partition("=")
+    if not sep or ARM_NAME.fullmatch(name) is None:
+        return None, value
+    if value in (user_aliases or {}) or value in BUILTIN_ALIASES or Path(value).is_dir():
+        return None, value
+    return name, spec
+
+
+def resolve_models(
+    values: Sequence[str], user_aliases: Mapping[str, ModelSpec] | None = None
+) -> list[ModelSpec]:
+    """The run's model arms from `--model` values, in order: `name=spec` names an arm (its
+    name replaces the spec's), a bare spec is named as `resolve_model` names it. The same
+    value given twice is one arm; two arms with one name raise UnknownModel."""
+    specs: dict[str, ModelSpec] = {}
+    for value in dict.fromkeys(values):
+        name, text = split_arm_name(value, user_aliases)
+        if name is not None and not text.strip():
+            raise UnknownModel(f"--model {value}: give the model after '=' (e.g. {name}=qwen7b)")
+        spec = resolve_model(text, user_aliases)
+        if name is not None:
+            spec = replace(spec, name=name)
+        if spec.name in specs:
+            raise UnknownModel(
+                f"--model {value}: arm name {spec.name!r} is taken by an earlier --model; "
+                f"give each arm its own name (e.g. --model other={text})"
+            )
+        specs[spec.name] = spec
+    return list(specs.values())
 
 
 def _looks_like_hub_id(name: str) -> bool:

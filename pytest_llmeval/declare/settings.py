@@ -47,6 +47,6 @@ class Settings:
     """`--llmeval-baseline-arm`: the arm every other arm is compared with (None: the first)."""
 
     @property
-    def baseline(self) -> str:
-        """The baseline arm of comparisons: `baseline_arm`, else the first model's name."""
-        return self.baseline_arm or self.models[0].name
+    def model_names(self) -> list[str]:
+        """The names of the run's model arms, in `--model` order."""
+        return [spec.name for spec in self.models]

@@ -222,11 +222,16 @@ class Task:
     Agreement runs: `reference` names a second model (same syntax as `--model`, overridden by
     `--compare-backend`); every item then runs on both and passes when their labels agree.
     `binary_of` maps a fine-grained label to its binary class for the binary agreement rate.
+
+    Arms: `variants` maps a name to a prompt (anything `prompt=` takes) instead of `prompt`;
+    every variant runs on every model, each an arm of its own (`gsm8k/test/0042[cot]`, with
+    several models `[qwen7b-cot]`). `models` names the `--model` arms this task runs on (all
+    of the run's when None); a run with none of them skips the task, saying which it needs.
     """
 
     name: str
     data: DataSource
-    prompt: PromptBuilder | ChatPrompt
+    prompt: PromptBuilder | ChatPrompt | None
     target: str | Callable[[Row], str]
     scorer: ScoreFn | str
     generation: Generation = field(default_factory=Generation)
@@ -236,6 +241,8 @@ class Task:
     description: str = ""
     reference: str | None = None
     binary_of: Callable[[str], str] | None = None
+    variants: Mapping[str, PromptBuilder | ChatPrompt] | None = None
+    models: Sequence[str] | None = None
     # Why this declaration cannot run (unknown or missing fields, bad values), else None.
     problem: str | None = field(default=None, init=False, compare=False, repr=False)
 
@@ -252,7 +259,10 @@ class Task:
         object.__setattr__(self, "problem", problem)
 
     def _validate(self, kwargs: dict[str, Any]) -> None:
-        missing = [n for n in ("name", "data", "prompt", "target", "scorer") if n not in kwargs]
+        required = ("name", "data", "target", "scorer")
+        missing = [n for n in required if n not in kwargs]
+        if "prompt" not in kwargs and "variants" not in kwargs:
+            missing.insert(2, "prompt")
         if missing:
             raise TaskError(f"Task is missing required field(s): {', '.join(missing)}")
         if not isinstance(self.name, str) or not re.fullmatch(r"[\w.\-]+", self.name):
@@ -273,11 +283,59 @@ class Task:
                 f"or the name of a registered scorer, got {type(self.scorer).__name__}"
             )
         object.__setattr__(self, "gates", tuple(self.gates))
+        self._check_arms()
 
-    def messages(self, row: Row) -> list[Message]:
-        """The chat messages for one row (raises TaskError naming a missing field, or what a
-        prompt function returned instead of chat messages)."""
-        messages = self.prompt(row)
+    def _check_arms(self) -> None:
+        """`prompt` xor `variants` (names fit an id); `models` a list of arm names."""
+        if self.variants is not None:
+            if self.prompt is not None:
+                raise TaskError(
+                    f"Task {self.name}: give prompt= or variants=, not both (put the single "
+                    "prompt among the variants under a name of its own)"
+                )
+            if not isinstance(self.variants, Mapping) or not self.variants:
+                raise TaskError(
+                    f"Task {self.name}: variants= must be a non-empty dict of name -> prompt, "
+                    f"e.g. {{'plain': ChatPrompt(...), 'cot': ChatPrompt(...)}}"
+                )
+            for variant, prompt in self.variants.items():
+                if not isinstance(variant, str) or not re.fullmatch(r"[\w.\-]+", variant):
+                    raise TaskError(
+                        f"Task {self.name}: variant name {variant!r} must be a word (letters, "
+                        "digits, _ . -): it goes into item ids"
+                    )
+                if not callable(prompt):
+                    raise TaskError(
+                        f"Task {self.name}: variant {variant!r} must be a ChatPrompt or a "
+                        f"function row -> messages, got {type(prompt).__name__}"
+                    )
+            object.__setattr__(self, "variants", dict(self.variants))
+        elif not callable(self.prompt):
+            raise TaskError(
+                f"Task {self.name}: prompt= must be a ChatPrompt or a function row -> "
+                f"messages, got {type(self.prompt).__name__}"
+            )
+        if self.models is not None:
+            models = [self.models] if isinstance(self.models, str) else self.models
+            if not models or not all(isinstance(m, str) and m for m in models):
+                raise TaskError(
+                    f"Task {self.name}: models= must be a list of --model arm names, "
+                    f"e.g. ['pipeline'], got {self.models!r}"
+                )
+            object.__setattr__(self, "models", tuple(models))
+
+    def prompts(self) -> dict[str | None, PromptBuilder | ChatPrompt]:
+        """Variant name -> prompt; `{None: prompt}` for a task with a single prompt."""
+        if self.variants is not None:
+            return {name: prompt for name, prompt in self.variants.items()}
+        assert self.prompt is not None  # checked at declaration
+        return {None: self.prompt}
+
+    def messages(self, row: Row, variant: str | None = None) -> list[Message]:
+        """The chat messages for one row under one prompt variant (None: the task's single
+        prompt); raises TaskError naming a missing field, or what a prompt function returned
+        instead of chat messages."""
+        messages = self.prompts()[variant](row)
         if not _is_chat(messages):
             raise TaskError(
                 "the prompt function must return a list of chat messages "
@@ -299,8 +357,9 @@ class Task:
     def required_fields(self) -> set[str]:
         """Row fields the declaration names directly (checked before any generation)."""
         needed: set[str] = set()
-        if isinstance(self.prompt, ChatPrompt):
-            needed |= self.prompt.fields()
+        for prompt in self.prompts().values():
+            if isinstance(prompt, ChatPrompt):
+                needed |= prompt.fields()
         if isinstance(self.target, str):
             needed.add(self.target)
         if self.label_field:

@@ -125,7 +125,8 @@ class ModelResult:
 
 @dataclass
 class TaskResult:
-    """One task: what it declared, where its rows came from and the result per model."""
+    """One task: what it declared, where its rows came from and the result per arm (a model,
+    or a model and a prompt variant)."""
 
     __pydantic_config__ = SCHEMA_CONFIG
 
@@ -137,7 +138,8 @@ class TaskResult:
     rows: int | None
     """Rows in the dataset before `--limit` or deselection."""
     models: dict[str, ModelResult]
-    """Per model; empty when the task ran no items (see `no_data`)."""
+    """Per arm: the model's name, or for a task with prompt variants `<model>-<variant>`
+    (the variant alone with one model); empty when the task ran no items (see `no_data`)."""
     data: DataOrigin | None = None
     """Where the rows came from, decided once per run, and the SHA-256 of the rows used."""
     declaration: TaskDeclaration | None = None

@@ -1,8 +1,10 @@
 """Turning a `Task` found in a test module into items, identically on every worker and run.
 
-Item ids are `<task>/<split>/<row index>` (plus `[model]` when several models run), in row
-order per model. A task whose data is missing becomes one skipped item saying how to provide
-it; a task that is broken becomes one error item. Neither stops the rest of the session.
+Item ids are `<task>/<split>/<row index>` (plus `[arm]` when several arms run: a model, a
+prompt variant, or both as `model-variant`), in row order per model and variant. A task
+whose data is missing, or that runs on none of the run's models (`Task(models=...)`), becomes
+one skipped item saying how to provide it (or which model it needs); a task that is broken
+becomes one error item. Neither stops the rest of the session.
 
 A Task object is collected once per session, in the first test module (in collection order)
 that holds it: importing it into a second module does not run it twice. Two different Task
@@ -20,7 +22,7 @@ from pytest_llmeval.analyze.gates import GateError, parse_gate
 from pytest_llmeval.analyze.record import TaskInfo
 from pytest_llmeval.declare.data import DataUnavailable, LoadedRows, RowError, load_rows
 from pytest_llmeval.declare.describe import data_origin, declaration
-from pytest_llmeval.declare.ids import item_id, node_name
+from pytest_llmeval.declare.ids import arm_name, item_id, node_name
 from pytest_llmeval.declare.models import ModelSpec, UnknownModel, resolve_model
 from pytest_llmeval.declare.sampling import sample_indices
 from pytest_llmeval.declare.settings import Settings
@@ -84,6 +86,9 @@ def items_for_task(
     function; it raises TaskError for an unknown name. `hub` is the run's decision whether
     the Hub is reachable (None: ask here).
     """
+    models = [] if task.problem else _models_of(task, settings)
+    if not task.problem and not models:  # before its data is loaded: it will not run
+        return [_problem(collector, task, _absent_models(task, settings), skip=True, absent=True)]
     try:
         if task.problem:
             raise TaskError(task.problem)
@@ -113,16 +118,27 @@ def items_for_task(
         data=data_origin(task.data, loaded, chosen),
         declaration=declaration(task),
     )
+    # The bracket names the arm whenever the run or the task has several (ids stay stable
+    # when `models=` runs a task on one of them).
     several = len(settings.models) > 1
+    variants = list(task.prompts())
+    bracketed = several or variants != [None]
     checked = checked_rows(chosen, settings.invariance_check, task.generation.seed)
     items: list[pytest.Item] = []
-    for spec in settings.models:
+    for spec, variant in ((spec, variant) for spec in models for variant in variants):
+        arm = arm_name(spec.name, variant, several)
         for index in chosen:
             identity = item_id(task.name, loaded.split, index)
+            name = node_name(identity, arm if bracketed else None)
             items.append(
                 EvalItem.from_parent(
                     collector,
-                    name=node_name(identity, spec.name if several else None),
+                    name=name,
+                    # pytest >= 9 reads a saved id's `[...]` as parameters (`--lf`): an id
+                    # built from the same text compares equal, one built from the name not.
+                    nodeid=f"{collector.nodeid}::{name}",
+                    arm=arm,
+                    variant=variant,
                     task=task,
                     task_info=info,
                     scorer=scorer,
@@ -137,6 +153,24 @@ def items_for_task(
     return items
 
 
+def _models_of(task: Task, settings: Settings) -> list[ModelSpec]:
+    """The run's models this task runs on: all of them, or those its `models=` names."""
+    if task.models is None:
+        return list(settings.models)
+    return [spec for spec in settings.models if spec.name in task.models]
+
+
+def _absent_models(task: Task, settings: Settings) -> str:
+    """Why a task with `models=` runs on none of this run's models, and the fix."""
+    wanted = ", ".join(task.models or ())
+    first = (task.models or ("ARM",))[0]
+    return (
+        f"task {task.name} runs only on model arm(s) {wanted}, not among this run's models "
+        f"({', '.join(spec.name for spec in settings.models)}): add --model {first}=SPEC "
+        "or change the task's models="
+    )
+
+
 def _reference(task: Task, settings: Settings) -> ModelSpec | None:
     """The reference backend for agreement runs: --compare-backend, else the task's own."""
     if settings.reference is not None:
@@ -146,9 +180,12 @@ def _reference(task: Task, settings: Settings) -> ModelSpec | None:
     return None
 
 
-def _problem(collector: pytest.Collector, task: Task, message: str, skip: bool) -> pytest.Item:
+def _problem(
+    collector: pytest.Collector, task: Task, message: str, skip: bool, absent: bool = False
+) -> pytest.Item:
     """The one item of a task that cannot run; its TaskInfo tells the controller why, so
-    the task's gates fail ("no data: ...") instead of going unchecked."""
+    the task's gates fail ("no data: ...") instead of going unchecked, or, for a task this
+    run has none of the models of (`absent`), are reported as not evaluated."""
     name = task.name if isinstance(task.name, str) and task.name else "task"
     valid = not task.problem
     info = TaskInfo(
@@ -159,7 +196,8 @@ def _problem(collector: pytest.Collector, task: Task, message: str, skip: bool) 
         gates=_parseable(task.gates, name) if valid else [],
         declaration=declaration(task) if valid else None,
         no_data=message,
-        data_missing=skip,
+        data_missing=skip and not absent,
+        models_absent=absent,
     )
     item: pytest.Item = TaskProblemItem.from_parent(
         collector, name=name, problem=message, skip=skip, task_info=info

@@ -38,7 +38,7 @@ class ItemError(Exception):
 
 
 class EvalItem(pytest.Item):
-    """One dataset row evaluated on one model."""
+    """One dataset row evaluated on one model under one prompt variant (one arm)."""
 
     def __init__(
         self,
@@ -52,9 +52,15 @@ class EvalItem(pytest.Item):
         item_id: str,
         reference: ModelSpec | None = None,
         invariance_check: bool = False,
+        arm: str | None = None,
+        variant: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.arm = arm or spec.name
+        """The item's arm (`pytest_llmeval.declare.ids.arm_name`)."""
+        self.variant = variant
+        """The task's prompt variant this item runs (None: its single prompt)."""
         self.task = task
         self.task_info = task_info
         self.scorer = scorer
@@ -73,7 +79,8 @@ class EvalItem(pytest.Item):
         return self.spec
 
     def batch_key(self) -> Hashable:
-        """Items with equal keys may share a generation batch."""
+        """Items with equal keys may share a generation batch (a task's prompt variants do:
+        their requests differ only in their messages)."""
         return (self.spec.name, self.task.name, self.task.generation)
 
     def request(self) -> GenerationRequest:
@@ -81,7 +88,7 @@ class EvalItem(pytest.Item):
         if isinstance(self.row, RowError):
             raise ItemError(f"data error: {self.row.message}")
         try:
-            messages = self.task.messages(self.row)
+            messages = self.task.messages(self.row, self.variant)
         except TaskError as exc:
             raise ItemError(f"task {self.task.name}: {exc}") from None
         return GenerationRequest(messages, self.task.generation, item_id=self.item_id)
@@ -93,7 +100,15 @@ class EvalItem(pytest.Item):
             label = self.row.get(self.task.label_field)
         split = self.task_info.split or ""
         return records.ItemFacts(
-            self.item_id, self.nodeid, self.task.name, self.spec.name, split, self.row_index, label
+            self.item_id,
+            self.nodeid,
+            self.task.name,
+            self.spec.name,
+            split,
+            self.row_index,
+            label,
+            arm=self.arm,
+            variant=self.variant,
         )
 
     def setup(self) -> None:

@@ -7,14 +7,14 @@ type itself is `pytest_llmeval.analyze.record.ItemRecord`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_llmeval.analyze.plain import RecordValueError, plain_value
 from pytest_llmeval.analyze.record import Comparison, ItemRecord, Label, Outcome
 from pytest_llmeval.backends import GenerationResult
-from pytest_llmeval.declare.ids import parse_nodeid
+from pytest_llmeval.declare.ids import arm_parts, parse_nodeid
 from pytest_llmeval.score.scorers import Score
 
 
@@ -29,6 +29,9 @@ class ItemFacts:
     split: str
     row_index: int
     label: Any = None
+    arm: str | None = None
+    """The item's arm; None: the model's name."""
+    variant: str | None = None
 
 
 def evaluated(
@@ -80,32 +83,41 @@ def errored(facts: ItemFacts, *, worker: str | None, target: str | None, error: 
     )
 
 
-def crashed(nodeid: str, error: str, default_model: str, worker: str | None) -> ItemRecord:
+def crashed(nodeid: str, error: str, models: str | Sequence[str], worker: str | None) -> ItemRecord:
     """The record of an eval item whose worker died while running it, from its node id
-    (`error`: the one-line message, "worker crashed while ...")."""
-    return _unfinished(nodeid, error, default_model, worker)
+    (`error`: the one-line message, "worker crashed while ..."; `models`: the run's model
+    names, or the first one)."""
+    return _unfinished(nodeid, error, models, worker)
 
 
-def not_run(nodeid: str, reason: str, default_model: str) -> ItemRecord:
+def not_run(nodeid: str, reason: str, models: str | Sequence[str]) -> ItemRecord:
     """The record of a selected eval item that never ran (`reason`: "not run: why")."""
-    return _unfinished(nodeid, reason, default_model, None)
+    return _unfinished(nodeid, reason, models, None)
 
 
-def _unfinished(nodeid: str, error: str, default_model: str, worker: str | None) -> ItemRecord:
-    """An error record built on the controller from the node id alone."""
+def _unfinished(
+    nodeid: str, error: str, models: str | Sequence[str], worker: str | None
+) -> ItemRecord:
+    """An error record built on the controller from the node id alone: its bracket is the
+    arm, read back into model and variant against the run's model names."""
     parsed = parse_nodeid(nodeid)
     if parsed is None:
         raise ValueError(f"not an eval item's node id: {nodeid!r}")
+    names = [models] if isinstance(models, str) else list(models)
+    arm = parsed.model or names[0]
+    model, variant = arm_parts(arm, names)
     return ItemRecord(
         id=parsed.item_id,
         nodeid=nodeid,
         task=parsed.task,
-        model=parsed.model or default_model,
+        model=model,
         split=parsed.split,
         row_index=parsed.row,
         source="task",
         outcome="error",
         error=error,
+        arm=arm,
+        variant=variant,
         worker=worker,
     )
 
@@ -186,6 +198,8 @@ def _identity(facts: ItemFacts) -> dict[str, Any]:
         "split": facts.split,
         "row_index": facts.row_index,
         "label": _json_label(facts.label),
+        "arm": facts.arm or facts.model,
+        "variant": facts.variant,
     }
 
 
