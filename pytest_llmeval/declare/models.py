@@ -97,6 +97,7 @@ def load_user_aliases(rootdir: Path) -> dict[str, ModelSpec]:
     backend = "transformers"       # optional
     vram_gb = 16                   # optional
     revision = "main"              # optional
+    setup = "pkg.mod:install"      # optional arm state (ArmState): setup, teardown, patch, lock
     """
     pyproject = rootdir / "pyproject.toml"
     if not pyproject.is_file():
