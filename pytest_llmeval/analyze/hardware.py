@@ -61,6 +61,13 @@ class ModelLoad:
     """Items of this model on this worker that errored because of `error` (the model could
     not be created or loaded); the first item's record carries the whole error, the others a
     short reference. 0 when the model loaded."""
+    arm_state: dict[str, Any] | None = None
+    """The arm's server state (an alias's `setup` / `teardown` / `patch` keys), None without
+    one: `setup` and `teardown` (`module:function`), `patch` (the payload file's absolute
+    path), `patch_sha256` (hex SHA-256 of its bytes, as sent to setup and in the cache key),
+    `patch_bytes` (its size), `lock` (the lock file held from setup to teardown) and
+    `applied_batches` (generations on this worker with the state applied; 0 when every item
+    came from the cache)."""
     backend_info: dict[str, Any] = field(default_factory=dict)
     """Everything else the backend reports: identity (model id, revision or weights hash,
     dtype, chat template hash), device, and backend-specific settings."""

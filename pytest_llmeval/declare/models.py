@@ -32,6 +32,7 @@ class ModelSpec:
     vram_gb: float | None = None
     revision: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    arm_state: ArmState | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Name, backend, model id, VRAM estimate and revision as plain JSON."""
@@ -42,6 +43,28 @@ class ModelSpec:
             "vram_gb": self.vram_gb,
             "revision": self.revision,
         }
+
+
+@dataclass(frozen=True)
+class ArmState:
+    """State an arm needs on the thing it runs against (a hooked server), from an alias's
+    `setup`, `teardown`, `patch` and `lock` keys. The worker applies it around each of the
+    arm's batches, under a lock file, so the state holds while, and only while, that arm's
+    requests generate (`run/arm_state.py`)."""
+
+    setup: str | None = None
+    """`module:function` called with the arm before each of its batches (installs the patch)."""
+    teardown: str | None = None
+    """`module:function` called with the arm after each of its batches (removes it)."""
+    patch: str | None = None
+    """Absolute path of the patch payload file: its bytes go to `setup`, its SHA-256 into
+    the arm's cache key and the report."""
+    lock: str = "arm-state"
+    """Name of the machine-wide lock held from setup to teardown: arms that share one
+    server's state must share a lock (the default); arms on separate servers may not."""
+
+
+ARM_KEYS = ("setup", "teardown", "patch", "lock")
 
 
 # Approximate VRAM for bf16 weights plus ~10% for activations and KV cache at modest batch sizes.
@@ -75,6 +98,7 @@ def load_user_aliases(rootdir: Path) -> dict[str, ModelSpec]:
     backend = "transformers"       # optional
     vram_gb = 16                   # optional
     revision = "main"              # optional
+    setup = "pkg.mod:install"      # optional arm state (ArmState): setup, teardown, patch, lock
     """
     pyproject = rootdir / "pyproject.toml"
     if not pyproject.is_file():
@@ -87,9 +111,8 @@ def load_user_aliases(rootdir: Path) -> dict[str, ModelSpec]:
             raise UnknownModel(
                 f'{pyproject}: [tool.llmeval.models.{alias}] needs model = "<hub id or dir>"'
             )
-        extra = {
-            k: v for k, v in entry.items() if k not in {"model", "backend", "vram_gb", "revision"}
-        }
+        fixed = {"model", "backend", "vram_gb", "revision", *ARM_KEYS}
+        extra = {k: v for k, v in entry.items() if k not in fixed}
         aliases[alias] = ModelSpec(
             name=alias,
             backend=str(entry.get("backend", DEFAULT_BACKEND)),
@@ -97,8 +120,40 @@ def load_user_aliases(rootdir: Path) -> dict[str, ModelSpec]:
             vram_gb=entry.get("vram_gb"),
             revision=entry.get("revision"),
             options=extra,
+            arm_state=_arm_state(pyproject, alias, entry),
         )
     return aliases
+
+
+def _arm_state(pyproject: Path, alias: str, entry: Mapping[str, Any]) -> ArmState | None:
+    """The alias's arm-state keys checked (a usage error names the key and the fix), the
+    patch path resolved against the pyproject's folder; None when it has none."""
+    given = {key: entry[key] for key in ARM_KEYS if key in entry}
+    if not given:
+        return None
+    where = f"{pyproject}: [tool.llmeval.models.{alias}]"
+    for key, value in given.items():
+        if not isinstance(value, str) or not value.strip():
+            raise UnknownModel(f"{where} {key} must be a non-empty string, got {value!r}")
+    for key in ("setup", "teardown"):
+        module, sep, function = given.get(key, "m:f").partition(":")
+        if not (sep and module and function):
+            raise UnknownModel(f'{where} {key} = "package.module:function", got {given[key]!r}')
+    if not re.fullmatch(r"[\w.-]+", given.get("lock", "x")):
+        raise UnknownModel(f"{where} lock names a lock file: letters, digits, _ . - only")
+    patch = None
+    if "patch" in given:
+        path = pyproject.parent / Path(given["patch"]).expanduser()
+        if not path.is_file():
+            raise UnknownModel(
+                f"{where} patch: no such file {str(path)!r} (a path relative to {pyproject.parent})"
+            )
+        patch = str(path.resolve())
+    if "setup" not in given and "teardown" not in given:
+        raise UnknownModel(f"{where} has {', '.join(given)} but no setup or teardown to apply it")
+    return ArmState(
+        given.get("setup"), given.get("teardown"), patch, given.get("lock", "arm-state")
+    )
 
 
 def resolve_model(name: str, user_aliases: Mapping[str, ModelSpec] | None = None) -> ModelSpec:

@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 
 from pytest_llmeval.backends import Backend, BatchPartiallyFailed, GenerationResult
 from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.run.arm_state import ArmStateError
 from pytest_llmeval.run.batch_energy import remote, with_energy
 from pytest_llmeval.run.cache import GenerationCache
 from pytest_llmeval.run.crash_journal import BatchJournal
 from pytest_llmeval.run.jobs import Job, Pending, PlannedBatch, check_prompts, cut, make_job
+from pytest_llmeval.run.meters import EnergyMeter
 from pytest_llmeval.run.resident import ResidentModels
 from pytest_llmeval.run.stream import ShareStream, streams
 
@@ -93,6 +95,8 @@ class Engine(ResidentModels):
         backend = self.backend(item.model_spec)
         size = max(1, self.batch_size or backend.default_batch_size)
         identity = dict(backend.identity())
+        if backend.spec.name in self.arm_states:  # its patch and setup: part of its key
+            identity["arm_state"] = self.arm_states[backend.spec.name].identity()
         invariant = self._invariant_mode(backend, item)
         if invariant:
             # Its own cache entries: a padded generation of an ordinary run is not served here.
@@ -118,7 +122,12 @@ class Engine(ResidentModels):
         to_generate = self._fitting(backend, self._serve_from_cache(share))
         if stream:
             batches = cut(backend, to_generate, max(1, len(to_generate)), False)
-            ShareStream(self, backend, [job for b in batches for job in b], size).run()
+            jobs = [job for b in batches for job in b]
+            try:
+                with self.applied(backend):
+                    ShareStream(self, backend, jobs, size).run()
+            except ArmStateError as exc:
+                self._arm_failed(jobs, exc)
             if item.nodeid not in self.results:  # never submitted: the stream failed
                 self._run_batch(backend, [share[0]], retry=False)
             return
@@ -175,7 +184,8 @@ class Engine(ResidentModels):
         if self.journal is not None:
             self.journal.begin([item.nodeid])
         try:
-            (result,) = backend.generate([item.request()], batch_id)
+            with self.applied(backend):
+                (result,) = backend.generate([item.request()], batch_id)
         finally:
             if self.journal is not None:
                 self.journal.clear()
@@ -207,6 +217,26 @@ class Engine(ResidentModels):
             for job in jobs:
                 self.results[job.item.nodeid] = self._unavailable(backend.spec.name, exc)
             return
+        try:
+            with self.applied(backend):  # an arm's server state, under its lock (arm_state.py)
+                self._generate_batch(backend, meter, jobs, retry)
+        except ArmStateError as exc:
+            self._arm_failed(jobs, exc)
+
+    def _arm_failed(self, jobs: list[Job], exc: ArmStateError) -> None:
+        """An arm's setup or teardown failed: jobs without a result get the error; when the
+        generations were made (teardown failed) they stand, and a warning says the server
+        may still hold the arm's state."""
+        if all(job.item.nodeid in self.results for job in jobs):
+            warnings.warn(
+                f"llmeval: {exc}; the server may still hold this arm's state", stacklevel=2
+            )
+        for job in jobs:
+            self.results.setdefault(job.item.nodeid, exc)
+
+    def _generate_batch(
+        self, backend: Backend, meter: EnergyMeter | None, jobs: list[Job], retry: bool
+    ) -> None:
         self.batches_run += 1
         self._tell("batch", backend.spec.name, items=len(jobs))
         batch_id = f"{self.run_token}-{self.worker}-{os.getpid()}-{self.batches_run}"

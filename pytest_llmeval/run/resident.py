@@ -14,15 +14,18 @@ models occupy (`run/energy_sources.py`), none for a remote backend. At the end, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_llmeval.analyze.hardware import ModelLoad
 from pytest_llmeval.backends import Backend, BackendError, one_line
 from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.run.arm_state import ArmSetup
 from pytest_llmeval.run.batch_energy import NO_LOAD, REMOTE, load_energy
 from pytest_llmeval.run.energy_sources import EnergyScope, scope_of
 from pytest_llmeval.run.meters import EnergyMeter
@@ -43,6 +46,8 @@ class ResidentModels:
     make_backend: Callable[[ModelSpec], Backend]
     worker: str = field(default_factory=lambda: os.environ.get("PYTEST_XDIST_WORKER", "main"))
     backends: dict[str, Backend] = field(default_factory=dict)
+    # Per model with an alias's setup/teardown: its state, applied around its generations.
+    arm_states: dict[str, ArmSetup] = field(default_factory=dict)
     failed: dict[str, tuple[BaseException, float]] = field(default_factory=dict)
     # One meter per distinct device set (a worker may hold models on different GPUs); per
     # model its meter (None: a remote backend, never metered) and its load window's figures.
@@ -66,11 +71,19 @@ class ResidentModels:
         started = time.perf_counter()
         try:
             backend = self.make_backend(spec)
+            if spec.arm_state is not None:  # a missing setup is the model's error, like a backend's
+                self.arm_states[spec.name] = ArmSetup(spec, self.worker)
         except Exception as exc:
             self.failed[spec.name] = (exc, time.perf_counter() - started)
             raise self._unavailable(spec.name, exc) from exc
         self.backends[spec.name] = backend
         return backend
+
+    def applied(self, backend: Backend) -> AbstractContextManager[None]:
+        """Around a generation of `backend`'s model: its arm state applied under its lock
+        (run/arm_state.py), or nothing for a model without one."""
+        state = self.arm_states.get(backend.spec.name)
+        return contextlib.nullcontext() if state is None else state.applied()
 
     def _unavailable(self, name: str, exc: BaseException) -> ModelUnavailable:
         """The error of one more item whose model `name` did not load (counted): the whole
@@ -142,6 +155,8 @@ class ResidentModels:
             energy = None if meter is None else meter.describe()
             load = self.loaded.get(name) or {"load_energy_reason": NOT_LOADED}
             record = ModelLoad.from_info(self.worker, name, backend.info(), energy, load)
+            if name in self.arm_states:
+                record.arm_state = self.arm_states[name].info()
             if name in self.load_errors:  # created, but its weights did not load
                 record.error = _describe(self.load_errors[name])
                 record.items_errored = self.unavailable_items.get(name, 0)

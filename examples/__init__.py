@@ -1,0 +1,1 @@
+"""Examples shipped with pytest_llmeval (importable from the repository root)."""
