@@ -50,6 +50,7 @@ SCRIPTS: dict[str, list[str]] = {
     "bench_cache.py": ["--items", "8", "--max-new-tokens", "32"],
     "bench_throughput.py": ["--items", "8", "--batch-size", "4", "--max-new-tokens", "32"],
     "bench_invariance.py": ["--items", "8", "--max-new-tokens", "16", "--rounds", "1"],
+    "bench_arms.py": ["--items", "4", "--max-new-tokens", "16", "--rounds", "1"],
 }
 VERSIONS = ("torch", "transformers", "vllm", "pytest", "pytest-benchmark", "rapidfuzz")
 
