@@ -31,11 +31,10 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import _shipped_prompt, gsm8k_rows
+from common import _shipped_prompt, attention, gsm8k_rows
 
 VARIANTS = ("static", "continuous", "continuous_eager")
 
@@ -50,16 +49,6 @@ def requests_for(n: int, max_new_tokens: int) -> list[Any]:
         GenerationRequest([{"role": "user", "content": template.format(**row)}], settings, f"{i}")
         for i, row in enumerate(gsm8k_rows(n))
     ]
-
-
-@contextlib.contextmanager
-def attention(model: Any, implementation: str) -> Iterator[None]:
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(implementation)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
 
 
 def run(backends: dict[str, Any], variant: str, batches: list[list[int]], requests: list[Any],

@@ -21,14 +21,13 @@ whether all its texts equal the baseline's. Variants:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import gsm8k_rows
+from common import attention, gsm8k_rows
 
 from pytest_llmeval.backends.hf_decoding import neutral_generation_config, pinned_generation_config
 from pytest_llmeval.backends.transformers_backend import TransformersBackend, TransformersOptions
@@ -47,16 +46,6 @@ def prompts(backend: TransformersBackend, n: int) -> list[str]:
         backend.render([{"role": "user", "content": template.format(**row)}])
         for row in gsm8k_rows(n)
     ]
-
-
-@contextlib.contextmanager
-def attention(model: Any, implementation: str) -> Iterator[None]:
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(implementation)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
 
 
 def generate(

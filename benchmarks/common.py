@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("LLMEVAL_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -52,3 +55,14 @@ def _shipped_prompt() -> str:
     source = (REPO / "evals" / "test_gsm8k.py").read_text()
     exec(compile(source.split("gsm8k = Task(")[0], "test_gsm8k.py", "exec"), namespace)
     return str(namespace["PROMPT"])
+
+
+@contextlib.contextmanager
+def attention(model: Any, implementation: str) -> Iterator[None]:
+    """A transformers model with another attention implementation for the block's duration."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)

@@ -15,6 +15,10 @@ from pytest_llmeval.backends.weights import CACHE_ENV, model_cache_dir
 from pytest_llmeval.declare import data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The shipped GSM8K eval's source, for tests that write it into a pytester project. Kept here,
+#: torch-free: importing a module that imports torch inside a pytester test puts torch in the
+#: run's sys.modules snapshot, which drops it afterwards, and the next torch import segfaults.
+GSM8K_EVAL = (REPO_ROOT / "evals" / "test_gsm8k.py").read_text()
 
 
 def _preload_parquet_writer() -> None:

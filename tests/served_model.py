@@ -31,6 +31,42 @@ def embedded_model_dir() -> str:
 
 
 @contextmanager
+def running_server(
+    name: str,
+    command: list[str],
+    ready_url: str,
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path | None = None,
+) -> Iterator[None]:
+    """Start `command` (its output to `log_path`), wait (bounded) until `ready_url` answers,
+    and stop it on exit, killing it if it does not stop in time; `name` is for errors."""
+    with log_path.open("w") as log:
+        server = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + STARTUP_LIMIT_S
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"{name} exited: {log_path.read_text()[-2000:]}")
+            try:
+                if requests.get(ready_url, timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not up after {STARTUP_LIMIT_S}s")
+            time.sleep(0.5)
+        yield
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+@contextmanager
 def served_embedded_model(log_path: Path) -> Iterator[str]:
     """Start the server, wait (bounded) until it answers, yield its base URL, stop it."""
     executable = shutil.which("transformers", path=str(Path(sys.executable).parent))
@@ -41,27 +77,6 @@ def served_embedded_model(log_path: Path) -> Iterator[str]:
     command = [executable, "serve", model_dir, "--device", "cpu", "--dtype", "float32",
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    with log_path.open("w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + STARTUP_LIMIT_S
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"transformers serve exited: {log_path.read_text()[-2000:]}")
-                try:
-                    if requests.get(f"{base}/health", timeout=2).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"transformers serve not up after {STARTUP_LIMIT_S}s")
-                time.sleep(0.5)
-            yield f"{base}/v1"
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=10)
+    base = f"http://127.0.0.1:{port}"
+    with running_server("transformers serve", command, f"{base}/health", log_path, env):
+        yield f"{base}/v1"

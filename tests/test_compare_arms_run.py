@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, assert_valid_run, run_evals, shared_data_dir
+from conftest import GSM8K_EVAL, assert_valid_run, run_evals, shared_data_dir
 from pytest_llmeval.analyze.paired import PairCounts, mcnemar_exact, paired_difference_interval
 
 BASE = "callable:answers:reply"
@@ -176,12 +176,9 @@ STABLE = ["n", "wins", "losses", "ties", "delta", "delta_ci95", "p_value", "won"
 def test_embedded_model_against_a_callable_arm_same_figures_with_xdist(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Read the shipped eval directly: importing test_real_model here would import torch inside
-    # pytester's sys.modules snapshot, which drops it afterwards and breaks the next import.
-    gsm8k_eval = (REPO_ROOT / "evals" / "test_gsm8k.py").read_text()
     monkeypatch.setenv("PYTHONPATH", str(pytester.path), prepend=":")
     monkeypatch.setenv("ORACLE_DATA", str(shared_data_dir()))
-    short = gsm8k_eval.replace("max_new_tokens=256", "max_new_tokens=32")
+    short = GSM8K_EVAL.replace("max_new_tokens=256", "max_new_tokens=32")
     pytester.makepyfile(test_gsm8k=short, oracle=ORACLE_MODULE)
 
     def run(folder: str, *args: str) -> dict[str, Any]:

@@ -7,19 +7,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 import pytest
 import requests
-from served_model import embedded_model_dir, free_port
+from served_model import embedded_model_dir, free_port, running_server
 
-from conftest import REPO_ROOT, assert_valid_run, shared_data_dir
+from conftest import GSM8K_EVAL, REPO_ROOT, assert_valid_run, shared_data_dir
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -28,7 +26,6 @@ EXAMPLE = REPO_ROOT / "examples" / "hooks_server"
 PATCH = json.loads((EXAMPLE / "patch.json").read_text())
 [HOOKED] = [hook["module"] for hook in PATCH["hooks"]]
 BASELINE = "callable:examples.hooks_server.client:baseline"
-STARTUP_LIMIT_S = 180
 PROMPT = (
     "Solve the following math problem step by step. "
     "At the end, write the final answer on its own line in the form '#### <number>'.\n\n"
@@ -44,32 +41,9 @@ def hooks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     command = [sys.executable, "-m", "examples.hooks_server.server", "--model",
                embedded_model_dir(), "--port", str(port), "--threads", "1"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_LIMIT_S
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"hooks server exited: {log.read_text()[-2000:]}")
-            try:
-                if requests.get(f"{url}/api/hooks", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"hooks server not up after {STARTUP_LIMIT_S}s")
-            time.sleep(0.5)
+    with running_server("hooks server", command, f"{url}/api/hooks", log, env, cwd=REPO_ROOT):
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
 
 
 def gsm8k_questions(n: int) -> list[str]:
@@ -152,7 +126,6 @@ STABLE = ["n", "wins", "losses", "ties", "delta", "delta_ci95", "p_value", "won"
 def abproject(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, hooks_server: str
 ) -> pytest.Pytester:
-    from test_real_model import GSM8K_EVAL
 
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT), prepend=os.pathsep)
     monkeypatch.setenv("HOOKS_SERVER_URL", hooks_server)

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO_ROOT, assert_valid_run, shared_data_dir
+from conftest import GSM8K_EVAL, assert_valid_run, shared_data_dir
 from pytest_llmeval.backends import GenerationRequest
 from pytest_llmeval.declare.models import resolve_model
 from pytest_llmeval.declare.task import Generation
-
-GSM8K_EVAL = (REPO_ROOT / "evals" / "test_gsm8k.py").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ record keeps what was passed (`decoding`: the settings as a dict, `seed` None fo
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -37,7 +36,7 @@ from pytest_llmeval.backends import (
     GenerationRequest,
     GenerationResult,
 )
-from pytest_llmeval.backends.fingerprint import source_identity
+from pytest_llmeval.backends.fingerprint import import_target, source_identity
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
 
@@ -199,15 +198,5 @@ def _reply(target: str, value: Any) -> _Reply:
 
 
 def _import_function(target: str) -> Responder:
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute:
-        raise BackendError(f"callable backend needs 'module:function', got {target!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BackendError(f"callable backend cannot import {module_name!r}: {exc}") from None
-    function = getattr(module, attribute, None)
-    if not callable(function):
-        raise BackendError(f"{module_name!r} has no callable {attribute!r}")
-    responder: Responder = function
+    responder: Responder = import_target(target, "callable backend")
     return responder

@@ -1,20 +1,41 @@
-"""The source identity of a Python callable for the generation cache key: what its answers
-depend on besides the prompt, in a form that is the same in every process (file hashes and
-rendered arguments, never memory addresses), so an edit invalidates and a rerun hits."""
+"""Python callables named `module:function`: importing one (`import_target`) and its source
+identity for the generation cache key: what its answers depend on besides the prompt, in a
+form that is the same in every process (file hashes and rendered arguments, never memory
+addresses), so an edit invalidates and a rerun hits."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import inspect
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_llmeval.backends import BackendError
+
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _DEPTH = 4  # how deep containers in a partial's arguments are rendered
+
+
+def import_target(target: str, context: str) -> Callable[..., Any]:
+    """The callable `target` (`module:function`) names; a one-line `BackendError` starting with
+    `context` (who asked for it) when it is malformed, cannot be imported or is not callable."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise BackendError(f"{context} needs 'module:function', got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError(f"{context} cannot import {module_name!r}: {exc}") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise BackendError(f"{context}: {module_name!r} has no callable {attribute!r}")
+    found: Callable[..., Any] = function
+    return found
 
 
 def source_identity(target: str, function: Any) -> dict[str, Any]:

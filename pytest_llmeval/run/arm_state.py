@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llmeval.backends import BackendError, one_line
-from pytest_llmeval.backends.fingerprint import source_identity
+from pytest_llmeval.backends.fingerprint import import_target, source_identity
 from pytest_llmeval.declare.models import ModelSpec
 
 try:
@@ -184,13 +183,5 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 
 def _import(arm: str, key: str, target: str) -> Callable[[Arm], Any]:
-    module_name, _, attribute = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BackendError(f"arm {arm}: {key} cannot import {module_name!r}: {exc}") from None
-    function = getattr(module, attribute, None)
-    if not callable(function):
-        raise BackendError(f"arm {arm}: {key}: {module_name!r} has no callable {attribute!r}")
-    found: Callable[[Arm], Any] = function
+    found: Callable[[Arm], Any] = import_target(target, f"arm {arm}: {key}")
     return found
