@@ -35,6 +35,7 @@ from pytest_llmeval.report.compare_summary import terminal_section, write_compar
 from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo
 from pytest_llmeval.report.html import summary_html
 from pytest_llmeval.report.progress import Progress
+from pytest_llmeval.report.sampling_summary import sampling_table, write_samples_parquet
 from pytest_llmeval.report.summary import summary_markdown, summary_table
 from pytest_llmeval.report.writers import ReportWriter, write_agreement_table, write_items_parquet
 from pytest_llmeval.run import records
@@ -336,6 +337,8 @@ class Controller:
             report.files["agreement"] = "agreement.parquet"
         if write_comparison_table(self.compared().pairs, folder / "comparison.parquet"):
             report.files["comparison"] = "comparison.parquet"
+        if write_samples_parquet(self.records, folder / "samples.parquet"):
+            report.files["samples"] = "samples.parquet"
         write_items_parquet(self.records, folder / "items.parquet")
         summary = summary_markdown(report, facts.summaries, self.gate_results)
         (folder / "summary.md").write_text(summary, encoding="utf-8")
@@ -352,6 +355,9 @@ class Controller:
         for failure in load_failures(self.loads):
             terminalreporter.write_line(f"ERROR {failure}", red=True)
         terminalreporter.write_line(summary_table(self.summaries(), self.gate_results))
+        sampled = sampling_table(self.summaries())
+        if sampled:  # best-of-n tasks: random / majority / reranked / oracle side by side
+            terminalreporter.write_line(f"\nSampled candidates per item:\n{sampled}")
         table_path = self.report_path.parent / "comparison.parquet"
         arms = self.compared()
         for line in terminal_section(arms.comparisons, arms.pairs, table_path):

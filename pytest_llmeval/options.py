@@ -19,6 +19,7 @@ from pytest_llmeval.declare.models import (
 )
 from pytest_llmeval.declare.settings import CacheMode, Settings
 from pytest_llmeval.report.paths import report_paths_problem
+from pytest_llmeval.sampling_options import add_sampling_options, read_sampling
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -146,6 +147,7 @@ def add_options(parser: pytest.Parser) -> None:
         help="Batch only prompts of equal token length, so no prompt is padded (slower; "
         "backends that count prompt tokens)",
     )
+    add_sampling_options(group)
     parser.addini(
         "llmeval_allow_missing", "Default --llmeval-allow-missing", type="bool", default=False
     )
@@ -214,6 +216,7 @@ def read_settings(config: pytest.Config) -> Settings:
     gates = _gates(config)
     return Settings(
         baseline_arm=_baseline_arm(config, [spec.name for spec in models]),
+        sampling=read_sampling(config),
         models=models,
         reference=reference,
         aliases=aliases,

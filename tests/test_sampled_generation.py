@@ -125,9 +125,9 @@ def test_the_callable_gets_the_items_own_seed() -> None:
     # Sampled: the item's own seed; greedy draws nothing, so the task seed stays.
     assert [given.seed for given in GIVEN] == [seeds[0], seeds[1], 5]
     assert [r.decoding for r in results] == [
-        {**sampled.as_dict(), "stop": [], "seed": seeds[0]},
-        {**sampled.as_dict(), "stop": [], "seed": seeds[1]},
-        {**Generation(seed=5).as_dict(), "stop": [], "seed": None},
+        {**sampled.draw_dict(), "stop": [], "seed": seeds[0]},
+        {**sampled.draw_dict(), "stop": [], "seed": seeds[1]},
+        {**Generation(seed=5).draw_dict(), "stop": [], "seed": None},
     ]
 
 
@@ -194,7 +194,7 @@ def test_sampled_texts_do_not_depend_on_batch_size_workers_or_resume(
 def test_the_callable_records_what_it_was_given(evalproject: pytest.Pytester) -> None:
     run_evals(evalproject, "--llmeval-cache", "off")
     lines = (evalproject.path / "out" / "items.jsonl").read_text().splitlines()
-    decoding = Generation(max_new_tokens=16).as_dict()
+    decoding = Generation(max_new_tokens=16).draw_dict()
     assert [json.loads(line)["decoding"] for line in lines] == [
         {**decoding, "stop": [], "seed": None}
     ] * len(lines)

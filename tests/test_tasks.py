@@ -194,6 +194,9 @@ def test_missing_target_field_raises() -> None:
         ({"temperature": -0.1}, "temperature"),
         ({"top_p": 0.0}, "top_p"),
         ({"top_p": 1.5}, "top_p"),
+        ({"n": 0}, "Generation.n must be an integer >= 1"),
+        ({"n": 2.5, "temperature": 0.7}, "Generation.n must be an integer"),
+        ({"n": 5}, "needs sampling: set temperature > 0"),
     ],
 )
 def test_generation_validation(kwargs: dict[str, Any], fragment: str) -> None:
@@ -214,7 +217,11 @@ def test_generation_defaults_greedy() -> None:
         "seed": 0,
         "top_k": 0,
         "repetition_penalty": 1.0,
+        "n": 1,
     }
+    # One draw's settings (the cache key's, a callable's): n is how many draws, not how.
+    drawn = Generation(n=5, temperature=0.7).draw_dict()
+    assert drawn == Generation(n=1, temperature=0.7).draw_dict() and "n" not in drawn
 
 
 def test_generation_stop_list_becomes_tuple_and_is_hashable() -> None:

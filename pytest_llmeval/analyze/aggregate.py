@@ -22,6 +22,7 @@ from pytest_llmeval.analyze.hardware import ModelLoad, hardware_summary
 from pytest_llmeval.analyze.invariance import summarize_invariance
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import ItemRecord, TaskInfo
+from pytest_llmeval.analyze.sampling import ItemSamples, sampling_metrics
 from pytest_llmeval.analyze.stats import mean_interval, wilson_interval
 from pytest_llmeval.score.labels import INVALID
 
@@ -138,6 +139,7 @@ def summarize(
         **performance.energy(records),
         **_agreement(records),
         **summarize_invariance(records),
+        **_sampling(records),
         **extra,
     )
 
@@ -149,3 +151,43 @@ def _agreement(records: Sequence[ItemRecord]) -> dict[str, Any]:
         return {}
     # Items that errored before they could be compared (data, primary) count against agreement.
     return summarize_agreement(comparisons, uncompared=len(records) - len(comparisons))
+
+
+def _sampling(records: Sequence[ItemRecord]) -> dict[str, Any]:
+    """Best-of-n metrics when the records come from a sampled task, else nothing; an item
+    that errored counts as n wrong candidates (and a wrong selection, with a selector)."""
+    voted = [r.votes for r in records if r.votes is not None]
+    if not voted:
+        return {}
+    n = max(v.n for v in voted)
+    selecting = any(v.selector is not None for v in voted)
+    items = [
+        ItemSamples(
+            correct=tuple(s.correct for s in r.samples or ()),
+            majority_correct=r.votes.majority_correct,
+            agreement=r.votes.agreement,
+            selected_correct=bool(r.votes.selected_correct) if selecting else None,
+        )
+        if r.votes is not None
+        else ItemSamples((False,) * n, False, None, False if selecting else None)
+        for r in records
+    ]
+    found = sampling_metrics(items)
+    if found is None:
+        return {}
+    return {
+        "samples_n": found.n,
+        "mean_at_n": found.mean_at_n,
+        "mean_at_n_ci95": list(found.mean_at_n_ci95),
+        "maj_at_n": found.maj_at_n,
+        "maj_at_n_ci95": list(found.maj_at_n_ci95),
+        "oracle_at_n": found.oracle_at_n,
+        "oracle_at_n_ci95": list(found.oracle_at_n_ci95),
+        "pass_at_k": {str(k): v for k, v in found.pass_at_k.items()},
+        "pass_at_k_ci95": {str(k): list(v) for k, v in found.pass_at_k_ci95.items()},
+        "rerank_at_n": found.rerank_at_n,
+        "rerank_at_n_ci95": None
+        if found.rerank_at_n_ci95 is None
+        else list(found.rerank_at_n_ci95),
+        "self_consistency": found.self_consistency,
+    }

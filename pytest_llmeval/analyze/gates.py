@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pytest_llmeval.analyze.agreement import METRIC_N
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import SCHEMA_CONFIG
+from pytest_llmeval.analyze.sampling_gates import is_sampled_metric, sampled_value
 
 # Metric name -> whether it has a 95% interval (the `<metric>_ci95` field of `Metrics`).
 METRICS: dict[str, bool] = {
@@ -44,6 +45,8 @@ METRICS: dict[str, bool] = {
     "both_parse_rate": True,
     "response_indel_similarity": False,
     "reasoning_indel_similarity": False,
+    # Sampled tasks (Generation.n > 1); best-of-n names like `maj@5`: sampling_gates.py.
+    "self_consistency": False,
     # Batch-invariance check (--llmeval-invariance-check N):
     "invariance_changed": False,
     "invariance_score_changed": False,
@@ -84,7 +87,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 # An optional `(arm)` after the metric makes it a comparison gate; an arm name may hold
 # colons (`callable:pkg.mod:fn`) but no parentheses.
 _GATE = re.compile(
-    r"^\s*(?:(?P<task>[\w.\-*]+)\s*:)?\s*(?P<metric>\w+)\s*(?:\(\s*(?P<arm>[^()]*?)\s*\)\s*)?(?P<op>>=|<=|==|>|<)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*$"
+    r"^\s*(?:(?P<task>[\w.\-*]+)\s*:)?\s*(?P<metric>\w+(?:@\d+)?)\s*(?:\(\s*(?P<arm>[^()]*?)\s*\)\s*)?(?P<op>>=|<=|==|>|<)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*$"
 )
 
 
@@ -254,8 +257,9 @@ def parse_gate(text: str, origin: str, task: str | None = None) -> Gate:
             f"gate {text!r}: {metric} compares arms; name the candidate arm, e.g. "
             f"'{metric}(patched){match['op']}{match['value']}'"
         )
-    elif metric not in METRICS:
-        raise GateError(f"gate {text!r}: unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    elif metric not in METRICS and not is_sampled_metric(metric):
+        known = ", ".join([*METRICS, "mean@N", "maj@N", "pass@K", "oracle@N", "rerank@N"])
+        raise GateError(f"gate {text!r}: unknown metric {metric!r}; known: {known}")
     return Gate(
         task=match["task"] or task or "*",
         metric=metric,
@@ -281,6 +285,12 @@ def effective_gates(task: str, declared: Iterable[Gate], overrides: Sequence[Gat
 
 def check_gate(gate: Gate, task: str, model: str, metrics: Metrics | None) -> GateResult:
     """Check one gate against a task x model's metrics (None: the task produced nothing)."""
+    if is_sampled_metric(gate.metric) and metrics is not None:
+        found, ci, reason = sampled_value(gate.metric, metrics)
+        return GateResult(
+            gate=gate, task=task, model=model, value=found, n=metrics.n, interval=ci,
+            partial=metrics.partial, passed=found is not None and gate.holds(found), reason=reason,
+        )  # fmt: skip
     value = getattr(metrics, gate.metric) if metrics is not None else None
     interval = getattr(metrics, f"{gate.metric}_ci95", None) if METRICS[gate.metric] else None
     return GateResult(

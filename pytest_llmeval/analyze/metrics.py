@@ -282,6 +282,38 @@ class Metrics:
     correct) / `invariance_checked`; positive when batching cost accuracy."""
     invariance_errors: int | None = None
     """Items of the sample whose unbatched generation or scoring failed (not checked)."""
+    # Sampled tasks (Generation.n > 1, --llmeval-samples) only; None otherwise. An item that
+    # errored counts as n wrong candidates, as an error counts in `accuracy`.
+    samples_n: int | None = None
+    """Candidates drawn per item (the `n` of `mean@n`, `maj@n`, `oracle@n`)."""
+    mean_at_n: float | None = None
+    """`mean@n`: the expected accuracy of one random candidate, correct candidates / all
+    candidates over the items (gate: `mean@5`)."""
+    mean_at_n_ci95: Interval = None
+    """95% interval of `mean_at_n`, cluster-robust with items as clusters (candidates of one
+    item are not independent): normal, with the G/(G-1) small-sample factor."""
+    maj_at_n: float | None = None
+    """`maj@n`: share of items whose majority answer is correct (unparsed candidates do not
+    vote; a tie goes to the answer whose first vote came earliest in sample order)."""
+    maj_at_n_ci95: Interval = None
+    """95% percentile bootstrap interval of `maj_at_n` over items (2,000 resamples, seed 0)."""
+    oracle_at_n: float | None = None
+    """`oracle@n` (= `pass@n`): share of items with at least one correct candidate."""
+    oracle_at_n_ci95: Interval = None
+    """95% percentile bootstrap interval of `oracle_at_n` over items."""
+    pass_at_k: dict[str, float] | None = None
+    """`pass@k` for k = 1..n: the mean over items of the unbiased estimator of Chen et al.
+    (2021), 1 - C(n-c, k) / C(n, k) with c correct of n candidates (gate: `pass@2`)."""
+    pass_at_k_ci95: dict[str, list[float]] | None = None
+    """95% percentile bootstrap interval over items of each `pass_at_k`."""
+    rerank_at_n: float | None = None
+    """`rerank@n`: share of items whose selected candidate (`Task(select=...)`) is correct;
+    None without a selector."""
+    rerank_at_n_ci95: Interval = None
+    """95% percentile bootstrap interval of `rerank_at_n` over items."""
+    self_consistency: float | None = None
+    """Mean over items (with a majority) of the share of candidates agreeing with the
+    majority answer."""
 
 
 METRIC_FIELDS = frozenset(f.name for f in fields(Metrics))

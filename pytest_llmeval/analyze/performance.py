@@ -56,7 +56,7 @@ def speed(records: Sequence[ItemRecord]) -> dict[str, Any]:
     own = [r for r in timed_items if not (r.latency_method or "").startswith(BATCH_WALL_PREFIX)]
     latencies = [float(r.latency_s) for r in own if r.latency_s is not None]
     tokens_in, tokens_out = token_totals(records)
-    batch_walls = {r.batch_id: float(r.batch_wall_s or 0.0) for r in made if r.batch_id}
+    batch_walls = {b: float(wall or 0.0) for b, (wall, _, _) in batches_of(made).items()}
     generation_s = sum(batch_walls.values())
     reason = None
     if not made:
@@ -79,6 +79,23 @@ def speed(records: Sequence[ItemRecord]) -> dict[str, Any]:
         "cached": sum(1 for r in records if r.cached is True),
         "generated": len(made),
     }
+
+
+Batch = tuple[float | None, float | None, float | None]
+"""A generation batch's wall seconds, GPU joules and peak watts."""
+
+
+def batches_of(made: Sequence[ItemRecord]) -> dict[str, Batch]:
+    """The distinct batches of these records, by id: each item's, and each of a sampled
+    item's candidates' (its candidates may span several batches)."""
+    found: dict[str, Batch] = {}
+    for r in made:
+        if r.batch_id:
+            found[r.batch_id] = (r.batch_wall_s, r.batch_energy_j, r.batch_peak_w)
+        for s in r.samples or ():
+            if s.batch_id:
+                found[s.batch_id] = (s.batch_wall_s, s.batch_energy_j, s.batch_peak_w)
+    return found
 
 
 def padding_share(records: Sequence[ItemRecord]) -> float | None:
@@ -109,9 +126,9 @@ def energy(records: Sequence[ItemRecord]) -> dict[str, Any]:
     reason when unmeasured or when nothing was generated)."""
     made = generated(records)
     _, tokens_out = token_totals(records)
-    batches = {r.batch_id: r for r in made if r.batch_id}
-    generation_s = sum(float(b.batch_wall_s or 0.0) for b in batches.values())
-    values = [b.batch_energy_j for b in batches.values()]
+    batches = batches_of(made)
+    generation_s = sum(float(wall or 0.0) for wall, _, _ in batches.values())
+    values = [joules for _, joules, _ in batches.values()]
     known = bool(values) and all(v is not None for v in values)
     energy_j = sum(float(v) for v in values if v is not None) if known else None
     reason = None
@@ -120,7 +137,7 @@ def energy(records: Sequence[ItemRecord]) -> dict[str, Any]:
     elif energy_j is None:
         reason = next((r.energy_reason for r in made if r.energy_reason), None)
         reason = reason or ("no generation batches" if not batches else "energy not measured")
-    peaks = [float(b.batch_peak_w) for b in batches.values() if b.batch_peak_w]
+    peaks = [float(peak) for _, _, peak in batches.values() if peak]
     cpu = [r.cpu_energy_j for r in made if r.batch_id]
     cpu_known = bool(cpu) and all(v is not None for v in cpu)
     return {

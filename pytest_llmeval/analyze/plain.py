@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_llmeval.analyze.record import Comparison, Invariance, ItemRecord
+from pytest_llmeval.analyze.record import Comparison, Invariance, ItemRecord, SampleRecord, Votes
 
 
 class RecordValueError(ValueError):
@@ -26,7 +26,7 @@ def plain_record(record: ItemRecord) -> ItemRecord:
     changes = {
         name: plain_value(value, name)
         for name, value in vars(record).items()
-        if name not in ("comparison", "invariance", "decoding")
+        if name not in ("comparison", "invariance", "decoding", "samples", "votes")
     }
     changes["decoding"] = plain_tree(record.decoding, "decoding")
     comparison = record.comparison
@@ -34,10 +34,19 @@ def plain_record(record: ItemRecord) -> ItemRecord:
         changes["comparison"] = Comparison(**_plain_part(comparison, "comparison"))
     if record.invariance is not None:
         changes["invariance"] = Invariance(**_plain_part(record.invariance, "invariance"))
+    if record.samples is not None:
+        changes["samples"] = [
+            SampleRecord(**_plain_part(sample, f"samples[{i}]"))
+            for i, sample in enumerate(record.samples)
+        ]
+    if record.votes is not None:
+        changes["votes"] = Votes(**_plain_part(record.votes, "votes"))
     return dataclasses.replace(record, **changes)
 
 
-def _plain_part(part: Comparison | Invariance, prefix: str) -> dict[str, Any]:
+def _plain_part(
+    part: Comparison | Invariance | SampleRecord | Votes, prefix: str
+) -> dict[str, Any]:
     """A flat part of a record (scalar fields only) as plain values."""
     return {name: plain_value(value, f"{prefix}.{name}") for name, value in vars(part).items()}
 

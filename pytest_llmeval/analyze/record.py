@@ -164,6 +164,77 @@ class Invariance:
 
 
 @dataclass
+class SampleRecord:
+    """One candidate of a sampled item (`Generation.n` > 1)."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    index: int
+    """The sample index, 0..n-1 (with the task seed and the item id it decides the seed)."""
+    seed: int | None
+    """This candidate's own derived seed (`declare/seeds.py`)."""
+    response: str | None
+    """The candidate's text; None when its generation failed (`error`)."""
+    extracted: str | None
+    """The answer the scorer extracted from it; None when none was found or it failed."""
+    score: float | None
+    """0..1; None when its generation failed."""
+    correct: bool
+    """Whether `score` reached the task's `pass_threshold` (a failed generation: False, as in
+    `accuracy`)."""
+    tokens_out: int | None = None
+    """Tokens generated, the end token not counted; None when not counted or failed."""
+    latency_s: float | None = None
+    """The candidate's own latency (see the item's `latency_method`); None when cached."""
+    mean_logprob: float | None = None
+    """Mean natural-log probability of its generated tokens under the model's unwarped
+    distribution (what the `logprob` selector ranks by); None when the backend gives none."""
+    cached: bool | None = None
+    """Whether it came from the cache."""
+    error: str | None = None
+    """One-line error when this candidate could not be generated (the others still count)."""
+    batch_id: str | None = None
+    """Its generation batch (candidates of one item may span batches); None when cached."""
+    batch_wall_s: float | None = None
+    """Seconds: wall time of that batch; None when cached."""
+    batch_energy_j: float | None = None
+    """Joules: GPU energy of that batch; None when not measured or cached."""
+    batch_peak_w: float | None = None
+    """Watts: that batch's sampled peak GPU power; None when not sampled or cached."""
+
+
+@dataclass
+class Votes:
+    """How a sampled item's candidates voted and which one its verdict follows."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    majority: str | None
+    """The majority answer over the candidates' extracted answers (unparsed candidates do not
+    vote; a tie goes to the answer whose first vote came earliest in sample order); None when
+    no candidate gave an answer."""
+    majority_votes: int
+    """Candidates that gave the majority answer."""
+    majority_correct: bool
+    """Whether the majority answer's candidates are correct (False with no majority)."""
+    agreement: float | None
+    """Self-consistency: `majority_votes / n`; None with no majority."""
+    correct: int
+    """Correct candidates (the `c` of pass@k)."""
+    n: int
+    """Candidates drawn (failed ones included, counted as wrong)."""
+    selected: int | None
+    """Index of the candidate the task's selector (`Task(select=...)`) picked; None without a
+    selector, or when it could not pick."""
+    selected_correct: bool | None
+    """Whether the selected candidate is correct; None without a selection."""
+    selector: str | None
+    """The selector: `logprob`, `shortest`, or a function's `module.qualname`; None: none."""
+    pass_by: str
+    """What the item's verdict follows: `majority` (default), `selected`, `any` (oracle)."""
+
+
+@dataclass
 class ItemRecord:
     """One dataset row evaluated on one model (or one hand-written test's generation)."""
 
@@ -308,6 +379,15 @@ class ItemRecord:
     invariance: Invariance | None = None
     """The batch-invariance check of this item when it was among the `--llmeval-invariance-check`
     sample; None otherwise."""
+    samples: list[SampleRecord] | None = None
+    """Sampled runs (`Generation.n` > 1): every candidate of the item, in sample order (also one
+    row each in samples.parquet); the item's own `response`, `extracted` and `score` are those
+    of the candidate its verdict follows (`votes`), `correct` the verdict; `tokens_out`,
+    energy and `latency_s` cover the candidates generated in this run (sum, sum, slowest;
+    `cached` only when every candidate came from the cache). None with one generation."""
+    votes: Votes | None = None
+    """Sampled runs: the majority vote over the candidates' extracted answers and, when the
+    task has a selector, its pick; None with one generation."""
 
 
 # ---- what a task declared and where its rows came from (report.json, per task) ----
@@ -392,6 +472,8 @@ class GenerationInfo:
     """Repetition penalty every backend pins (1.0: none; never the model's own default)."""
     other: dict[str, Any]
     """Any further `Generation` field, by name."""
+    n: int = 1
+    """Candidates drawn per item (`Generation.n`, `--llmeval-samples`); 1: one generation."""
 
 
 @dataclass(frozen=True)
@@ -428,6 +510,11 @@ class TaskDeclaration:
     with variants `prompt` is the first variant's)."""
     models: list[str] | None = None
     """The `--model` arms the task runs on (`Task(models=...)`); None: every model of the run."""
+    select: str | None = None
+    """The candidate selector of a sampled task (`Task(select=...)`): `logprob`, `shortest` or
+    a function's `module.qualname`; None: none (no `rerank@n`)."""
+    pass_by: str = "majority"
+    """What a sampled item's verdict follows: `majority`, `selected` or `any`."""
 
 
 @dataclass(frozen=True)
@@ -460,7 +547,8 @@ class TaskInfo:
 
 def to_json(record: ItemRecord) -> dict[str, Any]:
     """The record as plain JSON types (a dict of str, numbers, bools, None, lists, dicts)."""
-    # Every field is a scalar or a flat part (Comparison, Invariance): a shallow copy of each
+    # Every field is a scalar, a flat part (Comparison, Invariance, Votes) or a list of flat
+    # parts (samples): a shallow copy of each
     # is the whole conversion, and it runs several times per item (dataclasses.asdict
     # deep-copies each value).
     data = dict(vars(record))
@@ -468,6 +556,10 @@ def to_json(record: ItemRecord) -> dict[str, Any]:
         data["comparison"] = dict(vars(record.comparison))
     if record.invariance is not None:
         data["invariance"] = dict(vars(record.invariance))
+    if record.samples is not None:
+        data["samples"] = [dict(vars(sample)) for sample in record.samples]
+    if record.votes is not None:
+        data["votes"] = dict(vars(record.votes))
     return data
 
 
@@ -480,11 +572,15 @@ def from_json(data: dict[str, Any]) -> ItemRecord:
     """A record from `to_json`'s output (raises TypeError on unknown or missing keys)."""
     comparison = data.get("comparison")
     invariance = data.get("invariance")
+    samples = data.get("samples")
+    votes = data.get("votes")
     return ItemRecord(
         **{
             **data,
             "comparison": Comparison(**comparison) if comparison is not None else None,
             "invariance": Invariance(**invariance) if invariance is not None else None,
+            "samples": [SampleRecord(**s) for s in samples] if samples is not None else None,
+            "votes": Votes(**votes) if votes is not None else None,
         }
     )
 

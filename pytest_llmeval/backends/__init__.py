@@ -102,6 +102,9 @@ class GenerationResult:
     decoding: dict[str, Any] | None = None
     # Pad tokens in this request's row of a padded batch (None: the backend does not pad).
     pad_tokens: int | None = None
+    # Mean log-probability of the generated tokens under the unwarped distribution (None: the
+    # backend gives none); what the `logprob` candidate selector ranks by.
+    mean_logprob: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON of every field, as stored in the cache and in items.jsonl."""

@@ -158,7 +158,7 @@ def _settings_for(request: GenerationRequest) -> Generation:
 def _decoding(request: GenerationRequest) -> dict[str, Any]:
     """The settings passed to the function as plain JSON, `seed` None for greedy decoding
     (the record's convention: no draw, no seed)."""
-    passed = _settings_for(request).as_dict()
+    passed = _settings_for(request).draw_dict()
     return {**passed, "stop": list(passed["stop"]), "seed": request.seed}
 
 

@@ -118,6 +118,9 @@ class PerRowSampler(LogitsProcessor):
         if settings.top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(settings.top_p))
         self._generators: list[torch.Generator] | None = None
+        self.logprobs: list[list[float]] = [[] for _ in self.seeds]
+        """Per row, per step: the drawn token's log-probability under the unwarped scores
+        (the `logprob` candidate selector ranks by their mean)."""
 
     def _rows(self, device: torch.device) -> list[torch.Generator]:
         if self._generators is None:
@@ -142,7 +145,17 @@ class PerRowSampler(LogitsProcessor):
             # random values per step, so the generator's position depends on the step alone.
             race = torch.empty_like(probs[row]).exponential_(1.0, generator=generator)
             drawn.append(int(torch.argmax(probs[row] / race)))
-        picked = torch.full_like(scores, float("-inf"))
         rows = torch.arange(len(drawn), device=scores.device)
-        picked[rows, torch.tensor(drawn, device=scores.device)] = 0.0
+        tokens = torch.tensor(drawn, device=scores.device)
+        own = torch.log_softmax(scores.float(), dim=-1)[rows, tokens].tolist()
+        for row, value in enumerate(own):
+            self.logprobs[row].append(float(value))
+        picked = torch.full_like(scores, float("-inf"))
+        picked[rows, tokens] = 0.0
         return picked  # type: ignore[return-value]
+
+    def mean_logprob(self, row: int, tokens: int) -> float | None:
+        """Mean log-probability of `row`'s first `tokens` drawn tokens (at least its first:
+        a sequence that ended at once is ranked by its end token); None before any step."""
+        drawn = self.logprobs[row][: max(1, tokens)]
+        return sum(drawn) / len(drawn) if drawn else None

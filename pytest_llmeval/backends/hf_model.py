@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
-from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
+from transformers import AutoModelForCausalLM, DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.backends.hf_decoding import (
@@ -94,20 +94,32 @@ def generate_batch(
     model, tokenizer = backend.model, backend.tokenizer
     settings = requests[0].settings
     prompts = [backend.render(request.messages) for request in requests]
+    # Candidates of one item share their prompt: each distinct prompt is encoded (and, below,
+    # prefilled) once, and its rows index into it.
+    unique = list(dict.fromkeys(prompts))
+    rows = torch.tensor([unique.index(prompt) for prompt in prompts], device=backend.device)
     # The chat template already carries the special tokens (BOS etc.); don't add them twice.
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+    distinct = tokenizer(unique, return_tensors="pt", padding=True, add_special_tokens=False).to(
         backend.device
     )
+    encoded = {name: tensor[rows] for name, tensor in distinct.items()}
     clock = _StepClock()
     processors: list[LogitsProcessor] = [clock]
+    sampler = None
     if not settings.greedy:
         # Each row draws with its own seed: see hf_decoding.
         seeds = [cast(int, request.seed) for request in requests]
-        processors.append(PerRowSampler(seeds, settings))
+        sampler = PerRowSampler(seeds, settings)
+        processors.append(sampler)
     config = pinned_generation_config(settings, model.generation_config, tokenizer.pad_token_id)
     started = time.perf_counter()
+    # (A one-token prompt has no prefix to share.)
+    repeats = len(unique) < len(prompts) and distinct["input_ids"].shape[1] > 1
+    repeats = repeats and backend.options.share_prefill
+    shared = shared_prefill(model, distinct, rows) if repeats else {}
     output = model.generate(
         **encoded,
+        **shared,
         generation_config=config,
         logits_processor=LogitsProcessorList(processors),
         tokenizer=tokenizer if settings.stop else None,
@@ -117,8 +129,8 @@ def generate_batch(
     input_lengths = encoded["attention_mask"].sum(dim=1).tolist()
     padded_length = int(encoded["input_ids"].shape[1])
     results = []
-    for request, prompt, tokens, n_in in zip(
-        requests, prompts, new_tokens, input_lengths, strict=True
+    for row, (request, prompt, tokens, n_in) in enumerate(
+        zip(requests, prompts, new_tokens, input_lengths, strict=True)
     ):
         n_out, steps, stopped = generated_length(backend, tokens)
         text = str(tokenizer.decode(tokens[:n_out], skip_special_tokens=True))
@@ -139,9 +151,32 @@ def generate_batch(
                 latency_method=LATENCY_METHOD,
                 decoding=decoding_record(settings, request.seed),
                 pad_tokens=padded_length - int(n_in),
+                mean_logprob=None if sampler is None else sampler.mean_logprob(row, n_out),
             )
         )
     return results
+
+
+def shared_prefill(model: Any, distinct: Any, rows: torch.Tensor) -> dict[str, Any]:
+    """Prefill each distinct prompt once and give every row its prompt's key/value cache.
+
+    `generate` would prefill n copies of an item's prompt for its n candidates; here the
+    distinct prompts but their last token go through the model once (left padded, positions
+    from the attention mask as `generate` computes them), the cache is indexed out to the
+    batch's rows, and `generate` continues from it with the last prompt token (the prefix
+    cache reuse transformers documents). Returns `generate`'s `past_key_values` argument."""
+    mask = distinct["attention_mask"][:, :-1]
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    model(
+        input_ids=distinct["input_ids"][:, :-1],
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    cache.batch_select_indices(rows)
+    return {"past_key_values": cache}
 
 
 def generated_length(backend: Any, tokens: list[int]) -> tuple[int, int, bool]:

@@ -87,6 +87,9 @@ class TransformersOptions:
     # "static" (batched `generate`), "continuous" (transformers' continuous batching, greedy
     # shares only) or "auto" / None: static until continuous is measured faster (module doc).
     batching: Literal["static", "continuous", "auto"] | None = None
+    # Candidates of one item (Generation.n > 1) share one prefill of their prompt (static
+    # batching); False prefills every row's prompt, as plain `generate` does (for A/B runs).
+    share_prefill: bool = True
 
 
 def pick_batching(requested: str | None) -> str:

@@ -44,14 +44,15 @@ def data_origin(source: DataSource, loaded: LoadedRows, chosen: Sequence[int]) -
     )
 
 
-def declaration(task: Task) -> TaskDeclaration:
-    """The report's view of a (valid) task declaration."""
+def declaration(task: Task, generation: Generation | None = None) -> TaskDeclaration:
+    """The report's view of a (valid) task declaration; `generation`: the settings it ran
+    with when the command line overrode the task's own."""
     labels = scorer_labels(task.scorer)
     prompts = {name: _prompt(prompt) for name, prompt in task.prompts().items()}
     return TaskDeclaration(
         description=task.description,
         prompt=next(iter(prompts.values())),
-        generation=_generation(task.generation),
+        generation=_generation(generation or task.generation),
         target=task.target if isinstance(task.target, str) else _qualname(task.target),
         scorer=task.scorer if isinstance(task.scorer, str) else _name(task.scorer),
         scorer_options={"labels": labels} if labels is not None else {},
@@ -62,7 +63,17 @@ def declaration(task: Task) -> TaskDeclaration:
         reference=task.reference,
         variants={name: info for name, info in prompts.items() if name is not None},
         models=list(task.models) if task.models is not None else None,
+        select=selector_name(task.select),
+        pass_by=task.pass_by,
     )
+
+
+def selector_name(select: object) -> str | None:
+    """A task's selector as the report names it: the built-in's name, a function's
+    `module.qualname`, None without one."""
+    if select is None or isinstance(select, str):
+        return select
+    return _qualname(select)
 
 
 def scorer_labels(scorer: object) -> list[str] | None:
@@ -96,7 +107,8 @@ def _prompt(prompt: object) -> PromptInfo:
 def _generation(generation: Generation) -> GenerationInfo:
     settings = generation.as_dict()
     known = (
-        "max_new_tokens", "temperature", "top_p", "stop", "seed", "top_k", "repetition_penalty"
+        "max_new_tokens", "temperature", "top_p", "stop", "seed", "top_k", "repetition_penalty",
+        "n",
     )  # fmt: skip
     return GenerationInfo(
         max_new_tokens=settings["max_new_tokens"],
@@ -106,6 +118,7 @@ def _generation(generation: Generation) -> GenerationInfo:
         seed=settings["seed"],
         top_k=settings["top_k"],
         repetition_penalty=settings["repetition_penalty"],
+        n=settings["n"],
         other={k: v for k, v in settings.items() if k not in known},
     )
 

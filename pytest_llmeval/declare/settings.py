@@ -6,15 +6,40 @@ worker side, the controller and the report builder read the same values without 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pytest_llmeval.analyze.gates import Gate
 from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.task import Generation
 
 CacheMode = Literal["on", "off", "read"]
 """on: read and write; off: neither (never touches the disk); read: read only, never write."""
+
+
+@dataclass(frozen=True)
+class SamplingOverride:
+    """The command line's sampling settings for every task (None: the task's own)."""
+
+    samples: int | None = None
+    """`--llmeval-samples`: candidates per item (`Generation.n`)."""
+    temperature: float | None = None
+    """`--llmeval-temperature`."""
+    top_p: float | None = None
+    """`--llmeval-top-p`."""
+
+    def apply(self, generation: Generation) -> Generation:
+        """`generation` with the overrides given; its `problem` says when the result cannot
+        run (e.g. n > 1 with greedy decoding)."""
+        changes: dict[str, Any] = {}
+        if self.samples is not None:
+            changes["n"] = self.samples
+        if self.temperature is not None:
+            changes["temperature"] = self.temperature
+        if self.top_p is not None:
+            changes["top_p"] = self.top_p
+        return replace(generation, **changes) if changes else generation
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,8 @@ class Settings:
     """Batch only prompts of equal token length (no padding), where the backend counts tokens."""
     baseline_arm: str | None = None
     """`--llmeval-baseline-arm`: the arm every other arm is compared with (None: the first)."""
+    sampling: SamplingOverride = field(default_factory=SamplingOverride)
+    """`--llmeval-samples`, `--llmeval-temperature`, `--llmeval-top-p`."""
 
     @property
     def model_names(self) -> list[str]:

@@ -111,6 +111,10 @@ class Generation:
     task seed: each (item, sample) draws with its own seed derived from it and the item id
     (`pytest_llmeval.declare.seeds.sample_seed`), so a sampled draw does not depend on its
     batch-mates, the batch size, `-n` or where a run resumed.
+
+    `n` > 1 draws that many candidates per item (sampling only: it needs `temperature` > 0);
+    each is generated, cached and seeded on its own, so `n` is not part of one draw's settings
+    (`draw_dict`): raising it from 5 to 8 generates only the 3 new candidates.
     """
 
     max_new_tokens: int = 256
@@ -120,6 +124,7 @@ class Generation:
     seed: int = 0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    n: int = 1
     # Why these settings cannot be used, else None; see Task.problem.
     problem: str | None = field(default=None, init=False, compare=False, repr=False)
 
@@ -150,6 +155,15 @@ class Generation:
             f"got {self.repetition_penalty!r}",
         )
         require(is_int(self.seed), f"Generation.seed must be an integer, got {self.seed!r}")
+        require(
+            is_int(self.n) and self.n >= 1,
+            f"Generation.n must be an integer >= 1 (candidates per item), got {self.n!r}",
+        )
+        require(
+            self.n == 1 or temperature > 0,
+            f"Generation.n={self.n} draws {self.n} candidates per item, which needs sampling: "
+            "set temperature > 0 (e.g. temperature=0.7); greedy decoding gives one answer",
+        )
         # Accept a list from users but keep the dataclass hashable (it keys batches and caches).
         stop = (self.stop,) if isinstance(self.stop, str) else self.stop
         require(
@@ -164,8 +178,13 @@ class Generation:
         return self.temperature == 0
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings as plain JSON (part of the generation cache key)."""
+        """The settings as plain JSON (the declaration in the report)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    def draw_dict(self) -> dict[str, Any]:
+        """The settings of one draw as plain JSON, without `n` (part of the generation cache
+        key, and what a callable backend is given: each call makes one candidate)."""
+        return {name: value for name, value in self.as_dict().items() if name != "n"}
 
 
 @dataclass(frozen=True)
@@ -208,6 +227,28 @@ def _render(template: str, row: Row) -> str:
         ) from None
 
 
+SELECTORS = ("logprob", "shortest")
+"""The built-in candidate selectors (`Task(select=...)`)."""
+PASS_BY = ("majority", "selected", "any")
+"""What a sampled item's verdict may follow (`Task(pass_by=...)`)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sampled candidate as a selector sees it."""
+
+    index: int
+    """Its sample index."""
+    text: str
+    """The generated text."""
+    extracted: str | None
+    """The answer the task's scorer extracted (None when none was found)."""
+    mean_logprob: float | None
+    """Mean log-probability of its tokens; None when the backend gives none."""
+    tokens_out: int | None
+    """Tokens generated; None when not counted."""
+
+
 @dataclass(frozen=True)
 class Task:
     """An evaluation: one test item per dataset row.
@@ -227,6 +268,13 @@ class Task:
     every variant runs on every model, each an arm of its own (`gsm8k/test/0042[cot]`, with
     several models `[qwen7b-cot]`). `models` names the `--model` arms this task runs on (all
     of the run's when None); a run with none of them skips the task, saying which it needs.
+
+    Sampling (`generation=Generation(n=5, temperature=0.7)` or `--llmeval-samples 5`): every
+    item draws n candidates. `select` picks one of them, for `rerank@n`: `"logprob"` (highest
+    mean token log-probability), `"shortest"`, or a function `(candidates) -> index` of
+    `Candidate`s (text, extracted answer, mean log-probability). `pass_by` says what the
+    item's verdict follows: `"majority"` (the majority vote, default), `"selected"` (the
+    selector's pick) or `"any"` (the oracle: any correct candidate).
     """
 
     name: str
@@ -243,6 +291,8 @@ class Task:
     binary_of: Callable[[str], str] | None = None
     variants: Mapping[str, PromptBuilder | ChatPrompt] | None = None
     models: Sequence[str] | None = None
+    select: str | Callable[[Sequence[Candidate]], int] | None = None
+    pass_by: str = "majority"
     # Why this declaration cannot run (unknown or missing fields, bad values), else None.
     problem: str | None = field(default=None, init=False, compare=False, repr=False)
 
@@ -284,6 +334,25 @@ class Task:
             )
         object.__setattr__(self, "gates", tuple(self.gates))
         self._check_arms()
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        """`select` a built-in name or a function; `pass_by` one of PASS_BY."""
+        if not (self.select is None or callable(self.select) or self.select in SELECTORS):
+            raise TaskError(
+                f"Task {self.name}: select= must be {' or '.join(map(repr, SELECTORS))} or a "
+                f"function (candidates) -> index, got {self.select!r}"
+            )
+        if self.pass_by not in PASS_BY:
+            raise TaskError(
+                f"Task {self.name}: pass_by= must be one of {', '.join(map(repr, PASS_BY))}, "
+                f"got {self.pass_by!r}"
+            )
+        if self.pass_by == "selected" and self.select is None:
+            raise TaskError(
+                f"Task {self.name}: pass_by='selected' needs a selector: add select='logprob', "
+                "select='shortest' or select=<function>"
+            )
 
     def _check_arms(self) -> None:
         """`prompt` xor `variants` (names fit an id); `models` a list of arm names."""

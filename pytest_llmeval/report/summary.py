@@ -10,6 +10,7 @@ from pytest_llmeval.analyze.gates import GateResult
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.report.compare_summary import comparison_table, flip_lines, legend
 from pytest_llmeval.report.envelope import RunReport
+from pytest_llmeval.report.sampling_summary import sampling_legend, sampling_table
 
 _VERDICT = {True: "ok", False: "FAIL", None: "not evaluated"}
 
@@ -89,6 +90,11 @@ def summary_markdown(
     reasons = sorted({str(m.energy_reason) for m in summaries.values() if m.energy_reason})
     if reasons:
         lines += ["", "Energy not measured: " + "; ".join(reasons)]
+    sampled = sampling_table(summaries, "github")
+    if sampled:
+        lines += ["", "## Sampled candidates", "", sampled, "", sampling_legend()]
+        if "samples" in report.files:
+            lines += ["", f"Every candidate: {report.files['samples']}"]
     compared = [(key, m) for key, m in summaries.items() if m.agreement is not None]
     if compared:
         lines += ["", "## Backend agreement", "", agreement_table(compared, "github")]

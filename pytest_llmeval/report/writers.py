@@ -98,4 +98,9 @@ def _flat(record: ItemRecord) -> dict[str, Any]:
     comparison = row.pop("comparison")
     if comparison is not None:
         row.update({f"comparison.{key}": value for key, value in comparison.items()})
+    # Sampled items: the vote as `votes.<field>` columns; the candidates are samples.parquet.
+    votes = row.pop("votes", None)
+    if votes is not None:
+        row.update({f"votes.{key}": value for key, value in votes.items()})
+    row.pop("samples", None)
     return row

@@ -56,7 +56,7 @@ def cache_key(
     payload = {
         "identity": identity,
         **text_part,
-        "settings": settings.as_dict(),
+        "settings": settings.draw_dict(),
         "sample": sample_index,
         "seed": seed,
         "v": KEY_VERSION,

@@ -26,7 +26,7 @@ from pytest_llmeval.declare.ids import arm_name, item_id, node_name
 from pytest_llmeval.declare.models import ModelSpec, UnknownModel, resolve_model
 from pytest_llmeval.declare.sampling import sample_indices
 from pytest_llmeval.declare.settings import Settings
-from pytest_llmeval.declare.task import ScoreFn, Task, TaskError
+from pytest_llmeval.declare.task import Generation, ScoreFn, Task, TaskError
 from pytest_llmeval.run.invariance import checked_rows
 from pytest_llmeval.run.items import EvalItem, TaskProblemItem
 
@@ -87,11 +87,13 @@ def items_for_task(
     the Hub is reachable (None: ask here).
     """
     models = [] if task.problem else _models_of(task, settings)
+    generation = settings.sampling.apply(task.generation)
     if not task.problem and not models:  # before its data is loaded: it will not run
         return [_problem(collector, task, _absent_models(task, settings), skip=True, absent=True)]
     try:
         if task.problem:
             raise TaskError(task.problem)
+        _check_sampling(task, generation, settings)
         for gate in task.gates:
             parse_gate(gate, "task", task.name)
         scorer = resolve_scorer(task)
@@ -116,14 +118,14 @@ def items_for_task(
         rows=len(loaded.rows),
         gates=list(task.gates),
         data=data_origin(task.data, loaded, chosen),
-        declaration=declaration(task),
+        declaration=declaration(task, generation),
     )
     # The bracket names the arm whenever the run or the task has several (ids stay stable
     # when `models=` runs a task on one of them).
     several = len(settings.models) > 1
     variants = list(task.prompts())
     bracketed = several or variants != [None]
-    checked = checked_rows(chosen, settings.invariance_check, task.generation.seed)
+    checked = checked_rows(chosen, settings.invariance_check, generation.seed)
     items: list[pytest.Item] = []
     for spec, variant in ((spec, variant) for spec in models for variant in variants):
         arm = arm_name(spec.name, variant, several)
@@ -147,10 +149,30 @@ def items_for_task(
                     row=loaded.rows[index],
                     item_id=identity,
                     reference=reference,
-                    invariance_check=index in checked,
+                    invariance_check=index in checked and generation.n == 1,
+                    generation=generation,
                 )
             )
     return items
+
+
+def _check_sampling(task: Task, generation: Generation, settings: Settings) -> None:
+    """The task's generation after the command line's overrides can run; sampled tasks have
+    no agreement reference (raises TaskError with the fix)."""
+    if generation.problem:
+        given = settings.sampling
+        if given.samples is not None and generation.temperature == 0:
+            raise TaskError(
+                f"--llmeval-samples {given.samples} draws candidates, which needs sampling; "
+                "this task decodes greedily: add --llmeval-temperature 0.7 (or set "
+                "Generation(temperature=...))"
+            )
+        raise TaskError(generation.problem)
+    if generation.n > 1 and (task.reference or settings.reference):
+        raise TaskError(
+            f"Generation.n={generation.n} (several candidates) cannot run in an agreement "
+            "run (--compare-backend / Task(reference=...)): compare one generation per item"
+        )
 
 
 def _models_of(task: Task, settings: Settings) -> list[ModelSpec]:

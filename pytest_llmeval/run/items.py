@@ -20,9 +20,9 @@ from pytest_llmeval.analyze.record import Comparison, ItemRecord, TaskInfo
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.declare.data import RowError
 from pytest_llmeval.declare.models import ModelSpec
-from pytest_llmeval.declare.task import ScoreFn, Task, TaskError
+from pytest_llmeval.declare.task import Generation, ScoreFn, Task, TaskError
 from pytest_llmeval.report.junit import junit_properties
-from pytest_llmeval.run import records
+from pytest_llmeval.run import records, samples
 from pytest_llmeval.run.invariance import check_unbatched
 from pytest_llmeval.run.worker import Worker, worker_of
 from pytest_llmeval.score.agreement import compare_item
@@ -54,9 +54,12 @@ class EvalItem(pytest.Item):
         invariance_check: bool = False,
         arm: str | None = None,
         variant: str | None = None,
+        generation: Generation | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.generation = generation or task.generation
+        """The task's generation settings with the command line's sampling overrides."""
         self.arm = arm or spec.name
         """The item's arm (`pytest_llmeval.declare.ids.arm_name`)."""
         self.variant = variant
@@ -81,7 +84,7 @@ class EvalItem(pytest.Item):
     def batch_key(self) -> Hashable:
         """Items with equal keys may share a generation batch (a task's prompt variants do:
         their requests differ only in their messages)."""
-        return (self.spec.name, self.task.name, self.task.generation)
+        return (self.spec.name, self.task.name, self.generation)
 
     def request(self) -> GenerationRequest:
         """The generation request for this row; raises ItemError for an unusable row."""
@@ -91,7 +94,7 @@ class EvalItem(pytest.Item):
             messages = self.task.messages(self.row, self.variant)
         except TaskError as exc:
             raise ItemError(f"task {self.task.name}: {exc}") from None
-        return GenerationRequest(messages, self.task.generation, item_id=self.item_id)
+        return GenerationRequest(messages, self.generation, item_id=self.item_id)
 
     def facts(self) -> records.ItemFacts:
         """What this item is, for its record."""
@@ -141,6 +144,8 @@ class EvalItem(pytest.Item):
             raise ItemError(f"task {self.task.name}: {exc}") from None
 
     def _evaluate(self, worker: Worker, row: Mapping[str, Any], target: str) -> ItemRecord:
+        if self.generation.n > 1:
+            return self._evaluate_samples(worker, row, target)
         generation = worker.engine.result_for(self, worker.upcoming(self))
         score = _checked(self.scorer(generation.text, target, row), self.task.name)
         correct = passed = score.value >= self.task.pass_threshold
@@ -159,6 +164,40 @@ class EvalItem(pytest.Item):
             comparison=comparison,
         )
         return self._batching_facts(worker, record, row, target)
+
+    def _evaluate_samples(self, worker: Worker, row: Mapping[str, Any], target: str) -> ItemRecord:
+        """n candidates (run/samples.py): each scored, voted on; the verdict follows the
+        majority (or `Task(pass_by=...)`)."""
+        upcoming = [other for other in worker.upcoming(self) if isinstance(other, EvalItem)]
+        outcomes = samples.generate_candidates(
+            self,
+            worker.engine.result_for,
+            lambda text: _checked(self.scorer(text, target, row), self.task.name),
+            upcoming,
+        )
+        describe = lambda exc: _error_message(exc, self.task.name)  # noqa: E731
+        made = samples.sample_records(
+            outcomes, samples.seeds_of(self), self.task.pass_threshold, describe
+        )
+        votes, followed, problem = samples.vote(made, self.task.select, self.task.pass_by)
+        combined = samples.combined_generation(outcomes, followed)
+        if combined is None:  # every candidate failed: the item's error is the first one's
+            first = next(o for o in outcomes if isinstance(o, Exception))
+            raise first
+        if problem is not None:
+            raise ItemError(f"task {self.task.name}: {problem}")
+        generation, score = combined
+        correct = samples.verdict(votes)
+        record = records.evaluated(
+            self.facts(),
+            worker=worker.name,
+            target=target,
+            generation=generation,
+            score=score,
+            passed=correct,
+            correct=correct,
+        )
+        return dataclasses.replace(record, samples=made, votes=votes)
 
     def _batching_facts(
         self, worker: Worker, record: ItemRecord, row: Mapping[str, Any], target: str
@@ -321,8 +360,14 @@ def _similarity(value: float | None) -> str:
 
 
 def miss_message(record: ItemRecord) -> str:
-    """`expected 18, got 32 (flexible: "... = 32")`."""
+    """`expected 18, got 32 (flexible: "... = 32")`; sampled: `expected 18, got 32 (maj 3/5;
+    candidates 32, 32, 18, 32, 7)`."""
     got = "nothing" if record.extracted is None else str(record.extracted)
+    if record.samples and record.votes is not None:
+        if record.votes.pass_by == "majority":
+            got = "nothing" if record.votes.majority is None else record.votes.majority
+        vote = samples.candidates_line(record.samples, record.votes)
+        return f"expected {record.target}, got {got} ({vote})"
     span = record.span or str(record.response or "")[-60:]
     span = " ".join(span.split())
     return f'expected {record.target}, got {got} ({record.method}: "{span}")'

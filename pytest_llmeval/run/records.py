@@ -228,6 +228,7 @@ def _generation(generation: GenerationResult) -> dict[str, Any]:
     a cached result keeps its text and token counts but none of its first run's figures."""
     fields = dict(vars(generation))
     fields["response"] = fields.pop("text")
+    fields.pop("mean_logprob")  # a candidate's fact: in `ItemRecord.samples`, for selectors
     if generation.cached:
         fields.update(dict.fromkeys(_NOT_THIS_RUN), energy_reason=CACHED_REASON)
     return fields
