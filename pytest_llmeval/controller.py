@@ -370,6 +370,8 @@ class Controller:
     def pytest_html_results_summary(
         self, prefix: list[str], summary: list[str], postfix: list[str], session: Any
     ) -> None:
-        """pytest-html: the gates and metrics on top of the HTML report."""
+        """pytest-html: the gates, metrics and arm comparison on top of the HTML report."""
         if self.has_eval_work():
-            prefix.append(summary_html(self.summaries(), self.gate_results))
+            arms = self.compared()
+            page = summary_html(self.summaries(), self.gate_results, arms.comparisons, arms.pairs)
+            prefix.append(page)

@@ -100,6 +100,14 @@ def test_state_applied_around_each_batch_keyed_and_reported(armproject: pytest.P
     assert load["arm_state"]["applied_batches"] == 3
     [plain] = [m for m in report["model_loads"] if m["model"] != "patched"]
     assert plain["arm_state"] is None
+    # The arm's provenance: its patch's hash, and an identity that differs from the plain arm's.
+    arms = report["tasks"]["mini"]["arms"]
+    assert arms["patched"]["patch_sha256"] == sha
+    assert (arms["patched"]["model"], arms["patched"]["backend"]) == ("patched", "callable")
+    assert arms["patched"]["identity_sha256"] == load["identity_sha256"]
+    assert arms["callable:answers:reply"]["patch_sha256"] is None
+    assert arms["callable:answers:reply"]["identity_sha256"] == plain["identity_sha256"]
+    assert plain["identity_sha256"] != load["identity_sha256"]
 
     # A warm rerun touches no state; an edited payload is a cache miss for that arm only.
     assert run_evals(armproject, "--model", "patched").ret == 0
@@ -107,6 +115,10 @@ def test_state_applied_around_each_batch_keyed_and_reported(armproject: pytest.P
     (armproject.path / "patch.json").write_text('{"hooks": [{"module": "m", "scale": 1}]}')
     assert run_evals(armproject, "--model", "patched").ret == 0
     assert sum(e["event"] == "generate" for e in events(armproject)) == 10
+    edited = assert_valid_run(armproject.path / "out")["tasks"]["mini"]["arms"]["patched"]
+    new_sha = hashlib.sha256((armproject.path / "patch.json").read_bytes()).hexdigest()
+    assert edited["patch_sha256"] == new_sha != sha
+    assert edited["identity_sha256"] != arms["patched"]["identity_sha256"]
 
 
 def test_a_failing_setup_errors_the_arms_items_naming_it(armproject: pytest.Pytester) -> None:

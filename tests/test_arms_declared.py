@@ -6,11 +6,13 @@ runs the embedded model on GSM8K rows from ../shared/data."""
 
 from __future__ import annotations
 
+import html
 import json
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from conftest import assert_valid_run, shared_data_dir
@@ -423,3 +425,56 @@ def test_two_prompt_variants_on_the_embedded_model_are_compared(
     assert comparison["delta"] == pytest.approx(
         comparison["candidate_accuracy"] - comparison["baseline_accuracy"]
     )
+
+
+# The hinted variant shows the model GSM8K's worked answer (with its `<<16-3-4=9>>`
+# calculator marks): copied, it flips items to right, and its markup must reach the HTML
+# report escaped.
+GSM8K_HINTED = GSM8K_VARIANTS.replace(
+    "Solve it step by step, then end with a line '#### <number>'.",
+    "Worked solution:\\n{answer}\\nCopy the worked solution exactly.",
+).replace('"format"', '"hinted"')
+
+
+def test_html_report_and_provenance_of_two_variants_on_the_embedded_model(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_gsm8k=GSM8K_HINTED)
+    result = pytester.runpytest_subprocess(
+        "--limit", "3", f"--llmeval-data-dir={shared_data_dir()}", "--llmeval-report",
+        "out/report.json", "-p", "no:randomly", "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        "--html", "out/report.html",
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    out = pytester.path / "out"
+    report = assert_valid_run(out)
+    [comparison] = report["comparisons"]
+    page = (out / "report.html").read_text()
+    section = page[page.index("<h2>llmeval arm comparison</h2>") :]
+    assert "plain (baseline)" in section and "hinted" in section
+    assert f"{comparison['delta']:+.3f} [{comparison['delta_ci95'][0]:+.3f}, " in section
+    # Every flipped item side by side, its responses on one line and escaped.
+    flips = pd.read_parquet(out / "comparison.parquet").query("flipped")
+    assert len(flips) == len(comparison["won"]) + len(comparison["lost"]) > 0
+    assert f"Flipped items (all {len(flips)};" in section
+    for response in flips["candidate_response"]:
+        assert html.escape(" ".join(response.split())[:150]) in section
+    assert "&lt;&lt;" in section and "<<" not in section  # GSM8K's calculator marks, copied
+
+    # Provenance per arm: one model, two prompts (the declared variants' hashes), one data set.
+    task = report["tasks"]["gsm8k"]
+    arms = task["arms"]
+    assert set(arms) == set(task["models"]) == {"plain", "hinted"}
+    plain, hinted = arms["plain"], arms["hinted"]
+    assert plain["model_id"] == hinted["model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (plain["model"], plain["backend"]) == ("smollm2-135m", "transformers")
+    assert plain["identity_sha256"] == hinted["identity_sha256"]
+    [load] = report["model_loads"]
+    assert plain["identity_sha256"] == load["identity_sha256"]
+    assert len(load["identity_sha256"]) == 64
+    assert (plain["variant"], hinted["variant"]) == ("plain", "hinted")
+    variants = task["declaration"]["variants"]
+    assert plain["prompt_sha256"] == variants["plain"]["sha256"]
+    assert hinted["prompt_sha256"] == variants["hinted"]["sha256"] != plain["prompt_sha256"]
+    assert plain["data_sha256"] == hinted["data_sha256"] == task["data"]["sha256"]
+    assert plain["patch_sha256"] is None

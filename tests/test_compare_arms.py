@@ -17,6 +17,7 @@ from pytest_llmeval.analyze.compare_gates import check_comparisons
 from pytest_llmeval.analyze.gates import GateError, check_run, parse_gate
 from pytest_llmeval.analyze.record import ItemRecord
 from pytest_llmeval.report.compare_summary import comparison_rows, comparison_table
+from pytest_llmeval.report.html import comparison_html, summary_html
 
 
 def rec(arm: str, row: int, right: bool | None, task: str = "t", **fields: Any) -> ItemRecord:
@@ -162,6 +163,32 @@ def test_table_shows_each_arm_against_the_baseline() -> None:
     assert "0.0625 / 0.188" in table  # McNemar, then Holm
     assert "21 (+20 unpaired)" in table
     assert "2 err (1 timeouts) / 1 unparsed" in table
+
+
+def test_html_section_shows_the_table_and_flips_with_every_cell_escaped() -> None:
+    records = [rec("base", i, i < 3, response=f"base & co say {i}") for i in range(4)]
+    records += [
+        rec("cand", 0, False, response="x" * 300),  # lost
+        rec("cand", 1, True),
+        rec("cand", 2, True),
+        rec("cand", 3, True, response="<script>alert(1)</script> 2 + 2 = 4\n#### 4"),  # won
+    ]
+    order = ["base", "cand"]
+    comparisons = compare_arms(records, "base", order)
+    page = comparison_html(comparisons, paired_records(records, "base", order))
+    assert page.startswith("<h2>llmeval arm comparison</h2>")
+    assert "base (baseline)" in page and "cand" in page
+    assert "+0.000 [" in page and "1/1/2" in page  # delta with its interval, W/L/T
+    assert "Newcombe&#x27;s paired 95% interval" in page  # the legend, escaped too
+    # The flipped items side by side: responses escaped, on one line, cut at 200 characters.
+    assert "Flipped items (all 2; all in comparison.parquet)" in page
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; 2 + 2 = 4 #### 4" in page
+    assert "base &amp; co say 3" in page and "cand won" in page and "cand lost" in page
+    assert "x" * 197 + "..." in page and "x" * 198 not in page
+    # Without arms to compare the summary has no such section.
+    assert comparison_html([], {}) == ""
+    assert "arm comparison" not in summary_html({}, [])
 
 
 # --- comparison gates -----------------------------------------------------------------

@@ -68,6 +68,11 @@ class ModelLoad:
     `patch_bytes` (its size), `lock` (the lock file held from setup to teardown) and
     `applied_batches` (generations on this worker with the state applied; 0 when every item
     came from the cache)."""
+    identity_sha256: str | None = None
+    """SHA-256 (hex) of the backend identity this worker's cache keys were made with (what
+    changes the outputs: backend, model id, weights, dtype, chat template and tokenizer
+    hashes, versions, devices, server facts, the arm state's patch hash and setup source),
+    canonical JSON as in the cache key; None when no item of the model reached the cache."""
     backend_info: dict[str, Any] = field(default_factory=dict)
     """Everything else the backend reports: identity (model id, revision or weights hash,
     dtype, chat template hash), device, and backend-specific settings."""

@@ -30,6 +30,7 @@ from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.redact import redact
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.report import runinfo
+from pytest_llmeval.report.provenance import ArmProvenance, arms_provenance
 from pytest_llmeval.report.runinfo import GitInfo, MachineInfo
 
 
@@ -150,6 +151,11 @@ class TaskResult:
     data_conflict: str | None = None
     """xdist: set when workers loaded different rows for this task (source or content hash
     differ); the task's gates then fail and so does the run."""
+    arms: dict[str, ArmProvenance] = field(default_factory=dict)
+    """Per arm (the keys of `models`): what it ran, i.e. model, backend, identity hash, prompt
+    variant and its hash, patch hash, data hash. With the report's `git`, `versions` and
+    `machine` that is the arm's full provenance (kept beside `models`, not in it: results
+    there, what was evaluated here, so two runs' arms compare without their metrics)."""
 
 
 @dataclass
@@ -262,6 +268,11 @@ def build_report(facts: RunFacts, exit_status: int, rootdir: Path) -> RunReport:
             gates=[
                 g.as_record() for g in facts.gate_results if g.task == task and g.model == model
             ],
+        )
+    specs = [*facts.settings.models, *filter(None, [facts.settings.reference])]
+    for name, entry in tasks.items():
+        entry.arms = arms_provenance(
+            name, list(entry.models), facts.tasks.get(name), facts.records, specs, facts.loads
         )
     for name, info in facts.tasks.items():
         if info.no_data is not None and name not in tasks:

@@ -65,6 +65,14 @@ def cache_key(
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def identity_sha256(identity: Mapping[str, Any]) -> str:
+    """The sha256 hex digest of a backend identity as `cache_key` serializes it: equal
+    digests mean the same model, weights, template, versions and devices (the report's
+    per-arm provenance names the arm's identity by it)."""
+    text = json.dumps(_canonical(identity), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _canonical(value: Any) -> Any:
     """`value` with integral floats as ints (1.0 -> 1) and tuples as lists, recursively."""
     if isinstance(value, float) and value.is_integer():

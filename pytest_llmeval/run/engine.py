@@ -37,6 +37,7 @@ from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.run.arm_state import ArmStateError
 from pytest_llmeval.run.batch_energy import remote, with_energy
 from pytest_llmeval.run.cache import GenerationCache
+from pytest_llmeval.run.cache_key import identity_sha256
 from pytest_llmeval.run.crash_journal import BatchJournal
 from pytest_llmeval.run.jobs import Job, Pending, PlannedBatch, check_prompts, cut, make_job
 from pytest_llmeval.run.meters import EnergyMeter
@@ -97,6 +98,8 @@ class Engine(ResidentModels):
         identity = dict(backend.identity())
         if backend.spec.name in self.arm_states:  # its patch and setup: part of its key
             identity["arm_state"] = self.arm_states[backend.spec.name].identity()
+        # The arm's identity for the report (without the mode mark below: a setting, not the arm).
+        self.identities[backend.spec.name] = identity_sha256(identity)
         invariant = self._invariant_mode(backend, item)
         if invariant:
             # Its own cache entries: a padded generation of an ordinary run is not served here.

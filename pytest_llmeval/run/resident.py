@@ -55,6 +55,8 @@ class ResidentModels:
     meter_of: dict[str, EnergyMeter | None] = field(default_factory=dict)
     loaded: dict[str, dict[str, Any]] = field(default_factory=dict)
     load_errors: dict[str, BaseException] = field(default_factory=dict)
+    # Per model: the SHA-256 of the backend identity its cache keys were made with.
+    identities: dict[str, str] = field(default_factory=dict)
     # Per model that could not be created or loaded: the items it errored in this process.
     unavailable_items: dict[str, int] = field(default_factory=dict)
     # Told of what takes time before any item finishes (progress display): `notify(kind,
@@ -157,6 +159,7 @@ class ResidentModels:
             record = ModelLoad.from_info(self.worker, name, backend.info(), energy, load)
             if name in self.arm_states:
                 record.arm_state = self.arm_states[name].info()
+            record.identity_sha256 = self.identities.get(name)
             if name in self.load_errors:  # created, but its weights did not load
                 record.error = _describe(self.load_errors[name])
                 record.items_errored = self.unavailable_items.get(name, 0)
