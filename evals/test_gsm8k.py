@@ -22,6 +22,10 @@ gsm8k = Task(
     target=lambda row: scoring.gsm8k_target(row["answer"]),
     scorer=scoring.numeric,
     generation=Generation(max_new_tokens=256),
+    # Best-of-n (--llmeval-samples 5 --llmeval-temperature 0.7): the vote decides each item,
+    # and the model's most confident candidate (highest mean token log-probability) is the
+    # reranked pick beside it (rerank@n). One generation per item otherwise: no effect.
+    select="logprob",
     # A health check any working instruction model clears (it answers with a number); gate
     # accuracy for your model on the command line: --gate "gsm8k:accuracy>=0.6".
     gates=["parse_rate >= 0.8"],

@@ -96,7 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     check_report_paths(config, settings)  # before any model work: a usage error
     if config.pluginmanager.has_plugin("xdist"):
-        hooks = XdistHooks(pin_gpus=settings.pin_gpus)
+        hooks = XdistHooks(pin_gpus=settings.pin_gpus, models=settings.model_names)
         config.stash[XDIST_HOOKS] = hooks
         config.pluginmanager.register(hooks, XDIST_NAME)
     activate_controller(config)

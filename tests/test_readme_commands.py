@@ -59,6 +59,9 @@ COMMANDS: dict[str, Documented] = {
         0, "fp32 on the CPU: generating alone changes no greedy text"
     ),
     "pytest evals --model qwen7b -n 2": Documented(0, "two xdist workers on the CPU"),
+    "pytest evals -k gsm8k --limit 100 --llmeval-samples 5 --llmeval-temperature 0.7": Documented(
+        0, "gsm8k's parse-rate floor holds on the candidates the votes follow"
+    ),
     (
         "pytest evals -k toxicity --limit 100 --model qwen7b --compare-backend hosted --gate "
         '"toxicity:agreement>=0.95"'
@@ -171,6 +174,10 @@ def test_readme_command_exits_as_documented(command: str, workdir: Path) -> None
     if "-n 2" in command:
         items = (workdir / name / "items.jsonl").read_text().splitlines()
         assert {json.loads(line)["worker"] for line in items} == {"gw0", "gw1"}
+    if "--llmeval-samples" in command:
+        gsm8k = metrics["gsm8k"]["smollm2-135m"]
+        assert gsm8k["samples_n"] == 5 and set(gsm8k["pass_at_k"]) == {"1", "2", "3", "4", "5"}
+        assert (workdir / name / "samples.parquet").exists()
     if "--junitxml" in command:
         assert (workdir / "out.xml").read_text().count('name="accuracy[&gt;=0.8') == 1
 

@@ -52,6 +52,20 @@ def test_more_models_than_workers_keeps_models_whole() -> None:
             assert models.count(model) == [m for m in map(model_of, nodeids)].count(model)
 
 
+def test_a_models_prompt_variants_stay_with_its_workers() -> None:
+    # Two models x two variants on two workers: each worker holds one model's weights.
+    # Grouped by the whole bracket, there were four groups for two workers and a worker held
+    # both models (qwen-cot with smol-plain).
+    nodeids = [
+        *ids("t", 3, "qwen-plain"), *ids("t", 3, "smol-plain"),
+        *ids("t", 3, "qwen-cot"), *ids("t", 3, "smol-cot"),
+    ]  # fmt: skip
+    shares = assign_shares(nodeids, 2, ["qwen", "smol"])
+    held = [{model_of(nodeids[i]).split("-")[0] for i in share} for share in shares]  # type: ignore[union-attr]
+    assert sorted(map(sorted, held)) == [["qwen"], ["smol"]]
+    assert sorted(i for s in shares for i in s) == list(range(12))
+
+
 def test_assignment_is_deterministic_and_complete() -> None:
     nodeids = ids("a", 7) + ids("b", 5)
     assert assign_shares(nodeids, 3) == assign_shares(list(nodeids), 3)

@@ -3,8 +3,10 @@
 Handing out shares at the start (instead of xdist's trickle of small chunks) lets a worker see
 its upcoming items and batch them. Shares are contiguous runs of the collection, so a task's
 items stay together. With several models and at least as many workers as models, each model's
-items go to workers of its own, so a worker keeps one model resident. The assignment is a pure
-function of the collected node ids and the worker count: the same on every run.
+items go to workers of its own, so a worker keeps one model resident; a model's prompt variants
+(arms `[qwen7b-cot]`, `[qwen7b-plain]`) are one group, since they share its weights. The
+assignment is a pure function of the collected node ids, the run's model names and the worker
+count: the same on every run.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from typing import Any
 from xdist.scheduler import LoadScheduling
 from xdist.workermanage import WorkerController
 
-from pytest_llmeval.declare.ids import is_eval_item, model_of
+from pytest_llmeval.declare.ids import arm_parts, is_eval_item, model_of
 
 
-def assign_shares(nodeids: Sequence[str], workers: int) -> list[list[int]]:
-    """Indices of `nodeids` for each of `workers` workers, in collection order per worker."""
+def assign_shares(
+    nodeids: Sequence[str], workers: int, models: Sequence[str] = ()
+) -> list[list[int]]:
+    """Indices of `nodeids` for each of `workers` workers, in collection order per worker;
+    `models`: the run's model names, which group an arm's items by its model."""
     if workers < 1:
         raise ValueError("need at least one worker")
     groups: dict[str | None, list[int]] = {}
     for index, nodeid in enumerate(nodeids):
-        groups.setdefault(model_of(nodeid), []).append(index)
+        groups.setdefault(_model_group(model_of(nodeid), models), []).append(index)
     shares: list[list[int]] = [[] for _ in range(workers)]
     if len(groups) > workers:
         # More models than workers: whole models to the least-loaded worker, biggest first.
@@ -43,6 +48,13 @@ def assign_shares(nodeids: Sequence[str], workers: int) -> list[list[int]]:
             shares[next_worker].extend(chunk)
             next_worker += 1
     return shares
+
+
+def _model_group(arm: str | None, models: Sequence[str]) -> str | None:
+    """The model an item's arm runs (the arm itself without the run's model names)."""
+    if arm is None or not models:
+        return arm
+    return arm_parts(arm, models)[0]
 
 
 def _split(members: list[int], parts: int) -> list[list[int]]:
@@ -79,8 +91,9 @@ class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no ty
 
     up_front: bool | None = None
 
-    def __init__(self, config: Any, log: Any = None) -> None:
+    def __init__(self, config: Any, log: Any = None, models: Sequence[str] = ()) -> None:
         super().__init__(config, log)
+        self.models = list(models)
         self.share_sizes: dict[str, int] = {}  # items handed to each worker, for progress
 
     collection: list[str] | None
@@ -105,7 +118,8 @@ class EvalScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no ty
         if not self.collection:
             return
         nodes = sorted(self.nodes, key=_worker_order)
-        for node, share in zip(nodes, assign_shares(self.collection, len(nodes)), strict=True):
+        shares = assign_shares(self.collection, len(nodes), self.models)
+        for node, share in zip(nodes, shares, strict=True):
             self._give(node, share)
 
     def check_schedule(self, node: WorkerController, duration: float = 0) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ class XdistHooks:
     """Pinning, scheduling and crash containment for one session; `scheduler` is the one it
     made, if any."""
 
-    def __init__(self, pin_gpus: bool) -> None:
+    def __init__(self, pin_gpus: bool, models: Sequence[str] = ()) -> None:
         self.pin_gpus = pin_gpus
+        self.models = list(models)  # the run's model names: a model's arms share a worker
         self.scheduler: EvalScheduling | None = None
         self.journal: Path | None = None  # made with the first worker
         self.alone: set[str] = set()
@@ -82,7 +84,7 @@ class XdistHooks:
         """Up-front shares when `-n` runs with xdist's default distribution, else xdist's own."""
         if not dist_left_to_default(config):
             return None
-        self.scheduler = EvalScheduling(config, log)
+        self.scheduler = EvalScheduling(config, log, self.models)
         return self.scheduler
 
     @pytest.hookimpl(optionalhook=True)
