@@ -47,7 +47,7 @@ def test_unknown_transformers_option_names_the_known_ones() -> None:
     message = error_of(spec("transformers", dtyp="float16"))
     assert message == (
         "model 'mymodel' (transformers backend): unknown option 'dtyp' "
-        "(did you mean 'dtype'?); known: device, dtype, batching"
+        "(did you mean 'dtype'?); known: device, dtype, batching, share_prefill"
     )
 
 

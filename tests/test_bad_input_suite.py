@@ -327,8 +327,10 @@ def test_data_path_that_is_a_directory_is_an_error(evalproject: pytest.Pytester)
 def test_generation_keeps_its_cache_key_and_positional_values() -> None:
     from pytest_llmeval.declare.task import Generation
 
-    # `problem` is no setting: the cache key (as_dict) and equality stay as before.
-    settings = Generation(64, 0.5, stop="###").as_dict()
+    # `problem` is no setting, nor is `n` (how many draws): the cache key's settings
+    # (draw_dict) and equality stay as before, so earlier caches still serve.
+    settings = Generation(64, 0.5, stop="###").draw_dict()
+    assert Generation(64, 0.5, stop="###").as_dict() == {**settings, "n": 1}
     assert settings == {
         "max_new_tokens": 64,
         "temperature": 0.5,
