@@ -40,8 +40,8 @@ class SavedRun:
 
 def expand(paths: Sequence[str]) -> list[Path]:
     """The report.json files `paths` name: a run folder, a report.json, or a glob of either
-    (`reports/*`), in the order given (a glob's matches sorted); folders without a report
-    inside a glob are skipped, one named directly is an error."""
+    (`reports/*`), in the order given (a glob's matches sorted); a glob's matches that hold
+    no report.json are skipped, a folder named directly without one is an error."""
     found: list[Path] = []
     for text in paths:
         matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
@@ -50,9 +50,9 @@ def expand(paths: Sequence[str]) -> list[Path]:
         for match in matches:
             path = Path(match)
             report = path / REPORT if path.is_dir() else path
+            if glob.has_magic(text) and not (report.name == REPORT and report.exists()):
+                continue  # a glob's other files and folders (notes, plots) are no runs
             if path.is_dir() and not report.exists():
-                if glob.has_magic(text):
-                    continue
                 raise RunError(f"{path}: not a run folder (no {REPORT} in it)")
             found.append(report)
     if not found:
