@@ -92,10 +92,16 @@ def _thresholds(args: argparse.Namespace) -> Thresholds:
 
 
 def _named(runs: Sequence[SavedRun]) -> list[tuple[str, SavedRun]]:
-    """Each run with the name its lines use: its folder's name, or its path when two runs
-    given share a folder name (`a/out`, `b/out`)."""
-    counts = Counter(saved.name for saved in runs)
-    return [(saved.name if counts[saved.name] == 1 else str(saved.folder), saved) for saved in runs]
+    """Each run with the name its lines use: its folder's name, else (two runs given share
+    it, as `a/out` and `b/out`) the folder with its parent, else the whole path."""
+    names = [saved.name for saved in runs]
+    for longer in (
+        [f"{s.folder.parent.name}/{s.name}" for s in runs],
+        [str(s.folder) for s in runs],
+    ):
+        counts = Counter(names)
+        names = [n if counts[n] == 1 else m for n, m in zip(names, longer, strict=True)]
+    return list(zip(names, runs, strict=True))
 
 
 def audit(runs: Sequence[SavedRun], limits: Thresholds | None = None) -> list[Finding]:
