@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pytest_llmeval.analyze.aggregate import group_records, is_correct
+from pytest_llmeval.analyze.performance import BATCH_WALL_PREFIX
 from pytest_llmeval.analyze.record import ItemRecord, Votes
 from pytest_llmeval.analyze.stats import percentile
 from pytest_llmeval.cli.runs import SavedRun
@@ -126,7 +127,7 @@ def _latency(
         for r in records
         if r.cached is False
         and r.latency_s is not None
-        and not (r.latency_method or "").startswith("batch wall time")
+        and not (r.latency_method or "").startswith(BATCH_WALL_PREFIX)
     ]
     values = [float(r.latency_s) for r in timed if r.latency_s is not None]
     if len(values) < MIN_LATENCIES:
