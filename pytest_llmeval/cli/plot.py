@@ -112,7 +112,9 @@ def draw_all(
             plt.close(fig)
             notes.append((name, f"not drawn: {exc}"))
             continue
-        fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.22 if footnote else 0.12)
+        # The ranking's labels are on the y axis: give them room.
+        left = 0.3 if name == "ranking" else 0.1
+        fig.subplots_adjust(left=left, right=0.97, top=0.9, bottom=0.22 if footnote else 0.12)
         if footnote:
             fig.text(0.01, 0.01, textwrap.fill(footnote, 130), fontsize=7, va="bottom")
         for suffix in suffixes:
@@ -156,6 +158,8 @@ def _scatter(ax: Any, rows: Sequence[PlotRow], spec: tuple[str, str, str]) -> st
                     markersize=8, capsize=3)  # fmt: skip
         ax.annotate(row.label, (x, row.score), textcoords="offset points", xytext=(6, 4),
                     fontsize=8)  # fmt: skip
+    ax.margins(x=0.15)  # room for the point labels at either end
+    ax.set_ylim(-0.03, 1.05)  # a share of items: the whole scale, not a zoom on the points
     values = [float(getattr(r, attr)) for r in shown]
     if attr == "parameters" or (min(values) > 0 and max(values) / min(values) > 20):
         ax.set_xscale("log")
@@ -195,15 +199,16 @@ def _yerr(row: PlotRow) -> Any:
 
 def _legend(ax: Any, shown: Sequence[PlotRow], colors: dict[str, str]) -> None:
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    handles = [
+    handles: list[Any] = [
         Line2D([], [], marker=m, ls="", color="gray", label=text)
         for m, text, present in (("s", "local model", True), ("o", "API / callable", False))
         if any(r.local is present for r in shown)
     ]
     tasks = list(dict.fromkeys(r.task for r in shown))
     if len(colors) > 1:
-        handles += [Line2D([], [], marker="o", ls="", color=colors[t], label=t) for t in tasks]
+        handles += [Patch(color=colors[t], label=f"task {t}") for t in tasks]
     ax.legend(handles=handles, fontsize=8, loc="best")
 
 
@@ -227,6 +232,8 @@ def _bubble(ax: Any, rows: Sequence[PlotRow]) -> str | None:
         ax.annotate(f"{row.label}\n${row.cost_usd_per_item:.2g}/item", (row.parameters, row.score),
                     fontsize=8, ha="center", va="center")  # fmt: skip
     ax.set_xscale("log")
+    ax.margins(x=0.2)
+    ax.set_ylim(-0.03, 1.05)
     _parameter_ticks(ax)
     ax.set_xlabel("model size (parameters, log scale)")
     ax.set_ylabel(f"{rows[0].metric} (0-1)")
