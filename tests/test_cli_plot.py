@@ -25,6 +25,8 @@ from pytest_llmeval.cli import main
 from pytest_llmeval.cli.plot_data import (
     PlotRow,
     breakdown,
+    fit_footnote,
+    left_out,
     parameters_from_name,
     per_task,
     plot_rows,
@@ -271,6 +273,19 @@ def test_bad_input_is_one_line_and_exit_2(
         main(["plot", str(runs["one"]), "--out", str(tmp_path), "--metric", "latency_method"]) == 2
     )
     assert "--metric latency_method: not a number" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["plot", str(runs["one"]), "--out", str(tmp_path / "file")]) == 2
+    assert "cannot create the folder" in capsys.readouterr().err
+
+
+def test_a_footnote_names_each_point_left_out_and_is_cut_to_fit() -> None:
+    rows = [_row("a", 8, 10), _row("b", 3, 10)]
+    rows[0].missing = {"energy": "no GPU", "cost": "local model"}
+    assert left_out(rows, "energy") == "not measured for: m [a] (no GPU)"
+    assert left_out(rows, "parameters", "cost") == "not measured for: m [a] (local model)"
+    assert left_out(rows, "latency") is None
+    lines = fit_footnote("x " * 2000).splitlines()
+    assert len(lines) == 8 and lines[-1].endswith("plot_data.csv, column missing)")
 
 
 def test_plot_imports_no_torch(runs: dict[str, Path], tmp_path: Path) -> None:

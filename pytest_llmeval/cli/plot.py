@@ -11,20 +11,20 @@ drawn. matplotlib is imported only here, inside `_run`: the command line stays c
 from __future__ import annotations
 
 import argparse
-import csv
-import textwrap
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pytest_llmeval.cli.plot_data import (
-    COLUMNS,
     PlotRow,
     breakdown,
+    fit_footnote,
+    left_out,
     per_task,
     plot_rows,
     ranking,
+    write_table,
 )
 from pytest_llmeval.cli.runs import RunError, load_runs
 
@@ -77,14 +77,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_table(rows: Sequence[PlotRow], path: Path) -> None:
-    """The plotted numbers, one CSV line per run x task x arm (unknown values empty)."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows(row.as_dict() for row in rows)
-
-
 def draw_all(
     runs: Sequence[Any], rows: Sequence[PlotRow], out: Path, suffixes: Sequence[str]
 ) -> list[tuple[str, str]]:
@@ -116,7 +108,7 @@ def draw_all(
         left = 0.3 if name == "ranking" else 0.1
         fig.subplots_adjust(left=left, right=0.97, top=0.9, bottom=0.22 if footnote else 0.12)
         if footnote:
-            fig.text(0.01, 0.01, textwrap.fill(footnote, 130), fontsize=7, va="bottom")
+            fig.text(0.01, 0.01, fit_footnote(footnote), fontsize=7, va="bottom")
         for suffix in suffixes:
             fig.savefig(out / f"{name}.{suffix}", dpi=DPI)
         plt.close(fig)
@@ -127,12 +119,6 @@ def draw_all(
 
 class _NothingToDraw(Exception):
     """No row has what the figure plots; the message says why."""
-
-
-def _not_measured(rows: Sequence[PlotRow], key: str) -> str | None:
-    """The footnote naming the points left out for lack of `key`, with each reason."""
-    left = [f"{r.label} [{r.task}] ({r.missing[key]})" for r in rows if key in r.missing]
-    return "not measured for: " + "; ".join(left) if left else None
 
 
 def _metric_label(rows: Sequence[PlotRow]) -> str:
@@ -149,7 +135,7 @@ def _scatter(ax: Any, rows: Sequence[PlotRow], spec: tuple[str, str, str]) -> st
     attr, xlabel, key = spec
     shown = [r for r in rows if getattr(r, attr) is not None and r.score is not None]
     if not shown:
-        raise _NothingToDraw(_not_measured(rows, key) or f"no {key} in any run")
+        raise _NothingToDraw(left_out(rows, key) or f"no {key} in any run")
     tasks = list(dict.fromkeys(r.task for r in rows))
     colors = {task: f"C{i % 10}" for i, task in enumerate(tasks)}
     for row in shown:
@@ -170,7 +156,7 @@ def _scatter(ax: Any, rows: Sequence[PlotRow], spec: tuple[str, str, str]) -> st
     ax.set_ylabel(_metric_label(rows))
     ax.set_title(f"{rows[0].metric} vs {xlabel.split(' (')[0]}")
     _legend(ax, shown, colors)
-    return _not_measured(rows, key)
+    return left_out(rows, key)
 
 
 def _parameter_ticks(ax: Any) -> None:
@@ -217,12 +203,7 @@ def _bubble(ax: Any, rows: Sequence[PlotRow]) -> str | None:
         r for r in rows
         if r.parameters is not None and r.cost_usd_per_item is not None and r.score is not None
     ]  # fmt: skip
-    missing = [r for r in rows if r not in shown]
-    reasons = []
-    for r in missing:
-        why = [v for k, v in r.missing.items() if k in ("parameters", "cost")]
-        reasons.append(f"{r.label} [{r.task}] ({'; '.join(why) or 'no score'})")
-    footnote = "not measured for: " + "; ".join(reasons) if reasons else None
+    footnote = left_out(rows, "parameters", "cost")
     if not shown:
         raise _NothingToDraw(footnote or "no run has both parameters and cost")
     top = max(float(r.cost_usd_per_item or 0.0) for r in shown) or 1.0

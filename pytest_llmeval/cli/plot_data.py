@@ -9,9 +9,12 @@ Pure: no matplotlib, no model.
 
 from __future__ import annotations
 
+import csv
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from pytest_llmeval.analyze.compare import arm_of
@@ -260,3 +263,31 @@ def breakdown(runs: Sequence[SavedRun], rows: Sequence[PlotRow]) -> dict[str, li
         name: [getattr(metrics[(r.run, r.task, r.arm)], name) for r in rows] for name in BREAKDOWN
     }
     return {name: values for name, values in table.items() if any(v is not None for v in values)}
+
+
+def left_out(rows: Sequence[PlotRow], *keys: str) -> str | None:
+    """The footnote of a figure that needs `keys`: each point left out and why; None when
+    every point is in."""
+    left = [
+        f"{r.label} [{r.task}] ({'; '.join(r.missing[k] for k in keys if k in r.missing)})"
+        for r in rows
+        if any(k in r.missing for k in keys)
+    ]
+    return "not measured for: " + "; ".join(left) if left else None
+
+
+def fit_footnote(footnote: str, lines: int = 8) -> str:
+    """The footnote wrapped to a figure's width; past `lines` lines cut, pointing to the
+    table (stdout has it whole)."""
+    wrapped = textwrap.wrap(footnote, 130)
+    if len(wrapped) > lines:
+        wrapped = [*wrapped[: lines - 1], "... (all of them in plot_data.csv, column missing)"]
+    return "\n".join(wrapped)
+
+
+def write_table(rows: Sequence[PlotRow], path: Path) -> None:
+    """The plotted numbers, one CSV line per run x task x arm (unknown values empty)."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        writer.writerows(row.as_dict() for row in rows)
