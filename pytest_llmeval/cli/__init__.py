@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pytest_llmeval.cli.runs import RunError
 
-COMMANDS = ("list", "regate")
+COMMANDS = ("list", "regate", "ensemble")
 """The subcommands, each the module `pytest_llmeval.cli.<name>` (`list` is `list_runs`)."""
 _MODULES = {"list": "list_runs"}
 
