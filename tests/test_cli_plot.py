@@ -299,3 +299,15 @@ def test_plot_imports_no_torch(runs: dict[str, Path], tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ranking.png").exists()
+
+
+def test_runs_whose_folders_share_a_name_are_drawn(runs: dict[str, Path], tmp_path: Path) -> None:
+    # Two runs saved as `<x>/out` (the usual --llmeval-report layout) are named `a/out`,
+    # `b/out`; the breakdown looked their metrics up by the bare folder name and crashed.
+    for parent, run in (("a", "one"), ("b", "two")):
+        shutil.copytree(runs[run], tmp_path / parent / "out")
+    out = tmp_path / "fig"
+    assert main(["plot", str(tmp_path / "*" / "out"), "--out", str(out), "--format", "png"]) == 0
+    assert _png_size(out / "breakdown.png") == (800, 500)
+    labels = {row.run for row in plot_rows(load_runs([str(tmp_path / "*" / "out")]))}
+    assert labels == {"a/out", "b/out"}

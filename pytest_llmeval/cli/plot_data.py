@@ -254,8 +254,8 @@ def breakdown(runs: Sequence[SavedRun], rows: Sequence[PlotRow]) -> dict[str, li
     """Per breakdown metric that any row has: its value per row (rows' order), None where a
     row lacks it."""
     metrics = {
-        (s.name, task, arm): result.metrics
-        for s in runs
+        (name, task, arm): result.metrics
+        for s, name in zip(runs, run_names(runs), strict=True)
         for task, info in s.report.tasks.items()
         for arm, result in info.models.items()
     }
