@@ -27,10 +27,12 @@ from pytest_llmeval.analyze.gates import GateResult, check_run
 from pytest_llmeval.analyze.hardware import ModelLoad, load_failures
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import ItemRecord, TaskInfo, from_json, task_info_from_json
+from pytest_llmeval.baseline_option import read_baseline, with_baseline
 from pytest_llmeval.declare.ids import is_eval_item, model_of
 from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.options import check_report_paths
 from pytest_llmeval.report import runinfo
+from pytest_llmeval.report.baseline_summary import baseline_legend, baseline_table
 from pytest_llmeval.report.compare_summary import terminal_section, write_comparison_table
 from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo
 from pytest_llmeval.report.html import summary_html
@@ -61,6 +63,7 @@ class Controller:
         self.settings = settings
         self.prices = prices
         self.xdist = xdist
+        self.saved = read_baseline(config)  # --llmeval-baseline: a usage error when unreadable
         self.run_id = runinfo.new_run_id()
         self.started_iso = runinfo.now_iso()
         self.started = time.time()
@@ -232,7 +235,10 @@ class Controller:
         """Per task x model: metrics, hardware and cost."""
         specs = [*self.settings.models, *filter(None, [self.settings.reference])]
         models = {spec.name: (spec.backend, spec.model_id) for spec in specs}
-        return summarize_run(self.records, self.tasks, self.loads, models, self.prices)
+        summaries = summarize_run(self.records, self.tasks, self.loads, models, self.prices)
+        if self.saved is not None:  # each task x arm against the saved run as well
+            summaries = with_baseline(summaries, self.records, self.saved)
+        return summaries
 
     def compared(self) -> Compared:
         """Every arm against the baseline arm per task, with the item pairs behind them
@@ -355,6 +361,10 @@ class Controller:
         for failure in load_failures(self.loads):
             terminalreporter.write_line(f"ERROR {failure}", red=True)
         terminalreporter.write_line(summary_table(self.summaries(), self.gate_results))
+        against = baseline_table(self.summaries())
+        if against and self.saved is not None:  # --llmeval-baseline: this run vs the saved one
+            legend = baseline_legend(str(self.saved.folder))
+            terminalreporter.write_line(f"\n{against}\n{legend}")
         sampled = sampling_table(self.summaries())
         if sampled:  # best-of-n tasks: random / majority / reranked / oracle side by side
             terminalreporter.write_line(f"\nSampled candidates per item:\n{sampled}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmeval.analyze.gates import Gate, GateError, parse_gate
+from pytest_llmeval.baseline_option import add_baseline_option
 from pytest_llmeval.declare.data import DATA_DIR_ENV
 from pytest_llmeval.declare.ids import any_arm_of
 from pytest_llmeval.declare.models import (
@@ -148,6 +149,7 @@ def add_options(parser: pytest.Parser) -> None:
         "backends that count prompt tokens)",
     )
     add_sampling_options(group)
+    add_baseline_option(group)
     parser.addini(
         "llmeval_allow_missing", "Default --llmeval-allow-missing", type="bool", default=False
     )

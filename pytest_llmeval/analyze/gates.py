@@ -45,6 +45,10 @@ METRICS: dict[str, bool] = {
     "both_parse_rate": True,
     "response_indel_similarity": False,
     "reasoning_indel_similarity": False,
+    # Against a saved run (--llmeval-baseline PATH):
+    "regression": False,
+    "baseline_delta": True,
+    "baseline_p_value": False,
     # Sampled tasks (Generation.n > 1); best-of-n names like `maj@5`: sampling_gates.py.
     "self_consistency": False,
     # Batch-invariance check (--llmeval-invariance-check N):
@@ -52,6 +56,8 @@ METRICS: dict[str, bool] = {
     "invariance_score_changed": False,
     "invariance_accuracy_delta": False,
 }
+BASELINE_METRICS = ("regression", "baseline_delta", "baseline_p_value")
+"""The metrics read from the comparison with a saved run (`--llmeval-baseline`)."""
 # Comparison gates, `metric(arm) op value`: metric -> the `ArmComparison` field it reads and
 # the field holding the interval shown with it (None: no interval).
 COMPARISON_METRICS: dict[str, tuple[str, str | None]] = {
@@ -70,6 +76,9 @@ COMPARISON_METRICS: dict[str, tuple[str, str | None]] = {
 }
 # The count a metric is computed over, when it is not `n` (all selected items).
 DENOMINATORS: dict[str, str] = {
+    "regression": "baseline_n",
+    "baseline_delta": "baseline_n",
+    "baseline_p_value": "baseline_n",
     "accuracy_answered": "n_answered",
     "parse_rate_answered": "n_answered",
     "invariance_changed": "invariance_checked",
@@ -293,6 +302,11 @@ def check_gate(gate: Gate, task: str, model: str, metrics: Metrics | None) -> Ga
         )  # fmt: skip
     value = getattr(metrics, gate.metric) if metrics is not None else None
     interval = getattr(metrics, f"{gate.metric}_ci95", None) if METRICS[gate.metric] else None
+    reason = None
+    if metrics is not None and value is None and gate.metric in BASELINE_METRICS:
+        reason = metrics.baseline_reason or (
+            f"{gate.metric} compares with a saved run: give --llmeval-baseline PATH"
+        )
     return GateResult(
         gate=gate,
         task=task,
@@ -302,6 +316,7 @@ def check_gate(gate: Gate, task: str, model: str, metrics: Metrics | None) -> Ga
         interval=(interval[0], interval[1]) if interval else None,
         partial=metrics.partial if metrics is not None else False,
         passed=value is not None and gate.holds(float(value)),
+        reason=reason,
     )
 
 

@@ -282,6 +282,36 @@ class Metrics:
     correct) / `invariance_checked`; positive when batching cost accuracy."""
     invariance_errors: int | None = None
     """Items of the sample whose unbatched generation or scoring failed (not checked)."""
+    # Against a saved run (--llmeval-baseline PATH) only; None otherwise (saved_baseline.py).
+    baseline_run: str | None = None
+    """The saved run this task x arm was compared with (its folder)."""
+    baseline_reason: str | None = None
+    """Why there is no comparison with the saved run (it has no matching arm); None when
+    compared."""
+    baseline_arm: str | None = None
+    """The saved run's arm it was paired with (the same name, or the saved run's only arm)."""
+    baseline_n: int | None = None
+    """Items both this run and the saved run have (paired): the n of the figures below."""
+    baseline_lacks: int | None = None
+    """Items of this run the saved run lacks (not paired, not in the figures)."""
+    baseline_only: int | None = None
+    """Items only the saved run has (not paired, not in the figures)."""
+    baseline_accuracy: float | None = None
+    """The saved run's accuracy on the paired items."""
+    baseline_delta: float | None = None
+    """This run's accuracy minus the saved run's on the paired items (gate: `baseline_delta`)."""
+    baseline_delta_ci95: Interval = None
+    """Newcombe's paired 95% interval (method 10) of `baseline_delta`."""
+    baseline_p_value: float | None = None
+    """Exact McNemar p-value of "as accurate as the saved run" on the paired items."""
+    regression: float | None = None
+    """The largest accuracy drop the 95% interval allows: minus the lower bound of
+    `baseline_delta_ci95` (a share; negative when the interval shows an improvement). Gate:
+    `regression<=0.02` holds when any drop is below 2 points at 95% confidence."""
+    baseline_wins: int | None = None
+    """Paired items right here and wrong in the saved run."""
+    baseline_losses: int | None = None
+    """Paired items wrong here and right in the saved run."""
     # Sampled tasks (Generation.n > 1, --llmeval-samples) only; None otherwise. An item that
     # errored counts as n wrong candidates, as an error counts in `accuracy`.
     samples_n: int | None = None

@@ -8,6 +8,7 @@ from tabulate import tabulate
 
 from pytest_llmeval.analyze.gates import GateResult
 from pytest_llmeval.analyze.metrics import Metrics
+from pytest_llmeval.report.baseline_summary import baseline_legend, baseline_table
 from pytest_llmeval.report.compare_summary import comparison_table, flip_lines, legend
 from pytest_llmeval.report.envelope import RunReport
 from pytest_llmeval.report.sampling_summary import sampling_legend, sampling_table
@@ -90,6 +91,10 @@ def summary_markdown(
     reasons = sorted({str(m.energy_reason) for m in summaries.values() if m.energy_reason})
     if reasons:
         lines += ["", "Energy not measured: " + "; ".join(reasons)]
+    against = baseline_table(summaries, "github")
+    if against:
+        saved = next(m.baseline_run for m in summaries.values() if m.baseline_run)
+        lines += ["", "## Against the saved run", "", against, "", baseline_legend(str(saved))]
     sampled = sampling_table(summaries, "github")
     if sampled:
         lines += ["", "## Sampled candidates", "", sampled, "", sampling_legend()]
