@@ -100,3 +100,15 @@ def test_the_command_runs_without_torch(saved_run: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert module.returncode == 0 and "regate" in module.stdout and "list" in module.stdout
+
+
+def test_list_names_runs_whose_folders_share_a_name_by_their_parents(
+    saved_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    for parent in ("main", "pr"):
+        shutil.copytree(saved_run, tmp_path / parent / "out")
+    assert main(["list", str(tmp_path / "*" / "out")]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert names == ["main/out", "pr/out"]

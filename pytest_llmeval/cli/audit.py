@@ -23,7 +23,7 @@ from pytest_llmeval.cli.audit_checks import (
     Thresholds,
     audit_run,
 )
-from pytest_llmeval.cli.runs import RunError, SavedRun, load_runs
+from pytest_llmeval.cli.runs import RunError, SavedRun, load_runs, run_names
 
 _DEFAULTS = Thresholds()
 
@@ -92,16 +92,9 @@ def _thresholds(args: argparse.Namespace) -> Thresholds:
 
 
 def _named(runs: Sequence[SavedRun]) -> list[tuple[str, SavedRun]]:
-    """Each run with the name its lines use: its folder's name, else (two runs given share
-    it, as `a/out` and `b/out`) the folder with its parent, else the whole path."""
-    names = [saved.name for saved in runs]
-    for longer in (
-        [f"{s.folder.parent.name}/{s.name}" for s in runs],
-        [str(s.folder) for s in runs],
-    ):
-        counts = Counter(names)
-        names = [n if counts[n] == 1 else m for n, m in zip(names, longer, strict=True)]
-    return list(zip(names, runs, strict=True))
+    """Each run with the name its lines use (`runs.run_names`: `a/out`, `b/out` when two
+    runs' folders share a name)."""
+    return list(zip(run_names(runs), runs, strict=True))
 
 
 def audit(runs: Sequence[SavedRun], limits: Thresholds | None = None) -> list[Finding]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from pytest_llmeval.cli.runs import SavedRun, load_runs
+from pytest_llmeval.cli.runs import SavedRun, load_runs, run_names
 
 
 def add_parser(subparsers: Any) -> None:
@@ -21,13 +21,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    rows = [row(saved) for saved in load_runs(args.dirs)]
+    runs = load_runs(args.dirs)
+    rows = [row(saved, name) for saved, name in zip(runs, run_names(runs), strict=True)]
     headers = ["run", "started", "models", "tasks", "items", "accuracy", "gates failed", "exit"]
     print(tabulate(rows, headers, "simple", disable_numparse=True))
     return 0
 
 
-def row(saved: SavedRun) -> list[object]:
+def row(saved: SavedRun, name: str) -> list[object]:
     """One run's line: when, which models and tasks, items, accuracy per task, exit status."""
     report = saved.report
     accuracies = ", ".join(
@@ -37,7 +38,7 @@ def row(saved: SavedRun) -> list[object]:
         if result.metrics.accuracy is not None
     )
     return [
-        saved.name, report.started[:19], ", ".join(m.name for m in report.settings.models),
+        name, report.started[:19], ", ".join(m.name for m in report.settings.models),
         ", ".join(report.tasks), len(saved.records), accuracies or "-",
         report.totals.gates_failed, report.exit_status,
     ]  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 
 from pytest_llmeval.analyze.compare import arm_of, arms_in
 from pytest_llmeval.analyze.record import ItemRecord
-from pytest_llmeval.cli.runs import SavedRun
+from pytest_llmeval.cli.runs import SavedRun, run_names
 
 MATRIX_FILES = ("matrix.csv", "matrix.parquet")
 CELLS = ("extracted", "score", "correct")
@@ -36,17 +36,6 @@ class Column:
     """The arm in that run (`arm` of its records; the model for records that predate arms)."""
     folder: str
     """The run's folder, as found on the command line."""
-
-
-def run_names(runs: Sequence[SavedRun]) -> list[str]:
-    """A name per run: its folder's name, or its last k path parts when names would clash."""
-    paths = [run.folder.resolve() for run in runs]
-    depth = max((len(p.parts) for p in paths), default=1)
-    for k in range(1, depth + 1):
-        names = ["/".join(p.parts[-k:]) for p in paths]
-        if len(set(names)) == len(names):
-            return names
-    return [str(p) for p in paths]  # unreachable: resolved, deduplicated paths differ
 
 
 def _arm_order(run: SavedRun) -> list[str]:

@@ -22,7 +22,7 @@ from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.performance import BATCH_WALL_PREFIX, generated
 from pytest_llmeval.analyze.record import ItemRecord
 from pytest_llmeval.analyze.stats import mean, wilson_interval
-from pytest_llmeval.cli.runs import RunError, SavedRun
+from pytest_llmeval.cli.runs import RunError, SavedRun, run_names
 
 LOCAL_BACKENDS = ("transformers", "vllm")
 """Backends whose weights run on this machine: squares in the figures; the rest (an
@@ -158,13 +158,6 @@ def plot_rows(runs: Sequence[SavedRun], metric: str = "accuracy") -> list[PlotRo
         # One arm name in two runs would be two points with one label: name the run too.
         row.label = f"{row.run}/{row.arm}" if len(runs_of[row.arm]) > 1 else row.arm
     return rows
-
-
-def run_names(runs: Sequence[SavedRun]) -> list[str]:
-    """Each run's name in the figures: its folder's name, or `parent/folder` when two runs'
-    folders share a name (`a/out`, `b/out`)."""
-    names = [saved.name for saved in runs]
-    return [f"{s.folder.parent.name}/{s.name}" if names.count(s.name) > 1 else s.name for s in runs]
 
 
 def _row(saved: SavedRun, run: str, task: str, arm: str, m: Metrics, metric: str) -> PlotRow:

@@ -78,3 +78,15 @@ def load_run(report_path: Path) -> SavedRun:
 def load_runs(paths: Sequence[str]) -> list[SavedRun]:
     """Every run `paths` name, in order (see `expand`)."""
     return [load_run(path) for path in expand(paths)]
+
+
+def run_names(runs: Sequence[SavedRun]) -> list[str]:
+    """A name per run for tables, figures and findings: its folder's name, or its last k path
+    parts when names would clash (`main/out`, `pr/out`)."""
+    paths = [run.folder.resolve() for run in runs]
+    depth = max((len(p.parts) for p in paths), default=1)
+    for k in range(1, depth + 1):
+        names = ["/".join(p.parts[-k:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]  # the same run given twice: its whole path
