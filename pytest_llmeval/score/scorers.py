@@ -7,7 +7,7 @@ the response and how, so that a miss can say `expected 18, got 32 (flexible: "..
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pytest_llmeval.score.extraction import TargetError
@@ -27,13 +27,19 @@ __all__ = ["Score", "TargetError", "exact", "gsm8k_target", "label", "numeric"]
 @dataclass(frozen=True)
 class Score:
     """One item's score: `value` in [0, 1], the extracted answer, the extraction method, the
-    excerpt it was read from, and the reasoning part separated from the answer (if any)."""
+    excerpt it was read from, the reasoning part separated from the answer (if any), and
+    optional named components (each in [0, 1] or None where it does not apply)."""
 
     value: float
     extracted: str | None
     method: str
     span: str = ""
     reasoning: str = ""
+    # Named parts of the score, each a metric of its own over the task (its mean, with an
+    # interval): e.g. a QA scorer's `value_accuracy` and `ref_overlap`. None: the part does
+    # not apply to this item (`na_recall` on an answerable question) and is left out of that
+    # part's mean, so a mean over the items it applies to is a recall, not diluted by zeros.
+    components: dict[str, float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The score as plain JSON."""
