@@ -48,7 +48,8 @@ _BLANK_PHRASE = re.compile(
     re.IGNORECASE,
 )
 _ANSWER_LINE = re.compile(
-    r"^[ \t*_#>-]*(?:final[ \t]+)?answer(?:[ _]value)?[ \t*_]*[:=][ \t*_]*(?P<value>.*?)[ \t*_]*$",
+    r"^[ \t*_#>-]*(?:the[ \t]+)?(?:final[ \t]+)?answer(?:[ _]value)?"
+    r"(?:[ \t*_]*[:=]|[ \t]+is\b[ \t]*:?)[ \t*_]*(?P<value>.*?)[ \t*_.]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _REFS_LINE = re.compile(
@@ -136,10 +137,10 @@ def parse_qa(response: str) -> QAAnswer:
 
     - `json`: a JSON object with `answer_value` (or `answer`, `value`), `ref_ids` (or
       `references`, `refs`, `ref_id`) and optionally `is_blank`, anywhere in the response;
-    - `lines`: an `Answer: <value>` line (also `Final answer:`, `answer_value =`, markdown
-      bold around it) and a `References: [id, ...]` line (also `Refs:`, `Sources:`, ids
-      separated by commas, semicolons or spaces, brackets and quotes optional; with brackets
-      only what they hold, and never a remark in parentheses);
+    - `lines`: an `Answer: <value>` line (also `Final answer:`, `The answer is 42.`,
+      `answer_value =`, markdown bold around it) and a `References: [id, ...]` line (also
+      `Refs:`, `Sources:`, ids separated by commas, semicolons or spaces, brackets and
+      quotes optional; with brackets only what they hold, never a remark in parentheses);
     - `first-line`: no Answer line: the first non-empty line is the value (refs as above);
     - `none`: an empty response.
 
