@@ -119,7 +119,7 @@ def test_rag_eval_runs_on_the_embedded_model(
     assert set(report["tasks"]) == {"rag"}, output
     metrics = report["tasks"]["rag"]["models"]["smollm2-135m"]["metrics"]
     assert metrics["n"] == 3 and metrics["partial"] and metrics["task_rows"] == 51
-    assert metrics["errors"] == 0, output
+    assert metrics["n_errors"] == 0, output
     # The exit status follows the gate and the items, not a crash.
     (gate,) = report["gates"]
     assert gate["gate"] == "parse_rate>=0.5" and result.returncode in (0, 1), output
