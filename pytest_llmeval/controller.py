@@ -24,7 +24,7 @@ from pytest_llmeval.analyze.compare import Compared, arm_of, compare_run
 from pytest_llmeval.analyze.compare_gates import check_comparisons
 from pytest_llmeval.analyze.cost import Price
 from pytest_llmeval.analyze.gates import GateResult, check_run
-from pytest_llmeval.analyze.hardware import ModelLoad, load_failures
+from pytest_llmeval.analyze.hardware import ModelLoad, load_failures, load_skips
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import ItemRecord, TaskInfo, from_json, task_info_from_json
 from pytest_llmeval.baseline_option import read_baseline, with_baseline
@@ -360,6 +360,8 @@ class Controller:
             terminalreporter.write_line(f"ERROR task {task}: {conflict}", red=True)
         for failure in load_failures(self.loads):
             terminalreporter.write_line(f"ERROR {failure}", red=True)
+        for skip in load_skips(self.loads):  # --llmeval-vram-check: once per model
+            terminalreporter.write_line(f"SKIPPED {skip}", yellow=True)
         terminalreporter.write_line(summary_table(self.summaries(), self.gate_results))
         against = baseline_table(self.summaries())
         if against and self.saved is not None:  # --llmeval-baseline: this run vs the saved one

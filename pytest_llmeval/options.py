@@ -19,6 +19,12 @@ from pytest_llmeval.declare.models import (
     resolve_models,
 )
 from pytest_llmeval.declare.settings import CacheMode, Settings
+from pytest_llmeval.fit_options import (
+    FIT_INI_DEFAULTS,
+    add_fit_options,
+    read_smoke,
+    read_vram_check,
+)
 from pytest_llmeval.report.paths import report_paths_problem
 from pytest_llmeval.sampling_options import add_sampling_options, read_sampling
 
@@ -150,6 +156,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
     add_sampling_options(group)
     add_baseline_option(group)
+    add_fit_options(parser, group)
     parser.addini(
         "llmeval_allow_missing", "Default --llmeval-allow-missing", type="bool", default=False
     )
@@ -219,6 +226,8 @@ def read_settings(config: pytest.Config) -> Settings:
     return Settings(
         baseline_arm=_baseline_arm(config, [spec.name for spec in models]),
         sampling=read_sampling(config),
+        smoke=read_smoke(config),
+        vram_check=read_vram_check(config),
         models=models,
         reference=reference,
         aliases=aliases,
@@ -272,6 +281,7 @@ _INI_DEFAULTS: dict[str, object] = {
     "llmeval_pin_gpus": "auto",
     "llmeval_invariance_check": "",
     "llmeval_batch_invariant": False,
+    **FIT_INI_DEFAULTS,
 }
 
 

@@ -37,7 +37,9 @@ class ModelLoad:
     """Peak GPU memory allocated by this process (torch.cuda.max_memory_allocated);
     None on the CPU."""
     parameters: int | None = None
-    """Parameter count of the loaded model; None for API backends."""
+    """Parameter count of the model: of the loaded model, else read from its checkpoint's
+    files without loading it (`parameters_source` says which); None for API backends or
+    files that do not say."""
     load_energy_j: float | None = None
     """Joules: GPU energy of the model load (the backend's `load()`, metered in its own window
     before the first batch, on the GPUs the model occupies; this worker's share of a shared
@@ -76,6 +78,28 @@ class ModelLoad:
     backend_info: dict[str, Any] = field(default_factory=dict)
     """Everything else the backend reports: identity (model id, revision or weights hash,
     dtype, chat template hash), device, and backend-specific settings."""
+    parameters_source: str | None = None
+    """Where `parameters` came from: "loaded model" (the loaded weights' `numel` sum),
+    "safetensors header" (the tensor shapes in the checkpoint's safetensors headers: exact,
+    read without loading), "config estimate" (computed from config.json for llama, mistral,
+    qwen2 and qwen3 layouts); None when unknown."""
+    vram_check: str | None = None
+    """The VRAM fit check of this model (`--llmeval-vram-check`, on by default), on one line:
+    "fits: needs ~X GB (how), cuda:N has Y GB free", the skip reason, or "not checked: ..."
+    (a CPU or remote model, nothing to estimate from, no free-memory reading); None when the
+    check was off. GB are 1e9 bytes."""
+    skipped_reason: str | None = None
+    """Why this model's items were skipped without loading it: its estimated memory exceeds
+    the free memory of its GPU (both numbers named); None when it was not skipped."""
+    items_skipped: int = 0
+    """Items of this model on this worker skipped because of `skipped_reason`."""
+    smoke_items: int = 0
+    """Items of this model generated on this worker as its smoke run (`--llmeval-smoke`: the
+    first item of each task, before any full batch); 0 without a smoke run."""
+    smoke_failure: str | None = None
+    """Why this model failed its smoke run (it could not load, every smoke request errored,
+    or no smoke output could be parsed); its remaining items errored at once (counted in
+    `items_errored`). None when it passed or had no smoke run."""
 
     @classmethod
     def from_info(
@@ -113,21 +137,43 @@ class ModelLoad:
 
 def load_failures(loads: Sequence[ModelLoad]) -> list[str]:
     """One line per model that did not load, however many workers and items it failed:
-    `model X did not load (N items errored): <error>` (distinct errors of one model joined)."""
-    errors: dict[str, dict[str, None]] = {}
-    items: dict[str, int] = {}
+    `model X did not load (N items errored): <error>` (distinct errors of one model joined);
+    one per model stopped by its smoke run: `model X failed the smoke run (N items errored):
+    <reason>`."""
+    errors: dict[tuple[str, str], dict[str, None]] = {}
+    items: dict[tuple[str, str], int] = {}
     for load in loads:
-        if load.error is not None:
-            errors.setdefault(load.model, {})[load.error] = None
-            items[load.model] = items.get(load.model, 0) + load.items_errored
+        for what, text in (
+            ("did not load", load.error),
+            ("failed the smoke run", load.smoke_failure),
+        ):
+            if text is not None:
+                key = (load.model, what)
+                errors.setdefault(key, {})[text] = None
+                items[key] = items.get(key, 0) + load.items_errored
     lines = []
-    for model, texts in errors.items():
-        count = items[model]
+    for (model, what), texts in errors.items():
+        count = items[(model, what)]
         lines.append(
-            f"model {model} did not load ({count} item{'' if count == 1 else 's'} errored): "
+            f"model {model} {what} ({count} item{'' if count == 1 else 's'} errored): "
             + "; ".join(texts)
         )
     return lines
+
+
+def load_skips(loads: Sequence[ModelLoad]) -> list[str]:
+    """One line per model whose items were skipped because it does not fit its GPU:
+    `<reason> (N items skipped)`."""
+    reasons: dict[str, str] = {}
+    items: dict[str, int] = {}
+    for load in loads:
+        if load.skipped_reason is not None:
+            reasons.setdefault(load.model, load.skipped_reason)
+            items[load.model] = items.get(load.model, 0) + load.items_skipped
+    return [
+        f"{reason} ({items[model]} item{'' if items[model] == 1 else 's'} skipped)"
+        for model, reason in reasons.items()
+    ]
 
 
 def hardware_summary(model: str, loads: Sequence[ModelLoad]) -> dict[str, Any]:

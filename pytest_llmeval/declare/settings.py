@@ -72,6 +72,10 @@ class Settings:
     """`--llmeval-baseline-arm`: the arm every other arm is compared with (None: the first)."""
     sampling: SamplingOverride = field(default_factory=SamplingOverride)
     """`--llmeval-samples`, `--llmeval-temperature`, `--llmeval-top-p`."""
+    smoke: bool = False
+    """`--llmeval-smoke`: each model tried on one item per task before the long run."""
+    vram_check: bool = True
+    """`--llmeval-vram-check`: skip a local GPU model whose estimate exceeds free memory."""
 
     @property
     def model_names(self) -> list[str]:

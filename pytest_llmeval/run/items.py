@@ -122,6 +122,8 @@ class EvalItem(pytest.Item):
             if isinstance(self.row, RowError):
                 raise ItemError(f"data error: {self.row.message}")
             target = self.task.target_for(self.row)
+            if worker.smoke is not None:  # --llmeval-smoke: each model tried first (run/smoke.py)
+                worker.smoke.before(self, worker.upcoming(self))
             self.record = self._plain(self._evaluate(worker, self.row, target))
         except Exception as exc:
             message = _error_message(exc, self.task.name)

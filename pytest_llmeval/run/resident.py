@@ -29,6 +29,7 @@ from pytest_llmeval.run.arm_state import ArmSetup
 from pytest_llmeval.run.batch_energy import NO_LOAD, REMOTE, load_energy
 from pytest_llmeval.run.energy_sources import EnergyScope, scope_of
 from pytest_llmeval.run.meters import EnergyMeter
+from pytest_llmeval.run.vram_fit import check_fit, model_skipped, parameters_of
 
 NOT_LOADED = "model not loaded in this run (nothing to generate)"
 
@@ -63,9 +64,22 @@ class ResidentModels:
     # model, facts)` with kind `loading`, `loaded` (seconds), `load_failed` (error), `batch`
     # (items). None: nobody listens.
     notify: Callable[[str, str, dict[str, Any]], None] | None = None
+    # --llmeval-vram-check (run/vram_fit.py): checked right after creation, before any load.
+    # Per model: the check's note, why it is skipped and its items skipped in this process.
+    vram_check: bool = False
+    fit_notes: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    skipped_items: dict[str, int] = field(default_factory=dict)
+    # --llmeval-smoke (run/smoke.py): per model that failed its smoke run, why; its later
+    # items error at once (counted in `unavailable_items`); per model, its smoke items.
+    smoke_failures: dict[str, str] = field(default_factory=dict)
+    smoke_items: dict[str, int] = field(default_factory=dict)
 
     def backend(self, spec: ModelSpec) -> Backend:
-        """The resident backend for `spec`, created on first use; a failed creation is re-raised."""
+        """The resident backend for `spec`, created on first use; a failed creation is re-raised,
+        a model that does not fit its GPU skips (`ModelSkipped`), one that failed its smoke
+        run errors (`ModelUnavailable`)."""
+        self._refuse(spec.name)
         if spec.name in self.backends:
             return self.backends[spec.name]
         if spec.name in self.failed:
@@ -79,7 +93,25 @@ class ResidentModels:
             self.failed[spec.name] = (exc, time.perf_counter() - started)
             raise self._unavailable(spec.name, exc) from exc
         self.backends[spec.name] = backend
+        if self.vram_check:
+            fit = check_fit(backend, parameters_of(backend))
+            self.fit_notes[spec.name] = fit.note
+            if fit.skip is not None:
+                self.skipped[spec.name] = fit.skip
+                self._refuse(spec.name)
         return backend
+
+    def _refuse(self, name: str) -> None:
+        """Raise for one more item of a model kept from running (counted per model)."""
+        if name in self.skipped:
+            self.skipped_items[name] = self.skipped_items.get(name, 0) + 1
+            raise model_skipped(self.skipped[name])
+        if name in self.smoke_failures:
+            count = self.unavailable_items[name] = self.unavailable_items.get(name, 0) + 1
+            reason = self.smoke_failures[name]
+            if count > 1:  # the whole reason once, a short reference for the rest
+                reason = f"(its reason is in the llmeval summary) {one_line(reason, 80)}"
+            raise ModelUnavailable(f"model {name} failed the smoke run: {reason}")
 
     def applied(self, backend: Backend) -> AbstractContextManager[None]:
         """Around a generation of `backend`'s model: its arm state applied under its lock
@@ -160,6 +192,7 @@ class ResidentModels:
             if name in self.arm_states:
                 record.arm_state = self.arm_states[name].info()
             record.identity_sha256 = self.identities.get(name)
+            self._kept_out(record, backend)
             if name in self.load_errors:  # created, but its weights did not load
                 record.error = _describe(self.load_errors[name])
                 record.items_errored = self.unavailable_items.get(name, 0)
@@ -176,6 +209,21 @@ class ResidentModels:
             for name, (exc, seconds) in self.failed.items()
         ]
         return loads
+
+    def _kept_out(self, record: ModelLoad, backend: Backend) -> None:
+        """The record's parameter count (from the files when the model was not loaded), its
+        VRAM check, skip and smoke run."""
+        if record.parameters is not None:
+            record.parameters_source = "loaded model"
+        elif (count := parameters_of(backend)) is not None:
+            record.parameters, record.parameters_source = count.parameters, count.source
+        record.vram_check = self.fit_notes.get(record.model)
+        record.skipped_reason = self.skipped.get(record.model)
+        record.items_skipped = self.skipped_items.get(record.model, 0)
+        record.smoke_items = self.smoke_items.get(record.model, 0)
+        record.smoke_failure = self.smoke_failures.get(record.model)
+        if record.smoke_failure is not None:
+            record.items_errored = self.unavailable_items.get(record.model, 0)
 
     def close(self) -> None:
         """Release every backend and meter."""

@@ -20,6 +20,7 @@ from pytest_llmeval.declare.settings import Settings
 from pytest_llmeval.run.cache import GenerationCache
 from pytest_llmeval.run.crash_journal import ALONE_KEY, JOURNAL_KEY, BatchJournal
 from pytest_llmeval.run.engine import Engine
+from pytest_llmeval.run.smoke import SmokeRun
 from pytest_llmeval.run.xdist_queue import XdistQueueUnavailable, is_xdist_worker, queued_indices
 
 if TYPE_CHECKING:
@@ -42,7 +43,9 @@ class Worker:
             batch_size=settings.batch_size,
             cache=cache,
             batch_invariant=settings.batch_invariant,
+            vram_check=settings.vram_check,
         )
+        self.smoke = SmokeRun(self.engine) if settings.smoke else None
         # xdist: the controller's crash journal and, for a replacement of a crashed worker,
         # the items of the batch that crashed (generated one at a time).
         workerinput = getattr(config, "workerinput", {})

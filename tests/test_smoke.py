@@ -1,0 +1,154 @@
+"""The smoke run (`--llmeval-smoke`, run/smoke.py): whole runs with a healthy model and broken
+ones (callables that answer garbage or raise), and the verdict rule on its own."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_llmeval.run.smoke import SmokeOutcome, smoke_verdict
+
+# Each responder logs its name per call, so a test can count the model work done.
+RESPONDERS = textwrap.dedent(
+    """
+    from pathlib import Path
+
+    def _log(name):
+        with Path("calls.txt").open("a") as handle:
+            handle.write(name + "\\n")
+
+    def _right(messages):
+        question = messages[-1]["content"]
+        left, op, right = question.split(": ")[1].split()[:3]
+        return f"#### {int(left) + int(right)}"
+
+    def healthy(messages, settings):
+        _log("healthy")
+        return _right(messages)
+
+    def garbage(messages, settings):
+        _log("garbage")
+        return "no idea"
+
+    def boom(messages, settings):
+        _log("boom")
+        raise RuntimeError("server on fire")
+
+    def halfway(messages, settings):  # right on mini, unparseable on mini2
+        _log("halfway")
+        return "no idea" if messages[-1]["content"].startswith("Q2") else _right(messages)
+    """
+)
+TWO_TASKS = textwrap.dedent(
+    """
+    from pytest_llmeval import ChatPrompt, DataSource, Generation, Task, scoring
+
+    mini = Task(
+        name="mini", data=DataSource(files="mini.jsonl"), prompt=ChatPrompt(user="q: {question}"),
+        target="answer", scorer=scoring.numeric, generation=Generation(max_new_tokens=16),
+    )
+    mini2 = Task(
+        name="mini2", data=DataSource(files="mini.jsonl"), prompt=ChatPrompt(user="Q2: {question}"),
+        target="answer", scorer=scoring.numeric, generation=Generation(max_new_tokens=16),
+    )
+    """
+)
+MODELS = ("healthy", "garbage", "boom", "halfway")
+
+
+@pytest.fixture
+def project(evalproject: pytest.Pytester) -> pytest.Pytester:
+    """The mini rows (10) under two tasks, and four responders."""
+    evalproject.makepyfile(responders=RESPONDERS, test_mini=TWO_TASKS)
+    return evalproject
+
+
+def run(project: pytest.Pytester, *args: str) -> pytest.RunResult:
+    models = [arg for name in MODELS for arg in ("--model", f"{name}=callable:responders:{name}")]
+    return project.runpytest(
+        *models, "--llmeval-data-dir=data", "--llmeval-report", "out/report.json",
+        "-p", "no:randomly", "-W", "ignore::pytest.PytestAssertRewriteWarning", *args,
+    )  # fmt: skip
+
+
+def calls(project: pytest.Pytester) -> dict[str, int]:
+    lines = (project.path / "calls.txt").read_text().split()
+    return {name: lines.count(name) for name in MODELS}
+
+
+def outcomes(project: pytest.Pytester) -> dict[str, dict[str, int]]:
+    """Per model: its items' outcomes in items.jsonl."""
+    counts: dict[str, dict[str, int]] = {}
+    for line in (project.path / "out" / "items.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        model = counts.setdefault(record["model"], {})
+        model[record["outcome"]] = model.get(record["outcome"], 0) + 1
+    return counts
+
+
+GARBAGE = "2/2 smoke items unparseable (first: 'no idea')"
+BOOM = "2/2 smoke requests errored (first: RuntimeError: server on fire)"
+
+
+def test_smoke_stops_broken_models_and_keeps_the_healthy_ones(project: pytest.Pytester) -> None:
+    result = run(project, "--llmeval-smoke")
+    # Broken models did their two smoke items only (boom's each retried once alone, as the
+    # engine retries any failed request); the others ran their 20 items each.
+    assert calls(project) == {"healthy": 20, "garbage": 2, "boom": 4, "halfway": 20}
+    assert outcomes(project) == {
+        "healthy": {"pass": 20},
+        "garbage": {"fail": 2, "error": 18},  # its smoke items are real (wrong) answers
+        "boom": {"error": 20},
+        "halfway": {"pass": 10, "fail": 10},  # mini2 unparseable, mini fine: it runs
+    }
+    result.stdout.fnmatch_lines(
+        [
+            f"ERROR model garbage failed the smoke run (18 items errored): {GARBAGE}",
+            f"ERROR model boom failed the smoke run (18 items errored): {BOOM}",
+        ]
+    )
+    # One whole line per broken model, then a short reference on its other items.
+    assert result.stdout.str().count(f"model garbage failed the smoke run: {GARBAGE}") == 1
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    loads = {load["model"]: load for load in report["model_loads"]}
+    assert loads["garbage"]["smoke_failure"] == GARBAGE and loads["garbage"]["items_errored"] == 18
+    assert loads["healthy"]["smoke_failure"] is None and loads["healthy"]["smoke_items"] == 2
+
+
+def test_smoke_items_are_kept_and_cached_not_redone(project: pytest.Pytester) -> None:
+    run(project, "--llmeval-smoke")
+    (project.path / "calls.txt").unlink()
+    result = run(project, "--llmeval-smoke")
+    # Every healthy generation, smoke items included, comes from the cache.
+    assert calls(project)["healthy"] == 0
+    assert outcomes(project)["healthy"] == {"pass": 20}
+    result.stdout.fnmatch_lines(["ERROR model garbage failed the smoke run (18 items errored)*"])
+
+
+def test_without_smoke_a_broken_model_runs_every_item(project: pytest.Pytester) -> None:
+    run(project)
+    assert calls(project)["garbage"] == 20
+
+
+def test_only_a_model_with_nothing_usable_fails() -> None:
+    ok = SmokeOutcome(parsed=True, text="#### 3")
+    unparsed = SmokeOutcome(text="no idea")
+    failed = SmokeOutcome(error="RuntimeError: x")
+    assert smoke_verdict([ok, unparsed]) is None
+    assert smoke_verdict([failed, ok]) is None
+    assert smoke_verdict([]) is None
+    assert smoke_verdict([unparsed, failed]) == (
+        "1/2 smoke items unparseable, 1 errored (first: 'no idea')"
+    )
+
+
+def test_smoke_under_xdist_each_worker_smokes_its_share(project: pytest.Pytester) -> None:
+    result = run(project, "--llmeval-smoke", "-n", "2")
+    assert outcomes(project)["healthy"] == {"pass": 20}
+    # Each worker holding garbage items stops it after its own smoke items (at most 2 each).
+    assert 1 <= calls(project)["garbage"] <= 4 and outcomes(project)["garbage"].get("pass", 0) == 0
+    result.stdout.fnmatch_lines(["ERROR model garbage failed the smoke run (* items errored)*"])
+    assert Path(project.path / "out" / "report.json").is_file()
