@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pytest_llmeval.analyze.composite import CompositeError, check_composites, check_metric
 from pytest_llmeval.declare.declared import assign, is_int, is_number, keep_problem, require
 from pytest_llmeval.score.scorers import Score
 
@@ -275,6 +276,13 @@ class Task:
     `Candidate`s (text, extracted answer, mean log-probability). `pass_by` says what the
     item's verdict follows: `"majority"` (the majority vote, default), `"selected"` (the
     selector's pick) or `"any"` (the oracle: any correct candidate).
+
+    Task-level metrics and composites: `metrics` maps a name to a figure over the task's
+    records built by `pytest_llmeval.metrics` (`recall("is_blank")`, `precision(label)`,
+    `f1(label)`, `macro_f1()`); `composites` maps a name to a weighted sum of metric names
+    (`"0.75*value_accuracy + 0.15*ref_overlap + 0.10*na_recall"`): score components, task
+    metrics, label metrics (`f1_<label>`, `macro_f1`) or `accuracy`, `mean_score`,
+    `parse_rate`, `error_rate`. Each is reported with a bootstrap interval and gated by name.
     """
 
     name: str
@@ -293,6 +301,8 @@ class Task:
     models: Sequence[str] | None = None
     select: str | Callable[[Sequence[Candidate]], int] | None = None
     pass_by: str = "majority"
+    metrics: Mapping[str, Mapping[str, Any]] | None = None
+    composites: Mapping[str, str] | None = None
     # Why this declaration cannot run (unknown or missing fields, bad values), else None.
     problem: str | None = field(default=None, init=False, compare=False, repr=False)
 
@@ -335,6 +345,24 @@ class Task:
         object.__setattr__(self, "gates", tuple(self.gates))
         self._check_arms()
         self._check_sampling()
+        self._check_metrics()
+
+    def _check_metrics(self) -> None:
+        """`metrics` built by pytest_llmeval.metrics; `composites` weighted sums that parse
+        (and, when the scorer lists its `components`, name only parts that exist)."""
+        for name, given in (("metrics", self.metrics), ("composites", self.composites)):
+            if given is not None and not isinstance(given, Mapping):
+                raise TaskError(f"Task {self.name}: {name}= must be a dict of name -> ...")
+        try:
+            found = {n: check_metric(n, s) for n, s in (self.metrics or {}).items()}
+            composites = dict(self.composites or {})
+            listed = getattr(self.scorer, "components", None)
+            components = [str(c) for c in listed] if isinstance(listed, list | tuple) else None
+            check_composites(composites, found, components)
+        except CompositeError as exc:
+            raise TaskError(f"Task {self.name}: {exc}") from None
+        object.__setattr__(self, "metrics", found)
+        object.__setattr__(self, "composites", composites)
 
     def _check_sampling(self) -> None:
         """`select` a built-in name or a function; `pass_by` one of PASS_BY."""
