@@ -52,9 +52,7 @@ def test_label_metrics_hand_computed() -> None:
     assert (toxic.precision, toxic.recall, toxic.f1) == pytest.approx((2 / 3, 0.5, 4 / 7))
     assert (toxic.support, toxic.predicted) == (4, 3)
     # non-toxic: P = 1/2, R = 1/3, F1 = 2*1 / (3 + 2) = 0.4.
-    assert (non_toxic.precision, non_toxic.recall, non_toxic.f1) == pytest.approx(
-        (0.5, 1 / 3, 0.4)
-    )
+    assert (non_toxic.precision, non_toxic.recall, non_toxic.f1) == pytest.approx((0.5, 1 / 3, 0.4))
     assert (non_toxic.support, non_toxic.predicted) == (3, 2)
     assert found["macro_f1"] == pytest.approx((4 / 7 + 0.4) / 2)  # 0.485714...
     assert found["confusion"] == {
@@ -157,7 +155,9 @@ def test_bootstrap_is_seeded_and_matches_an_independent_resampling() -> None:
         f1s = []
         for label in LABELS:
             hits = sum(r.target == label == r.extracted for r in sample)
-            total = sum(r.target == label for r in sample) + sum(r.extracted == label for r in sample)
+            total = sum(r.target == label for r in sample) + sum(
+                r.extracted == label for r in sample
+            )
             if total:
                 f1s.append(2 * hits / total)
         macros.append(sum(f1s) / len(f1s))
