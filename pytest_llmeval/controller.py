@@ -38,6 +38,7 @@ from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo
 from pytest_llmeval.report.html import summary_html
 from pytest_llmeval.report.progress import Progress
 from pytest_llmeval.report.sampling_summary import sampling_table, write_samples_parquet
+from pytest_llmeval.report.score_breakdown import terminal_lines
 from pytest_llmeval.report.summary import summary_markdown, summary_table
 from pytest_llmeval.report.writers import ReportWriter, write_agreement_table, write_items_parquet
 from pytest_llmeval.run import records
@@ -365,6 +366,9 @@ class Controller:
         if against and self.saved is not None:  # --llmeval-baseline: this run vs the saved one
             legend = baseline_legend(str(self.saved.folder))
             terminalreporter.write_line(f"\n{against}\n{legend}")
+        own = terminal_lines(self.summaries())
+        if own:  # components, task metrics, composites: the full table is in summary.md
+            terminalreporter.write_line("\n" + "\n".join(own))
         sampled = sampling_table(self.summaries())
         if sampled:  # best-of-n tasks: random / majority / reranked / oracle side by side
             terminalreporter.write_line(f"\nSampled candidates per item:\n{sampled}")
