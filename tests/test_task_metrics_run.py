@@ -8,7 +8,6 @@ import textwrap
 
 import pytest
 
-from conftest import run_evals
 
 # A QA pipeline: answers a row's `says` field verbatim.
 PIPELINE = textwrap.dedent(
