@@ -8,7 +8,6 @@ import textwrap
 
 import pytest
 
-
 # A QA pipeline: answers a row's `says` field verbatim.
 PIPELINE = textwrap.dedent(
     """
