@@ -8,6 +8,8 @@ import textwrap
 
 import pytest
 
+from conftest import REPO_ROOT, shared_data_dir
+
 # A QA pipeline: answers a row's `says` field verbatim.
 PIPELINE = textwrap.dedent(
     """
@@ -120,3 +122,37 @@ def test_composite_with_no_unanswerable_items_is_undefined_and_its_gate_fails(
     assert "composite wattbot: undefined: na_recall" in gates["wattbot>=0.6"]["reason"]
     assert gates["blank_recall>=0.4"]["passed"] is False
     assert "blank_recall is undefined (n=0)" in gates["blank_recall>=0.4"]["reason"]
+
+
+def test_toxicity_eval_reports_label_metrics_on_real_rows(pytester: pytest.Pytester) -> None:
+    """evals/test_toxicity.py on 6 ETHOS rows (3 toxic, 3 non-toxic: `--limit` stratifies on
+    the label) with a pipeline that always answers toxic."""
+    pytester.syspathinsert()
+    source = (REPO_ROOT / "evals" / "test_toxicity.py").read_text(encoding="utf-8")
+    pytester.makepyfile(
+        always_toxic="def reply(messages, settings):\n    return 'Label: toxic\\nReason: x'\n",
+        test_toxicity=source,
+    )
+    result = pytester.runpytest(
+        "--model", "callable:always_toxic:reply", f"--llmeval-data-dir={shared_data_dir()}",
+        "--limit", "6", "--llmeval-report", "out/report.json",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning",
+    )  # fmt: skip
+    result.assert_outcomes(passed=3 + 2, failed=3)  # items, and the two declared gates hold
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    metrics = report["tasks"]["toxicity"]["models"]["callable:always_toxic:reply"]["metrics"]
+    toxic, non_toxic = metrics["label_metrics"]["toxic"], metrics["label_metrics"]["non-toxic"]
+    # toxic: 3 of 6 answers right, every toxic row found: P 1/2, R 1, F1 2*3/(3+6) = 2/3.
+    assert (toxic["precision"], toxic["recall"], toxic["f1"]) == pytest.approx((0.5, 1, 2 / 3))
+    assert (toxic["support"], toxic["predicted"]) == (3, 6)
+    # non-toxic: never answered: precision undefined, recall 0, F1 0.
+    assert (non_toxic["precision"], non_toxic["recall"], non_toxic["f1"]) == (None, 0.0, 0.0)
+    assert metrics["macro_f1"] == pytest.approx(1 / 3)
+    assert metrics["confusion"] == {
+        "toxic": {"toxic": 3, "non-toxic": 0, "[invalid]": 0, "[error]": 0},
+        "non-toxic": {"toxic": 3, "non-toxic": 0, "[invalid]": 0, "[error]": 0},
+    }
+    summary = (pytester.path / "out" / "summary.md").read_text()
+    assert "### toxicity [callable:always_toxic:reply]: macro-F1 0.333" in summary
+    assert "| target non-toxic |" in summary
+    result.stdout.fnmatch_lines(["toxicity [[]callable:always_toxic:reply[]]: macro_f1 0.333*"])
