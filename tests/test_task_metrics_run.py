@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from conftest import REPO_ROOT, shared_data_dir
+from pytest_llmeval.cli import main
 
 # A QA pipeline: answers a row's `says` field verbatim.
 PIPELINE = textwrap.dedent(
@@ -101,6 +102,11 @@ def test_composite_task_metric_and_component_reported_and_gated(qaproject: pytes
     summary = (qaproject.path / "out" / "summary.md").read_text()
     assert "## Components, task metrics, composites" in summary
     assert "wattbot = 0.75*value_accuracy + 0.25*na_recall (weights sum to 1)" in summary
+    # The saved run regated by the CLI: the names resolve on the saved metrics too.
+    folder = str(qaproject.path / "out")
+    assert main(["regate", folder, "--only", "--gate", "qa:wattbot>=0.65"]) == 0
+    assert main(["regate", folder, "--only", "--gate", "qa:wattbot>=0.7"]) == 1
+    assert main(["regate", folder, "--only", "--gate", "qa:watbot>=0.1"]) == 1
 
 
 def test_composite_with_no_unanswerable_items_is_undefined_and_its_gate_fails(
