@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_llmeval import Task, metrics
+from pytest_llmeval import Task, metrics, scoring
 from pytest_llmeval.analyze.aggregate import summarize_run
 from pytest_llmeval.analyze.composite import CompositeError, parse_composite
 from pytest_llmeval.analyze.gates import check_gate, parse_gate
@@ -251,3 +251,15 @@ def test_gates_resolve_task_names_at_check_time() -> None:
     assert "value, na, blank_recall, wattbot" in str(misspelt.reason)
     typo = check("acuracy>=0.1")
     assert typo.passed is False and "did you mean 'accuracy'" in str(typo.reason)
+
+
+def test_task_gate_naming_nothing_the_task_has_is_its_problem() -> None:
+    problem = _task(scorer=scoring.numeric, gates=["acuracy >= 0.5"]).problem
+    assert problem is not None
+    assert "gate 'acuracy >= 0.5' names 'acuracy' (did you mean 'accuracy'?)" in problem
+    labelled = scoring.label(LABELS)
+    assert _task(scorer=labelled, gates=["f1_non_toxic>=0.5", "macro_f1>=0.5"]).problem is None
+    problem = _task(scorer=labelled, gates=["f1_nontoxic>=0.5"]).problem
+    assert problem is not None and "did you mean 'f1_non_toxic'" in problem
+    # A scorer that does not list its components: its names are checked after the run.
+    assert _task(scorer=lambda r, t, row: None, gates=["value_accuracy>=0.5"]).problem is None

@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pytest_llmeval.analyze.composite import CompositeError, check_composites, check_metric
+from pytest_llmeval.analyze.composite import CompositeError
 from pytest_llmeval.declare.declared import assign, is_int, is_number, keep_problem, require
+from pytest_llmeval.declare.own_metrics import checked_metrics
 from pytest_llmeval.score.scorers import Score
 
 Row = Mapping[str, Any]
@@ -348,17 +349,14 @@ class Task:
         self._check_metrics()
 
     def _check_metrics(self) -> None:
-        """`metrics` built by pytest_llmeval.metrics; `composites` weighted sums that parse
-        (and, when the scorer lists its `components`, name only parts that exist)."""
+        """`metrics`, `composites` and the gates' names (declare/own_metrics.py)."""
         for name, given in (("metrics", self.metrics), ("composites", self.composites)):
             if given is not None and not isinstance(given, Mapping):
                 raise TaskError(f"Task {self.name}: {name}= must be a dict of name -> ...")
         try:
-            found = {n: check_metric(n, s) for n, s in (self.metrics or {}).items()}
-            composites = dict(self.composites or {})
-            listed = getattr(self.scorer, "components", None)
-            components = [str(c) for c in listed] if isinstance(listed, list | tuple) else None
-            check_composites(composites, found, components)
+            found, composites = checked_metrics(
+                self.scorer, self.metrics or {}, self.composites or {}, self.gates, self.name
+            )
         except CompositeError as exc:
             raise TaskError(f"Task {self.name}: {exc}") from None
         object.__setattr__(self, "metrics", found)
