@@ -162,3 +162,17 @@ def test_toxicity_eval_reports_label_metrics_on_real_rows(pytester: pytest.Pytes
     assert "### toxicity [callable:always_toxic:reply]: macro-F1 0.333" in summary
     assert "| target non-toxic |" in summary
     result.stdout.fnmatch_lines(["toxicity [[]callable:always_toxic:reply[]]: macro_f1 0.333*"])
+
+
+def test_task_metrics_under_xdist_come_from_the_declaration(qaproject: pytest.Pytester) -> None:
+    """The controller never imports the Task: its metrics and composites cross as JSON."""
+    result = _run(qaproject, "-n", "2")
+    assert result.ret == pytest.ExitCode.OK  # wrong answers fail items; every gate holds
+    report = json.loads((qaproject.path / "out" / "report.json").read_text())
+    metrics = report["tasks"]["qa"]["models"]["callable:qa_pipeline:reply"]["metrics"]
+    assert metrics["task_metrics"] == {"blank_recall": 0.5}
+    assert metrics["composites"] == {"wattbot": pytest.approx(0.6875)}
+    assert {g["gate"]: g["passed"] for g in report["gates"]} == {
+        "wattbot>=0.6": True,
+        "blank_recall>=0.4": True,
+    }
