@@ -8,7 +8,7 @@ aggregate gates decide the exit status. Importing this package imports no torch 
 
 from __future__ import annotations
 
-from pytest_llmeval import scoring
+from pytest_llmeval import metrics, scoring
 from pytest_llmeval.backends import GenerationRequest, GenerationResult
 from pytest_llmeval.declare.task import ChatPrompt, DataSource, Generation, Task, TaskError
 from pytest_llmeval.score.scorers import Score
@@ -23,5 +23,6 @@ __all__ = [
     "Score",
     "Task",
     "TaskError",
+    "metrics",
     "scoring",
 ]

@@ -38,6 +38,7 @@ from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo
 from pytest_llmeval.report.html import summary_html
 from pytest_llmeval.report.progress import Progress
 from pytest_llmeval.report.sampling_summary import sampling_table, write_samples_parquet
+from pytest_llmeval.report.score_breakdown import terminal_lines
 from pytest_llmeval.report.summary import summary_markdown, summary_table
 from pytest_llmeval.report.writers import ReportWriter, write_agreement_table, write_items_parquet
 from pytest_llmeval.run import records
@@ -77,6 +78,9 @@ class Controller:
         self.crashes = 0  # xdist: workers that died
         self.gate_results: list[GateResult] = []
         self._compared: Compared | None = None
+        # summaries() by what it was computed from: the bootstraps of task metrics cost seconds
+        # over thousands of items, and the session end asks for them several times.
+        self._summaries: tuple[tuple[int, int, tuple[int, ...]], dict[Any, Metrics]] | None = None
         # Per task: the first worker's rows hash, and why workers disagree (if they do).
         self.data_seen: dict[str, tuple[str | None, str]] = {}
         self.data_conflicts: dict[str, str] = {}
@@ -233,12 +237,16 @@ class Controller:
 
     def summaries(self) -> dict[tuple[str, str], Metrics]:
         """Per task x model: metrics, hardware and cost."""
+        key = (len(self.records), len(self.loads), tuple(map(id, self.tasks.values())))
+        if self._summaries is not None and self._summaries[0] == key:
+            return dict(self._summaries[1])
         specs = [*self.settings.models, *filter(None, [self.settings.reference])]
         models = {spec.name: (spec.backend, spec.model_id) for spec in specs}
         summaries = summarize_run(self.records, self.tasks, self.loads, models, self.prices)
         if self.saved is not None:  # each task x arm against the saved run as well
             summaries = with_baseline(summaries, self.records, self.saved)
-        return summaries
+        self._summaries = (key, summaries)
+        return dict(summaries)
 
     def compared(self) -> Compared:
         """Every arm against the baseline arm per task, with the item pairs behind them
@@ -367,6 +375,9 @@ class Controller:
         if against and self.saved is not None:  # --llmeval-baseline: this run vs the saved one
             legend = baseline_legend(str(self.saved.folder))
             terminalreporter.write_line(f"\n{against}\n{legend}")
+        own = terminal_lines(self.summaries())
+        if own:  # components, task metrics, composites: the full table is in summary.md
+            terminalreporter.write_line("\n" + "\n".join(own))
         sampled = sampling_table(self.summaries())
         if sampled:  # best-of-n tasks: random / majority / reranked / oracle side by side
             terminalreporter.write_line(f"\nSampled candidates per item:\n{sampled}")

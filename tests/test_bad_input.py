@@ -93,10 +93,20 @@ def test_empty_dataset_is_a_task_error(evalproject: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*task other: dataset file:*empty.jsonl has no rows*"])
 
 
-def test_bad_gate_option_is_a_usage_error(evalproject: pytest.Pytester) -> None:
+def test_misspelt_gate_option_fails_its_gate(evalproject: pytest.Pytester) -> None:
+    # Any word may name a task's own metric (a component, a composite): it is resolved at
+    # check time, and a name the task lacks fails with the fix, never passes.
     result = run_evals(evalproject, "--gate", "mini:acuracy>=0.5")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*gate acuracy>=0.5 FAILS: unknown metric 'acuracy' (did you mean 'accuracy'?)*"]
+    )
+
+
+def test_malformed_gate_option_is_a_usage_error(evalproject: pytest.Pytester) -> None:
+    result = run_evals(evalproject, "--gate", "mini:accuracy=>0.5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown metric 'acuracy'*"])
+    result.stderr.fnmatch_lines(["*cannot parse gate 'mini:accuracy=>0.5'*"])
 
 
 def test_model_load_failure_errors_each_item_once_loaded(evalproject: pytest.Pytester) -> None:

@@ -74,13 +74,17 @@ def test_parse_negative_and_exponent_values() -> None:
     assert parse_gate("tokens_per_s>=1e3", "cli").threshold == 1000.0
 
 
-def test_unknown_metric_raises_naming_input() -> None:
-    with pytest.raises(GateError) as excinfo:
-        parse_gate("gsm8k:acuracy>=0.3", "cli")
-    message = str(excinfo.value)
-    assert "gsm8k:acuracy>=0.3" in message
-    assert "acuracy" in message
-    assert "accuracy" in message  # lists the known metrics
+def test_unknown_metric_fails_its_gate_naming_the_fix() -> None:
+    # Any word may be a task's own metric (a score component, a composite), known only once
+    # its records are aggregated: a misspelt name fails when checked, never passes.
+    gate = parse_gate("gsm8k:acuracy>=0.3", "cli")
+    result = check_gate(gate, "gsm8k", "m", _metrics())
+    assert result.passed is False and result.value is None
+    message = str(result.reason)
+    assert "unknown metric 'acuracy' (did you mean 'accuracy'?)" in message
+    assert "accuracy, mean_score" in message  # where the known metrics are
+    with pytest.raises(GateError, match="unknown metric 'best@5'"):
+        parse_gate("best@5>=0.3", "cli")  # `@` names only best-of-n metrics
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import ItemRecord, TaskInfo
 from pytest_llmeval.analyze.sampling import ItemSamples, sampling_metrics
 from pytest_llmeval.analyze.stats import mean_interval, wilson_interval
+from pytest_llmeval.analyze.task_metrics import task_figures
 from pytest_llmeval.score.labels import INVALID
 
 TaskModel = tuple[str, str]
@@ -63,6 +64,12 @@ def summarize_run(
             )
         declared = info.declaration if info else None
         numeric = declared.scorer == "numeric" if declared else None
+        if declared is not None:
+            extra.update(
+                task_figures(group, declared.labels, declared.metrics, declared.composites)
+            )
+        else:
+            extra.update(task_figures(group))
         summaries[(task, arm)] = summarize(
             group, info.rows if info else None, numeric=numeric, **extra
         )

@@ -21,6 +21,7 @@ from pytest_llmeval.analyze.agreement import METRIC_N
 from pytest_llmeval.analyze.metrics import Metrics
 from pytest_llmeval.analyze.record import SCHEMA_CONFIG
 from pytest_llmeval.analyze.sampling_gates import is_sampled_metric, sampled_value
+from pytest_llmeval.analyze.task_gates import task_value
 
 # Metric name -> whether it has a 95% interval (the `<metric>_ci95` field of `Metrics`).
 METRICS: dict[str, bool] = {
@@ -219,7 +220,8 @@ class GateRecord:
     """The model (arm) checked; a comparison gate's candidate arm; `-` when the gated task
     produced no items at all."""
     metric: str
-    """The gated `Metrics` field, e.g. `accuracy`."""
+    """The gated `Metrics` field, e.g. `accuracy`, or a task's own name: a score component,
+    a task metric, a composite or a label metric (`f1_toxic`, `macro_f1`)."""
     op: str
     """The comparison `value op threshold`: `>=`, `>`, `<=`, `<` or `==`."""
     threshold: float
@@ -266,9 +268,11 @@ def parse_gate(text: str, origin: str, task: str | None = None) -> Gate:
             f"gate {text!r}: {metric} compares arms; name the candidate arm, e.g. "
             f"'{metric}(patched){match['op']}{match['value']}'"
         )
-    elif metric not in METRICS and not is_sampled_metric(metric):
+    elif "@" in metric and not is_sampled_metric(metric):
         known = ", ".join([*METRICS, "mean@N", "maj@N", "pass@K", "oracle@N", "rerank@N"])
         raise GateError(f"gate {text!r}: unknown metric {metric!r}; known: {known}")
+    # Any other name may be a task's own (a score component, a task metric, a composite, a
+    # label metric): resolved when the gate is checked, failing there when the task lacks it.
     return Gate(
         task=match["task"] or task or "*",
         metric=metric,
@@ -299,6 +303,14 @@ def check_gate(gate: Gate, task: str, model: str, metrics: Metrics | None) -> Ga
         return GateResult(
             gate=gate, task=task, model=model, value=found, n=metrics.n, interval=ci,
             partial=metrics.partial, passed=found is not None and gate.holds(found), reason=reason,
+        )  # fmt: skip
+    if gate.metric not in METRICS:  # a task's own name (task_gates.py)
+        own = task_value(gate.metric, metrics, METRICS) if metrics is not None else None
+        found, ci, n, reason = own or (None, None, 0, None)
+        return GateResult(
+            gate=gate, task=task, model=model, value=found, n=n, interval=ci,
+            partial=metrics.partial if metrics is not None else False,
+            passed=found is not None and gate.holds(found), reason=reason,
         )  # fmt: skip
     value = getattr(metrics, gate.metric) if metrics is not None else None
     interval = getattr(metrics, f"{gate.metric}_ci95", None) if METRICS[gate.metric] else None

@@ -52,6 +52,35 @@ class AgreementThresholds:
     CAUTION; below it, FAIL."""
 
 
+@dataclass(frozen=True)
+class LabelScores:
+    """One label of a classification task: precision, recall and F1 with their 95% intervals
+    (percentile bootstrap over items, 2,000 resamples, seed 0)."""
+
+    __pydantic_config__ = SCHEMA_CONFIG
+
+    precision: float | None
+    """Items predicted this label whose target is this label / items predicted this label
+    (`predicted`); None when nothing was predicted this label."""
+    precision_ci95: Interval
+    """95% percentile bootstrap interval of `precision`."""
+    recall: float | None
+    """Items whose target is this label and were predicted it / `support`; None without
+    support. An errored item counts as a miss."""
+    recall_ci95: Interval
+    """95% percentile bootstrap interval of `recall`."""
+    f1: float | None
+    """2 x true positives / (`support` + `predicted`), the harmonic mean of precision and
+    recall (0 when the label is never predicted right); None when the label is neither a
+    target nor a prediction."""
+    f1_ci95: Interval
+    """95% percentile bootstrap interval of `f1`."""
+    support: int
+    """Items whose target is this label."""
+    predicted: int
+    """Items predicted this label (target known)."""
+
+
 @dataclass
 class Metrics:
     """One task x model: quality with 95% intervals, latency, throughput, energy, hardware,
@@ -344,6 +373,49 @@ class Metrics:
     self_consistency: float | None = None
     """Mean over items (with a majority) of the share of candidates agreeing with the
     majority answer."""
+    # Score components, task-level metrics, label metrics and composites
+    # (analyze/task_metrics.py): every interval a 95% percentile bootstrap over items, 2,000
+    # resamples, seed 0, one shared set of resamples per task x arm. Gate by name.
+    components: dict[str, float | None] | None = None
+    """Per score component (`Score.components`, e.g. `value_accuracy`): its mean over the items
+    it applies to (not None). An errored item counts 0 in a component every scored item has,
+    and is left out of one some scored items mark N/A. None: the scorer returns no components;
+    a component's value None: no item it applies to (undefined, not 0)."""
+    components_ci95: dict[str, list[float] | None] | None = None
+    """95% percentile bootstrap interval (items resampled) of each component."""
+    components_n: dict[str, int] | None = None
+    """Items each component applies to: the n of its mean."""
+    task_metrics: dict[str, float | None] | None = None
+    """The task's declared metrics (`Task(metrics=...)`: recall, precision, F1 of a label,
+    macro-F1) over each record's target vs extracted answer; None for an undefined one (e.g.
+    recall of a label no target has)."""
+    task_metrics_ci95: dict[str, list[float] | None] | None = None
+    """95% percentile bootstrap interval of each task metric."""
+    task_metrics_n: dict[str, int] | None = None
+    """Items each task metric is computed over (recall: targets of the label; precision: items
+    predicted it; F1: either; macro-F1: items with a known target)."""
+    composites: dict[str, float | None] | None = None
+    """The task's weighted composites (`Task(composites=...)`): the weighted sum of their
+    parts' values; None when a part is undefined or unknown (`composites_reason`)."""
+    composites_ci95: dict[str, list[float] | None] | None = None
+    """95% percentile bootstrap interval of each composite, every part recomputed on each
+    resample."""
+    composites_reason: dict[str, str] | None = None
+    """Why a composite is None (an undefined part, an unknown name); composites with a value
+    are not listed."""
+    label_metrics: dict[str, LabelScores] | None = None
+    """Classification tasks (a scorer with labels): precision, recall, F1 per label (gates:
+    `precision_<label>`, `recall_<label>`, `f1_<label>`, the label's non-word characters as
+    `_`)."""
+    macro_f1: float | None = None
+    """Classification tasks: the mean of the per-label F1 over the labels with one (a target or
+    a prediction); `[invalid]` answers are no label of their own."""
+    macro_f1_ci95: Interval = None
+    """95% percentile bootstrap interval of `macro_f1`."""
+    confusion: dict[str, dict[str, int]] | None = None
+    """Classification tasks: target label -> predicted label -> items; the predicted labels
+    include `[invalid]` (no label found) and `[error]` (the item errored). Items whose target
+    is unknown are left out."""
 
 
 METRIC_FIELDS = frozenset(f.name for f in fields(Metrics))

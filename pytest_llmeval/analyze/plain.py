@@ -26,9 +26,10 @@ def plain_record(record: ItemRecord) -> ItemRecord:
     changes = {
         name: plain_value(value, name)
         for name, value in vars(record).items()
-        if name not in ("comparison", "invariance", "decoding", "samples", "votes")
+        if name not in ("comparison", "invariance", "decoding", "samples", "votes", "components")
     }
     changes["decoding"] = plain_tree(record.decoding, "decoding")
+    changes["components"] = plain_tree(record.components, "components")
     comparison = record.comparison
     if comparison is not None:
         changes["comparison"] = Comparison(**_plain_part(comparison, "comparison"))

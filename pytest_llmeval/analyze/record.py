@@ -388,6 +388,13 @@ class ItemRecord:
     votes: Votes | None = None
     """Sampled runs: the majority vote over the candidates' extracted answers and, when the
     task has a selector, its pick; None with one generation."""
+    components: dict[str, float | None] | None = None
+    """The score's named components (`Score.components`, e.g. `value_accuracy`, `ref_overlap`,
+    `na_recall`), each 0..1, or None where the component does not apply to this item (left out
+    of that component's mean); None when the scorer returns none or the item errored (then
+    the task's `components` count it 0 where every scored item has the component, and leave
+    it out of one that some items mark N/A). Sampled items: the components of the candidate
+    the item's verdict follows."""
 
 
 # ---- what a task declared and where its rows came from (report.json, per task) ----
@@ -515,6 +522,12 @@ class TaskDeclaration:
     a function's `module.qualname`; None: none (no `rerank@n`)."""
     pass_by: str = "majority"
     """What a sampled item's verdict follows: `majority`, `selected` or `any`."""
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Task-level metrics by name (`Task(metrics=...)`, built by `pytest_llmeval.metrics`):
+    `{"kind": "recall" | "precision" | "f1" | "macro_f1", "label": ... or None}`."""
+    composites: dict[str, str] = field(default_factory=dict)
+    """Weighted composites by name (`Task(composites=...)`), each a weighted sum of metric
+    names, e.g. `0.75*value_accuracy + 0.15*ref_overlap + 0.10*na_recall`."""
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ def declaration(task: Task, generation: Generation | None = None) -> TaskDeclara
         models=list(task.models) if task.models is not None else None,
         select=selector_name(task.select),
         pass_by=task.pass_by,
+        metrics={name: dict(spec) for name, spec in (task.metrics or {}).items()},
+        composites=dict(task.composites or {}),
     )
 
 

@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pytest_llmeval.analyze.composite import CompositeError
 from pytest_llmeval.declare.declared import assign, is_int, is_number, keep_problem, require
+from pytest_llmeval.declare.own_metrics import checked_metrics
 from pytest_llmeval.score.scorers import Score
 
 Row = Mapping[str, Any]
@@ -275,6 +277,13 @@ class Task:
     `Candidate`s (text, extracted answer, mean log-probability). `pass_by` says what the
     item's verdict follows: `"majority"` (the majority vote, default), `"selected"` (the
     selector's pick) or `"any"` (the oracle: any correct candidate).
+
+    Task-level metrics and composites: `metrics` maps a name to a figure over the task's
+    records built by `pytest_llmeval.metrics` (`recall("is_blank")`, `precision(label)`,
+    `f1(label)`, `macro_f1()`); `composites` maps a name to a weighted sum of metric names
+    (`"0.75*value_accuracy + 0.15*ref_overlap + 0.10*na_recall"`): score components, task
+    metrics, label metrics (`f1_<label>`, `macro_f1`) or `accuracy`, `mean_score`,
+    `parse_rate`, `error_rate`. Each is reported with a bootstrap interval and gated by name.
     """
 
     name: str
@@ -293,6 +302,8 @@ class Task:
     models: Sequence[str] | None = None
     select: str | Callable[[Sequence[Candidate]], int] | None = None
     pass_by: str = "majority"
+    metrics: Mapping[str, Mapping[str, Any]] | None = None
+    composites: Mapping[str, str] | None = None
     # Why this declaration cannot run (unknown or missing fields, bad values), else None.
     problem: str | None = field(default=None, init=False, compare=False, repr=False)
 
@@ -335,6 +346,21 @@ class Task:
         object.__setattr__(self, "gates", tuple(self.gates))
         self._check_arms()
         self._check_sampling()
+        self._check_metrics()
+
+    def _check_metrics(self) -> None:
+        """`metrics`, `composites` and the gates' names (declare/own_metrics.py)."""
+        for name, given in (("metrics", self.metrics), ("composites", self.composites)):
+            if given is not None and not isinstance(given, Mapping):
+                raise TaskError(f"Task {self.name}: {name}= must be a dict of name -> ...")
+        try:
+            found, composites = checked_metrics(
+                self.scorer, self.metrics or {}, self.composites or {}, self.gates, self.name
+            )
+        except CompositeError as exc:
+            raise TaskError(f"Task {self.name}: {exc}") from None
+        object.__setattr__(self, "metrics", found)
+        object.__setattr__(self, "composites", composites)
 
     def _check_sampling(self) -> None:
         """`select` a built-in name or a function; `pass_by` one of PASS_BY."""

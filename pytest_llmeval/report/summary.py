@@ -12,6 +12,11 @@ from pytest_llmeval.report.baseline_summary import baseline_legend, baseline_tab
 from pytest_llmeval.report.compare_summary import comparison_table, flip_lines, legend
 from pytest_llmeval.report.envelope import RunReport
 from pytest_llmeval.report.sampling_summary import sampling_legend, sampling_table
+from pytest_llmeval.report.score_breakdown import (
+    breakdown_table,
+    composite_legend,
+    label_sections,
+)
 
 _VERDICT = {True: "ok", False: "FAIL", None: "not evaluated"}
 
@@ -55,6 +60,16 @@ def summary_markdown(
         "answered acc.: the same over items without error; strict acc.: only `#### n` "
         "answers count; mean score: mean of the item scores (partial credit).",
     ]
+    own = breakdown_table(summaries)
+    if own:
+        lines += ["", "## Components, task metrics, composites", "", own]
+        formulas = composite_legend(report)
+        lines += ["", "Composites:", *formulas] if formulas else []
+        lines += ["", "Each interval: 95% percentile bootstrap over items (2,000 resamples, "
+                  "seed 0); gate any of them by name, e.g. `--gate task:name>=0.5`."]  # fmt: skip
+    labelled = label_sections(summaries)
+    if labelled:
+        lines += ["", "## Labels", *labelled]
     cost: list[list[object]] = [
         [task, model, _fmt(m.latency_p50, "{:.2f}"), _fmt(m.latency_p95, "{:.2f}"),
          _fmt(m.tokens_per_s, "{:.1f}"), _fmt(m.items_per_min, "{:.1f}"),

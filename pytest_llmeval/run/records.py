@@ -67,6 +67,8 @@ def evaluated(
         score=float(score.value),
         correct=correct,
         comparison=comparison,
+        # A copy: the record is coerced to JSON on the worker, the Score stays the scorer's.
+        components=dict(score.components) if score.components else None,
         **_generation(generation),
     )
 
