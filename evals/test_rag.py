@@ -32,5 +32,8 @@ rag = Task(
     generation=Generation(max_new_tokens=48),
     # `--limit` samples numeric, text and unanswerable questions alike.
     label_field="answer_type",
+    # The WattBot score: a weighted mix of the scorer's components (reported with a bootstrap
+    # interval, gateable as `wattbot`).
+    composites={"wattbot": "0.75*value_accuracy + 0.15*ref_overlap + 0.10*na_recall"},
     gates=["parse_rate >= 0.5"],
 )

@@ -179,6 +179,10 @@ def jaccard(cited: Iterable[str], true: Iterable[str]) -> float:
     return 1.0 if not a and not b else len(a & b) / len(a | b)
 
 
+COMPONENTS = ("value_accuracy", "ref_overlap", "na_recall")
+"""The components every QA score carries (`na_recall` None on an answerable question)."""
+
+
 def qa_value(value: str) -> str:
     """An answer value as compared: the canonical number when the whole value is one
     ("1,200" -> "1200", "$3.5" -> "3.5"), else the last number in it when it has a unit
@@ -258,4 +262,7 @@ def qa(
         return Score(accuracy, extracted, found.method, found.span, reasoning, components)
 
     score_qa.__name__ = f"qa(tolerance={tolerance:g})"
+    # The components it returns, so a task's gates and composites naming them are checked
+    # when the task is declared (declare/own_metrics.py), not only when the run ends.
+    setattr(score_qa, "components", list(COMPONENTS))  # noqa: B010
     return score_qa
