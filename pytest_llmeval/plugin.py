@@ -46,6 +46,7 @@ from pytest_llmeval.run.collect import TaskClaims, claimed_items
 from pytest_llmeval.run.gpus import VARIABLE as GPU_VARIABLE
 from pytest_llmeval.run.items import EvalItem, ItemError, ItemMiss, TaskProblemItem
 from pytest_llmeval.run.progress_lines import WorkerLines
+from pytest_llmeval.run.sweep import model_major, release_unneeded
 from pytest_llmeval.run.worker import WORKER, Worker, worker_of
 from pytest_llmeval.run.xdist_hooks import XdistHooks
 from pytest_llmeval.run.xdist_queue import is_xdist_worker
@@ -255,6 +256,20 @@ def _client_payload(item: pytest.Item, when: str, report: TestReport) -> None:
         if made:
             payload = {"records": [to_json(r) for r in made], "task": task_info_to_json(task)}
             setattr(report, PAYLOAD_ATTRIBUTE, payload)
+
+
+@pytest.hookimpl(trylast=True)  # after reordering plugins (-p randomly): models stay contiguous
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Model sweeps: eval items model by model, so one model is resident at a time."""
+    model_major(items)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Model sweeps: unload each model no later item of this process needs (run/sweep.py)."""
+    worker = item.config.stash.get(WORKER, None)
+    if worker is not None and isinstance(item, EvalItem):
+        release_unneeded(worker, item)
 
 
 @pytest.hookimpl(tryfirst=True)

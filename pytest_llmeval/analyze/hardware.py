@@ -27,15 +27,19 @@ class ModelLoad:
     """Why the backend could not be created or its model could not load (exception type and
     message, on one line); None when it loaded or was never needed. Its items are errors."""
     model_loads: int
-    """Loads of the weights in this process (0: everything came from the cache, or an API)."""
+    """Loads of the weights in this process (0: everything came from the cache, or an API; 2+:
+    a model unloaded in a sweep and needed again, see `residency`)."""
     load_time_s: float | None
     """Seconds to load the weights (and build the engine, capture CUDA graphs), as the backend
-    timed it (else the engine's load window); None when never loaded."""
+    timed it (else the engine's load window), summed over this process's loads; None when
+    never loaded."""
     model_size_bytes: int | None = None
     """Bytes of the weight files on disk; None for API backends."""
     peak_vram_bytes: int | None = None
-    """Peak GPU memory allocated by this process (torch.cuda.max_memory_allocated);
-    None on the CPU."""
+    """Peak GPU memory allocated by this process since the model's load
+    (torch.cuda.max_memory_allocated; the transformers backend resets the peak statistics at
+    each load, so with one model resident at a time it is that model's own; the largest over
+    its loads); None on the CPU and for backends that do not report it (vLLM)."""
     parameters: int | None = None
     """Parameter count of the model: of the loaded model, else read from its checkpoint's
     files without loading it (`parameters_source` says which); None for API backends or
@@ -75,6 +79,13 @@ class ModelLoad:
     changes the outputs: backend, model id, weights, dtype, chat template and tokenizer
     hashes, versions, devices, server facts, the arm state's patch hash and setup source),
     canonical JSON as in the cache key; None when no item of the model reached the cache."""
+    residency: list[dict[str, Any]] = field(default_factory=list)
+    """Each time the model was resident in this process, in order: `loaded` and `unloaded`
+    (event numbers from one counter per worker for all its models, so model a's `unloaded`
+    below model b's `loaded` means a was released before b loaded; `unloaded` None: resident
+    until session end), `freed` (after an unload, whether the backend's model object was
+    garbage-collected: True/False; None when not checked), `load_time_s` and
+    `peak_vram_bytes` (bytes, None on the CPU) of that stay. Empty when never loaded."""
     backend_info: dict[str, Any] = field(default_factory=dict)
     """Everything else the backend reports: identity (model id, revision or weights hash,
     dtype, chat template hash), device, and backend-specific settings."""

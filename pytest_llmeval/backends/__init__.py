@@ -155,6 +155,10 @@ class Backend(Protocol):
     `render` depends on (chat template, tokenizer files) sets `renders_from_identity = True`:
     the cache then keys its items by their messages and renders only the items it generates,
     so a run served from the cache needs no tokenizer (the transformers and vLLM backends do).
+    A local backend may define `unload() -> bool | None`: release the weights (and GPU memory)
+    before another model loads in a model sweep, returning whether its model object was freed
+    (None: not checked); `load()` afterwards loads again. Without it (remote and callable
+    backends) a model stays resident until `close()`.
 
     A backend that batches internally (vLLM, the HTTP backend's concurrency pool) may also
     define `generate_stream(requests)` and `max_in_flight` (see `Finished`): the engine then

@@ -69,6 +69,13 @@ def peak_vram(device: str) -> int:
     return int(torch.cuda.max_memory_allocated(torch.device(device)))
 
 
+def reset_peak_vram(device: str) -> None:
+    """Start `device`'s peak-memory statistics afresh (before a model loads: its peak is then
+    its own, not the previous model's); nothing off CUDA."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+
+
 def empty_cuda_cache() -> None:
     """Return cached CUDA memory (nothing without CUDA)."""
     if torch.cuda.is_available():

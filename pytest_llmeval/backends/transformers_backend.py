@@ -219,6 +219,7 @@ class TransformersBackend:
                         f"torch cannot use the GPU ({self.local.name}) that the driver shows; "
                         "pass --llmeval-device cpu"
                     )
+                hf_model.reset_peak_vram(self.device)  # this load's peak is its own
                 self._model = hf_model.load_model(
                     self.weights.path, self.spec.revision, self.dtype, self.device
                 )
@@ -405,6 +406,24 @@ class TransformersBackend:
             from pytest_llmeval.backends import hf_model
 
             hf_model.empty_cuda_cache()
+
+    def unload(self) -> bool | None:
+        """Release the weights before another model loads (model sweeps): drop the model,
+        collect garbage, return cached CUDA memory. True when the model object is gone after
+        that (nothing else held it), None when none was loaded; the tokenizer stays (small)
+        and the next batch loads the weights again."""
+        if self._model is None:
+            return None
+        import gc
+        import weakref
+
+        from pytest_llmeval.backends import hf_model
+
+        gone = weakref.ref(self._model)
+        self._model = None
+        gc.collect()
+        hf_model.empty_cuda_cache()
+        return gone() is None
 
     def check_prompt(self, prompt: str, settings: Generation) -> None:
         """Raise `PromptTooLong` unless the rendered prompt plus `max_new_tokens` fits the

@@ -281,6 +281,40 @@ class VLLMBackend:
             )
         return results
 
+    def unload(self) -> bool | None:
+        """Release the engine before another model loads (model sweeps), the way vLLM's
+        maintainers give (vllm-project/vllm#18806, #23793): drop the `LLM`, then
+        `vllm.distributed.cleanup_dist_env_and_memory()` (model-parallel groups, the
+        distributed environment, garbage collection, torch's CUDA cache). Not freed: memory
+        the process's CUDA context itself holds, and whatever a vLLM version keeps alive
+        outside the `LLM` object (reported with some versions until the process ends).
+        Returns whether the `LLM` object was garbage-collected; None when none was built."""
+        if self._engine is None:
+            return None
+        import gc
+        import weakref
+
+        try:
+            gone: Any = weakref.ref(self._engine)
+        except TypeError:
+            gone = None
+        self._engine = None
+        try:
+            from vllm.distributed import cleanup_dist_env_and_memory
+        except ImportError:  # an older vLLM: collect and return the cache ourselves
+            gc.collect()
+            _empty_cuda_cache()
+        else:
+            cleanup_dist_env_and_memory()
+        return None if gone is None else gone() is None
+
     def close(self) -> None:
         """Drop the engine."""
         self._engine = None
+
+
+def _empty_cuda_cache() -> None:
+    import torch  # vLLM depends on torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -85,7 +85,8 @@ class Progress:
     def event(self, kind: str, model: str, facts: Mapping[str, object]) -> str | None:
         """An engine event in this process: the line to print at once, if any.
 
-        `loading` and `loaded`/`load_failed` (with `seconds`, `error`) are always said;
+        `loading` and `loaded`/`load_failed` (with `seconds`, `error`) and `unloaded` (with
+        `freed`) are always said;
         `batch` (with `items`) starts the model's clock and is said for its first batch.
         """
         if self.interval_s <= 0:  # progress turned off: silent, events included
@@ -103,6 +104,12 @@ class Progress:
             seconds = facts.get("seconds")
             took = _duration(seconds) if isinstance(seconds, int | float) else "?"
             return f"llmeval: model {model} loaded in {took}"
+        if kind == "unloaded":  # model sweeps: released before the next model loads
+            freed = facts.get("freed")
+            said = (
+                "freed" if freed is True else "still referenced" if freed is False else "released"
+            )
+            return f"llmeval: model {model} unloaded ({said})"
         if kind == "batch" and state.started is None:
             state.started = now
             return f"llmeval: model {model} generating its first batch ({facts.get('items')} items)"

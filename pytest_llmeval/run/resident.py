@@ -8,6 +8,8 @@ instead of retrying. A model is loaded before its first batch, metered in a wind
 own, so load energy and time are never a batch's. One energy meter per device set the
 models occupy (`run/energy_sources.py`), none for a remote backend. At the end, one
 `ModelLoad` record per model: what the report says about loads, meters and failures.
+A model no later item of this process needs is unloaded (`unload`, model sweeps: one model
+resident at a time, `run/sweep.py`); loaded again when needed, each load counted.
 
 `Engine` (run/engine.py) builds on this: generation behind per-item tests.
 """
@@ -29,6 +31,7 @@ from pytest_llmeval.run.arm_state import ArmSetup
 from pytest_llmeval.run.batch_energy import NO_LOAD, REMOTE, load_energy
 from pytest_llmeval.run.energy_sources import EnergyScope, scope_of
 from pytest_llmeval.run.meters import EnergyMeter
+from pytest_llmeval.run.sweep import SweepLog
 from pytest_llmeval.run.vram_fit import check_fit, model_skipped, parameters_of
 
 NOT_LOADED = "model not loaded in this run (nothing to generate)"
@@ -74,6 +77,8 @@ class ResidentModels:
     # items error at once (counted in `unavailable_items`); per model, its smoke items.
     smoke_failures: dict[str, str] = field(default_factory=dict)
     smoke_items: dict[str, int] = field(default_factory=dict)
+    # Each load and unload in order (model sweeps): what the report's `residency` shows.
+    sweep: SweepLog = field(default_factory=SweepLog)
 
     def backend(self, spec: ModelSpec) -> Backend:
         """The resident backend for `spec`, created on first use; a failed creation is re-raised,
@@ -162,7 +167,23 @@ class ResidentModels:
         else:
             figures = load_energy(meter.stop(), meter.unavailable())
             self.loaded[name] = {**figures, "load_window_s": seconds}
+        self.sweep.loaded(name)
         self._tell("loaded", name, seconds=seconds)  # after the meter's window closed
+
+    def unload(self, name: str) -> None:
+        """Release model `name`'s weights now (no later item of this process needs it), its
+        figures kept for the report; a later batch of it loads it again (counted). Nothing
+        for a model not loaded, a remote one, or a backend without `unload()`."""
+        backend = self.backends.get(name)
+        release = getattr(backend, "unload", None)
+        if backend is None or name not in self.sweep.resident or not callable(release):
+            return
+        if self.meter_of.get(name) is None:
+            return  # a remote backend holds nothing here
+        info = dict(backend.info())  # before the release: peak memory, parameters, load time
+        freed = release()
+        self.sweep.unloaded(name, info, self.loaded.pop(name, {}), freed)
+        self._tell("unloaded", name, freed=freed)
 
     def _tell(self, kind: str, model: str, **facts: Any) -> None:
         if self.notify is not None:
@@ -187,8 +208,11 @@ class ResidentModels:
         for name, backend in self.backends.items():
             meter = self.meter_of.get(name)
             energy = None if meter is None else meter.describe()
-            load = self.loaded.get(name) or {"load_energy_reason": NOT_LOADED}
-            record = ModelLoad.from_info(self.worker, name, backend.info(), energy, load)
+            # Earlier loads of a model unloaded in a sweep count too (run/sweep.py).
+            info, load = self.sweep.merged(name, backend.info(), self.loaded.get(name))
+            load = load or {"load_energy_reason": NOT_LOADED}
+            record = ModelLoad.from_info(self.worker, name, info, energy, load)
+            record.residency = self.sweep.residency(name, info)
             if name in self.arm_states:
                 record.arm_state = self.arm_states[name].info()
             record.identity_sha256 = self.identities.get(name)

@@ -1,0 +1,324 @@
+"""Model sweeps: several local models in one process, one resident at a time, each unloaded
+before the next loads; models.csv with one row per model; a rerun loads nothing.
+
+The real sweep runs in a subprocess (torch never enters this process): the embedded
+smollm2-135m plus two random-weight models built here from small configs (Llama and Qwen2,
+hidden 64, 2 layers), the embedded model's tokenizer saved beside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REPO_ROOT
+from pytest_llmeval.backends import GenerationRequest, GenerationResult
+from pytest_llmeval.declare.models import ModelSpec
+from pytest_llmeval.declare.task import Message
+from pytest_llmeval.run.engine import Engine
+
+# ---- the engine: unload, reload, the merged load record (no torch) -----------------------
+
+
+class LocalBackend:
+    """A local backend on the CPU whose load takes `load_s` seconds (as it reports it) and
+    whose peak memory is `peak` bytes per load; counts its loads and unloads."""
+
+    default_batch_size = 4
+
+    def __init__(self, name: str, load_s: Sequence[float], peak: Sequence[int]) -> None:
+        self.spec = ModelSpec(name, "fake", name)
+        self.load_s, self.peak = list(load_s), list(peak)
+        self.loads = 0
+        self.unloads = 0
+        self.resident = False
+
+    def identity(self) -> Mapping[str, Any]:
+        return {"backend": "fake", "model": self.spec.name}
+
+    def render(self, messages: list[Message]) -> str:
+        return messages[-1]["content"]
+
+    def energy_devices(self) -> str:
+        return "cpu"
+
+    def load(self) -> None:
+        if not self.resident:
+            self.resident, self.loads = True, self.loads + 1
+
+    def unload(self) -> bool:
+        self.resident, self.unloads = False, self.unloads + 1
+        return True
+
+    def info(self) -> Mapping[str, Any]:
+        done = self.loads - 1
+        return {
+            "model_loads": int(self.resident),
+            "load_time_s": self.load_s[done] if self.loads else None,
+            "peak_vram_bytes": self.peak[done] if self.resident else None,
+            "parameters": 1000 if self.resident else None,
+            "dtype": "float32",
+        }
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], batch_id: str
+    ) -> list[GenerationResult]:
+        assert self.resident, "generate on an unloaded model"
+        texts = [r.messages[-1]["content"] for r in requests]
+        return [
+            GenerationResult(t, t, 1, 1, 0.0, "stop", batch_id, len(texts), 0.0, "t") for t in texts
+        ]
+
+    def close(self) -> None:
+        self.resident = False
+
+
+class Item:
+    def __init__(self, nodeid: str, spec: ModelSpec) -> None:
+        self.nodeid, self.model_spec = nodeid, spec
+
+    def batch_key(self) -> str:
+        return self.model_spec.name
+
+    def request(self) -> GenerationRequest:
+        from pytest_llmeval.declare.task import Generation
+
+        return GenerationRequest([{"role": "user", "content": self.nodeid}], Generation())
+
+
+def test_an_unloaded_model_needed_again_is_loaded_again_and_counted() -> None:
+    a = LocalBackend("a", load_s=[1.5, 2.5], peak=[100, 300])
+    b = LocalBackend("b", load_s=[4.0], peak=[50])
+    engine = Engine(make_backend=lambda spec: {"a": a, "b": b}[spec.name])
+    first = Item("t::a1", a.spec)
+    engine.result_for(first, [])
+    engine.unload("a")
+    assert (a.loads, a.unloads) == (1, 1)
+    engine.result_for(Item("t::b1", b.spec), [])
+    engine.unload("b")
+    engine.result_for(Item("t::a2", a.spec), [])  # a later item of a: a loads again
+    engine.unload("nobody")  # a model never seen: nothing
+    records = {r.model: r for r in engine.load_records()}
+    assert (a.loads, b.loads) == (2, 1)
+    assert records["a"].model_loads == 2 and records["b"].model_loads == 1
+    assert records["a"].load_time_s == 4.0  # 1.5 + 2.5: both loads cost time
+    assert records["a"].peak_vram_bytes == 300  # the larger of its two loads' peaks
+    assert records["a"].parameters == 1000
+    # One counter for both models: a, then b, then a again, never two at once.
+    assert [(s["loaded"], s["unloaded"], s["freed"]) for s in records["a"].residency] == [
+        (1, 2, True),
+        (5, None, None),
+    ]
+    assert [(s["loaded"], s["unloaded"]) for s in records["b"].residency] == [(3, 4)]
+    assert [s["peak_vram_bytes"] for s in records["a"].residency] == [100, 300]
+
+
+def test_a_model_without_unload_or_never_loaded_is_left_alone() -> None:
+    a = LocalBackend("a", load_s=[1.0], peak=[1])
+    engine = Engine(make_backend=lambda spec: a)
+    engine.backend(a.spec)
+    engine.unload("a")  # created, never loaded (a cached run): nothing to release
+    assert a.unloads == 0
+    records = engine.load_records()
+    assert records[0].model_loads == 0 and records[0].residency == []
+
+
+# ---- a real three-model sweep on the CPU --------------------------------------------------
+
+BUILD = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from pytest_llmeval.backends.weights import locate_weights
+    from pytest_llmeval.declare.models import resolve_model
+
+    out = sys.argv[1]
+    tokenizer_dir = locate_weights(resolve_model("smollm2-135m").model_id, None).path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    shape = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 max_position_embeddings=2048, tie_word_embeddings=False,
+                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    for name, config, model in (("tiny-llama", LlamaConfig, LlamaForCausalLM),
+                                ("tiny-qwen", Qwen2Config, Qwen2ForCausalLM)):
+        built = model(config(**shape))
+        built.save_pretrained(f"{out}/{name}", safe_serialization=True)
+        tokenizer.save_pretrained(f"{out}/{name}")
+    print(json.dumps({"vocab": len(tokenizer)}))
+    """
+)
+
+TASK = textwrap.dedent(
+    """
+    from pytest_llmeval import ChatPrompt, DataSource, Generation, Task, scoring
+
+    def task(name, ask):
+        return Task(
+            name=name,
+            data=DataSource(files="mini.jsonl"),
+            prompt=ChatPrompt(user=ask + " {question}"),
+            target="answer",
+            scorer=scoring.numeric,
+            generation=Generation(max_new_tokens=8),
+        )
+
+    add = task("add", "q:")
+    more = task("more", "Compute:")  # another prompt: not served by the first task's cache
+    """
+)
+
+MODELS = ["smollm2-135m", "tiny-llama", "tiny-qwen"]
+
+
+def expected_parameters(vocab: int, qwen: bool) -> int:
+    """The parameter count of the configs built above, by hand: embedding and LM head
+    (untied) vocab x 64 each; per layer q and o 64x64, k and v 64x32 (2 of 4 heads' width),
+    Qwen2's q/k/v biases (64 + 32 + 32), gate/up/down 3 x 64x128, two RMSNorms of 64; a
+    final norm of 64."""
+    hidden, kv, inter = 64, 32, 128
+    layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter + 2 * hidden
+    if qwen:
+        layer += hidden + 2 * kv
+    return 2 * vocab * hidden + 2 * layer + hidden
+
+
+def run_sweep(project: Path, out: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    args = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    for model in MODELS:
+        args += ["--model", model]
+    args += ["--limit", "2", "--llmeval-data-dir", "data", "--llmeval-report", f"{out}/report.json"]
+    args += ["--llmeval-progress", "1", "-q"]
+    return subprocess.run(
+        args, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    project = tmp_path_factory.mktemp("sweep")
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    built = subprocess.run(
+        [sys.executable, "-c", BUILD, str(project / "models")],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    vocab = json.loads(built.stdout.strip().splitlines()[-1])["vocab"]
+    (project / "pyproject.toml").write_text(
+        "".join(
+            f'[tool.llmeval.models.{name}]\nmodel = "{project / "models" / name}"\n'
+            for name in MODELS[1:]
+        )
+    )
+    (project / "test_tasks.py").write_text(TASK)
+    (project / "data").mkdir()
+    rows = [{"question": f"{i} + {i + 1}", "answer": str(2 * i + 1)} for i in range(6)]
+    (project / "data" / "mini.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first = run_sweep(project, "first")
+    second = run_sweep(project, "second")  # the same cache (.llmeval_cache): nothing to do
+    return {"project": project, "vocab": vocab, "first": first, "second": second}
+
+
+def report_of(sweep: Mapping[str, Any], run: str) -> dict[str, Any]:
+    result = sweep[run]
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    path = sweep["project"] / run / "report.json"
+    assert path.is_file(), result.stdout[-3000:] + result.stderr[-3000:]
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def csv_rows(sweep: Mapping[str, Any], run: str) -> dict[str, dict[str, str]]:
+    with (sweep["project"] / run / "models.csv").open(encoding="utf-8") as handle:
+        return {row["model"]: row for row in csv.DictReader(handle)}
+
+
+def test_each_model_is_unloaded_before_the_next_loads(sweep: dict[str, Any]) -> None:
+    report = report_of(sweep, "first")
+    loads = {load["model"]: load for load in report["model_loads"]}
+    assert sorted(loads) == sorted(MODELS)
+    stays = sorted(
+        (stay["loaded"], stay["unloaded"], model)
+        for model, load in loads.items()
+        for stay in load["residency"]
+    )
+    # Model-major order (the two tasks' items of a model run together): one load each, in
+    # the order given, each released (and its model object garbage-collected) before the next.
+    assert [model for _, _, model in stays] == MODELS
+    assert all(load["model_loads"] == 1 for load in loads.values())
+    for (_, unloaded, _), (loaded_next, _, _) in zip(stays, stays[1:], strict=False):
+        assert unloaded is not None and unloaded < loaded_next
+    released = [s for load in loads.values() for s in load["residency"] if s["unloaded"]]
+    # The last one too: no later item of the process needs it.
+    assert len(released) == 3 and all(s["freed"] is True for s in released)
+    # The same order on the terminal: loading a, a unloaded (freed), loading b, ...
+    said = [
+        " ".join(line.split()[1:4])
+        for line in sweep["first"].stdout.splitlines()
+        if line.startswith("llmeval: ") and ("loading" in line or "unloaded" in line)
+    ]
+    assert said == [
+        "loading model smollm2-135m", "model smollm2-135m unloaded",
+        "loading model tiny-llama", "model tiny-llama unloaded",
+        "loading model tiny-qwen", "model tiny-qwen unloaded",
+    ]  # fmt: skip
+    items = [
+        json.loads(x) for x in (sweep["project"] / "first" / "items.jsonl").read_text().splitlines()
+    ]
+    assert [r["model"] for r in items] == [m for m in MODELS for _ in range(4)]
+
+
+def test_models_csv_has_one_row_per_model_with_true_parameter_counts(sweep: dict[str, Any]) -> None:
+    report = report_of(sweep, "first")
+    assert report["files"]["models"] == "models.csv"
+    rows = csv_rows(sweep, "first")
+    assert list(rows) == MODELS
+    vocab = sweep["vocab"]
+    assert int(rows["tiny-llama"]["parameters"]) == expected_parameters(vocab, qwen=False)
+    assert int(rows["tiny-qwen"]["parameters"]) == expected_parameters(vocab, qwen=True)
+    assert 130e6 < int(rows["smollm2-135m"]["parameters"]) < 140e6
+    for model, row in rows.items():
+        assert row["items"] == "4" and row["cached"] == "0" and row["model_loads"] == "1"
+        assert row["dtype"] == "float32" and row["device"] == "cpu"
+        assert row["gpu_name"] == "" and row["peak_vram_gb"] == ""  # unknown on the CPU: empty
+        assert row["energy_wh"] == "" or float(row["energy_wh"]) >= 0
+        assert float(row["model_size_gb"]) > 0 and float(row["load_time_s"]) > 0
+        assert float(row["tokens_per_s"]) > 0
+        assert float(row["latency_p50_s"]) <= float(row["latency_p95_s"])
+        for task in ("add", "more"):
+            metrics = report["tasks"][task]["models"][model]["metrics"]
+            assert float(row[f"{task} accuracy"]) == pytest.approx(metrics["accuracy"])
+            low, high = metrics["accuracy_ci95"]
+            assert float(row[f"{task} accuracy_low"]) == pytest.approx(low, abs=1e-6)
+            assert float(row[f"{task} accuracy_high"]) == pytest.approx(high, abs=1e-6)
+
+
+def test_a_rerun_of_a_finished_sweep_loads_no_model(sweep: dict[str, Any]) -> None:
+    first, second = report_of(sweep, "first"), report_of(sweep, "second")
+    assert all(load["model_loads"] == 0 for load in second["model_loads"])
+    assert all(load["residency"] == [] for load in second["model_loads"])
+    before, after = csv_rows(sweep, "first"), csv_rows(sweep, "second")
+    assert list(after) == MODELS
+    for model in MODELS:
+        assert after[model]["cached"] == "4" and after[model]["model_loads"] == "0"
+        assert after[model]["tokens_per_s"] == "" and after[model]["load_time_s"] == ""
+        for task in ("add", "more"):
+            assert after[model][f"{task} accuracy"] == before[model][f"{task} accuracy"]
+    assert first["totals"]["items"] == second["totals"]["items"] == 12
