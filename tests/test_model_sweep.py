@@ -193,14 +193,14 @@ def expected_parameters(vocab: int, qwen: bool) -> int:
     return 2 * vocab * hidden + 2 * layer + hidden
 
 
-def run_sweep(project: Path, out: str) -> subprocess.CompletedProcess[str]:
+def run_sweep(project: Path, out: str, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     args = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider"]
     for model in MODELS:
         args += ["--model", model]
     args += ["--limit", "2", "--llmeval-data-dir", "data", "--llmeval-report", f"{out}/report.json"]
-    args += ["--llmeval-progress", "1", "-q"]
+    args += ["--llmeval-progress", "1", "-q", *extra]
     return subprocess.run(
         args, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False
     )
@@ -233,7 +233,9 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (project / "data" / "mini.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     first = run_sweep(project, "first")
     second = run_sweep(project, "second")  # the same cache (.llmeval_cache): nothing to do
-    return {"project": project, "vocab": vocab, "first": first, "second": second}
+    # Two xdist workers, three models: one worker sweeps two of them (its own cache: all new).
+    xdist = run_sweep(project, "xdist", "-n", "2", "--llmeval-cache-dir", "xcache")
+    return {"project": project, "vocab": vocab, "first": first, "second": second, "xdist": xdist}
 
 
 def report_of(sweep: Mapping[str, Any], run: str) -> dict[str, Any]:
@@ -322,3 +324,104 @@ def test_a_rerun_of_a_finished_sweep_loads_no_model(sweep: dict[str, Any]) -> No
         for task in ("add", "more"):
             assert after[model][f"{task} accuracy"] == before[model][f"{task} accuracy"]
     assert first["totals"]["items"] == second["totals"]["items"] == 12
+
+
+def test_under_xdist_a_worker_with_two_models_sweeps_them(sweep: dict[str, Any]) -> None:
+    report = report_of(sweep, "xdist")
+    by_worker: dict[str, list[tuple[int, int | None, str]]] = {}
+    for load in report["model_loads"]:
+        for stay in load["residency"]:
+            by_worker.setdefault(load["worker"], []).append(
+                (stay["loaded"], stay["unloaded"], load["model"])
+            )
+    # Whole models per worker (scheduling.assign_shares): gw0 smollm2-135m and tiny-qwen,
+    # gw1 tiny-llama; gw0 released the first (read from its xdist queue) before the second.
+    assert sorted(by_worker) == ["gw0", "gw1"]
+    assert sorted(by_worker["gw0"]) == [(1, 2, "smollm2-135m"), (3, 4, "tiny-qwen")]
+    assert by_worker["gw1"] == [(1, 2, "tiny-llama")]
+    assert list(csv_rows(sweep, "xdist")) == MODELS
+    assert all(row["model_loads"] == "1" for row in csv_rows(sweep, "xdist").values())
+
+
+FAKE_CUDA = textwrap.dedent(
+    """
+    import json, sys, weakref
+    import torch
+    from pytest_llmeval.backends import hf_model
+    from pytest_llmeval.backends.transformers_backend import TransformersBackend, TransformersOptions
+    from pytest_llmeval.declare.models import ModelSpec
+    from pytest_llmeval.run.engine import Engine
+
+    # A fake CUDA allocator: a loaded model allocates its weights' bytes, freed only when the
+    # model object is garbage-collected; the peak is reset only by reset_peak_memory_stats.
+    memory = {"allocated": 0, "peak": 0, "resets": 0}
+    real_load = hf_model.load_model
+
+    def load_model(path, revision, dtype, device):
+        model = real_load(path, revision, dtype, "cpu")
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        memory["allocated"] += size
+        memory["peak"] = max(memory["peak"], memory["allocated"])
+        weakref.finalize(model, memory.__setitem__, "allocated", memory["allocated"] - size)
+        return model
+
+    def reset(device=None):
+        memory["resets"] += 1
+        memory["peak"] = memory["allocated"]
+
+    hf_model.load_model = load_model
+    hf_model.cuda_usable = lambda: True
+    torch.cuda.is_available = lambda: True
+    torch.cuda.reset_peak_memory_stats = reset
+    torch.cuda.max_memory_allocated = lambda device=None: memory["peak"]
+    torch.cuda.empty_cache = lambda: None
+
+    models = sys.argv[1]
+    made = {}
+    def make(spec):
+        backend = TransformersBackend(spec, TransformersOptions(device="cpu"))
+        backend.device = "cuda:0"  # what a GPU run holds; the weights stay on the CPU here
+        made[spec.name] = backend
+        return backend
+
+    engine = Engine(make_backend=make)
+    for name in ("tiny-qwen", "tiny-llama"):  # the larger first: its peak must not carry over
+        backend = engine.backend(ModelSpec(name, "transformers", f"{models}/{name}"))
+        engine._load(backend, engine._meter(backend))
+        engine.unload(name)
+    records = {r.model: r for r in engine.load_records()}
+    print(json.dumps({
+        "resets": memory["resets"],
+        "allocated_after": memory["allocated"],
+        "peaks": {n: r.peak_vram_bytes for n, r in records.items()},
+        "freed": {n: [s["freed"] for s in r.residency] for n, r in records.items()},
+        "parameters": {n: r.parameters for n, r in records.items()},
+    }))
+    """
+)
+
+
+def test_peak_vram_is_each_models_own_with_a_fake_cuda_allocator(sweep: dict[str, Any]) -> None:
+    """No GPU here: torch.cuda's memory API is replaced by a fake allocator that frees a
+    model's bytes only when the model object is collected. Each model's peak is its own
+    weights (reset at its load; the larger model loaded first does not carry over)."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", FAKE_CUDA, str(sweep["project"] / "models")],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    vocab = sweep["vocab"]
+    own = {
+        "tiny-llama": 4 * expected_parameters(vocab, qwen=False),  # float32: 4 bytes each
+        "tiny-qwen": 4 * expected_parameters(vocab, qwen=True),
+    }
+    assert seen["resets"] == 2 and seen["allocated_after"] == 0
+    assert seen["peaks"] == own
+    assert seen["freed"] == {"tiny-llama": [True], "tiny-qwen": [True]}

@@ -110,12 +110,17 @@ TASK_COLUMNS: list[tuple[str, Callable[[Metrics], Any]]] = [
 
 
 def arm_facts(report: RunReport, records: Sequence[ItemRecord]) -> list[ArmFacts]:
-    """One `ArmFacts` per arm with task records, in the order arms first appear."""
+    """One `ArmFacts` per arm with task records: in the run's model order (as given with
+    `--model`), then the order arms first appear (xdist records arrive in any order)."""
     by_arm: dict[str, list[ItemRecord]] = {}
     for record in records:
         if record.task in report.tasks:  # a hand-written test's generations are not a task's
             by_arm.setdefault(arm_of(record), []).append(record)
     infos = {info.name: info for info in report.settings.models}
+    order = {name: i for i, name in enumerate(infos)}
+    by_arm = dict(
+        sorted(by_arm.items(), key=lambda kv: order.get(kv[1][0].model, len(order)))
+    )  # stable: arms of one model keep their order
     facts = []
     for arm, mine in by_arm.items():
         model = mine[0].model
