@@ -36,7 +36,12 @@ from pytest_llmeval.report.baseline_summary import baseline_legend, baseline_tab
 from pytest_llmeval.report.compare_summary import terminal_section, write_comparison_table
 from pytest_llmeval.report.envelope import RunFacts, RunReport, WorkerInfo
 from pytest_llmeval.report.html import summary_html
-from pytest_llmeval.report.models_table import MODELS_CSV, write_models_csv
+from pytest_llmeval.report.models_table import (
+    MODELS_CSV,
+    model_rows,
+    models_markdown,
+    write_models_csv,
+)
 from pytest_llmeval.report.progress import Progress
 from pytest_llmeval.report.sampling_summary import sampling_table, write_samples_parquet
 from pytest_llmeval.report.score_breakdown import terminal_lines
@@ -355,9 +360,11 @@ class Controller:
         if write_samples_parquet(self.records, folder / "samples.parquet"):
             report.files["samples"] = "samples.parquet"
         write_items_parquet(self.records, folder / "items.parquet")
-        if write_models_csv(report, self.records, folder / MODELS_CSV):
+        models = model_rows(report, self.records)
+        if write_models_csv(models, folder / MODELS_CSV):
             report.files["models"] = MODELS_CSV
         summary = summary_markdown(report, facts.summaries, self.gate_results)
+        summary += models_markdown(models)
         (folder / "summary.md").write_text(summary, encoding="utf-8")
         report.files.update(items_parquet="items.parquet", summary="summary.md")
         self.writer.write_report(report)

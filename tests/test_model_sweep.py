@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -292,6 +293,10 @@ def test_models_csv_has_one_row_per_model_with_true_parameter_counts(sweep: dict
     assert report["files"]["models"] == "models.csv"
     rows = csv_rows(sweep, "first")
     assert list(rows) == MODELS
+    folder = sweep["project"] / "first"
+    items = [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines()]
+    summary = (folder / "summary.md").read_text()
+    assert "## Models (all columns: models.csv)" in summary
     vocab = sweep["vocab"]
     assert int(rows["tiny-llama"]["parameters"]) == expected_parameters(vocab, qwen=False)
     assert int(rows["tiny-qwen"]["parameters"]) == expected_parameters(vocab, qwen=True)
@@ -304,6 +309,16 @@ def test_models_csv_has_one_row_per_model_with_true_parameter_counts(sweep: dict
         assert float(row["model_size_gb"]) > 0 and float(row["load_time_s"]) > 0
         assert float(row["tokens_per_s"]) > 0
         assert float(row["latency_p50_s"]) <= float(row["latency_p95_s"])
+        # Speed over all 4 of the model's items (both tasks), not an average of task figures:
+        # numpy's percentile of the items' latencies and tokens over distinct batch walls.
+        mine = [r for r in items if r["model"] == model]
+        latencies = [r["latency_s"] for r in mine]
+        assert float(row["latency_p50_s"]) == pytest.approx(np.percentile(latencies, 50), abs=1e-6)
+        assert float(row["latency_p95_s"]) == pytest.approx(np.percentile(latencies, 95), abs=1e-6)
+        walls = {r["batch_id"]: r["batch_wall_s"] for r in mine}
+        tokens = sum(r["tokens_out"] for r in mine)
+        assert float(row["tokens_per_s"]) == pytest.approx(tokens / sum(walls.values()), rel=1e-5)
+        assert f"| {model} " in summary
         for task in ("add", "more"):
             metrics = report["tasks"][task]["models"][model]["metrics"]
             assert float(row[f"{task} accuracy"]) == pytest.approx(metrics["accuracy"])

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
 from pytest_llmeval.analyze import performance
 from pytest_llmeval.analyze.compare import arm_of
 from pytest_llmeval.analyze.hardware import ModelLoad, hardware_summary
@@ -150,9 +152,8 @@ def model_rows(report: RunReport, records: Sequence[ItemRecord]) -> list[dict[st
     return rows
 
 
-def write_models_csv(report: RunReport, records: Sequence[ItemRecord], path: Path) -> bool:
-    """Write models.csv beside report.json; False (no file) when no task record has a model."""
-    rows = model_rows(report, records)
+def write_models_csv(rows: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Write `model_rows` as models.csv beside report.json; False (no file) without rows."""
     if not rows:
         return False
     with path.open("w", encoding="utf-8", newline="") as handle:
@@ -161,6 +162,21 @@ def write_models_csv(report: RunReport, records: Sequence[ItemRecord], path: Pat
         for row in rows:
             writer.writerow({name: _cell(value) for name, value in row.items()})
     return True
+
+
+# summary.md's short form: the columns a reader compares first (the rest are in the csv).
+SHORT = ("parameters", "accuracy", "latency_p50_s", "tokens_per_s", "peak_vram_gb",
+         "load_time_s", "energy_wh")  # fmt: skip
+
+
+def models_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A "## Models" section for summary.md with the short columns, for 2+ models; else ""."""
+    if len(rows) < 2:
+        return ""
+    columns = ["model"] + [c for c in rows[0] if c.endswith(SHORT) and c != "model"]
+    table = [[_cell(row[c]) for c in columns] for row in rows]
+    text = tabulate(table, headers=columns, tablefmt="github")
+    return f"\n## Models (all columns: models.csv)\n\n{text}\n"
 
 
 def _cell(value: Any) -> Any:
