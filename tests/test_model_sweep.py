@@ -164,18 +164,20 @@ TASK = textwrap.dedent(
     """
     from pytest_llmeval import ChatPrompt, DataSource, Generation, Task, scoring
 
-    def task(name, ask):
+    def task(name, ask, scorer):
         return Task(
             name=name,
             data=DataSource(files="mini.jsonl"),
             prompt=ChatPrompt(user=ask + " {question}"),
             target="answer",
-            scorer=scoring.numeric,
+            scorer=scorer,
             generation=Generation(max_new_tokens=8),
         )
 
-    add = task("add", "q:")
-    more = task("more", "Compute:")  # another prompt: not served by the first task's cache
+    add = task("add", "q:", scoring.numeric)
+    # Another prompt (not served by the first task's cache); exact match parses any text, so
+    # the random-weight models pass --llmeval-smoke and run all their items.
+    more = task("more", "Compute:", scoring.exact)
     """
 )
 
@@ -234,8 +236,11 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (project / "data" / "mini.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     first = run_sweep(project, "first")
     second = run_sweep(project, "second")  # the same cache (.llmeval_cache): nothing to do
-    # Two xdist workers, three models: one worker sweeps two of them (its own cache: all new).
-    xdist = run_sweep(project, "xdist", "-n", "2", "--llmeval-cache-dir", "xcache")
+    # Two xdist workers, three models: one worker sweeps two of them (its own cache: all
+    # new), after a smoke run of each model on its worker.
+    xdist = run_sweep(
+        project, "xdist", "-n", "2", "--llmeval-cache-dir", "xcache", "--llmeval-smoke"
+    )
     return {"project": project, "vocab": vocab, "first": first, "second": second, "xdist": xdist}
 
 
@@ -350,12 +355,19 @@ def test_under_xdist_a_worker_with_two_models_sweeps_them(sweep: dict[str, Any])
                 (stay["loaded"], stay["unloaded"], load["model"])
             )
     # Whole models per worker (scheduling.assign_shares): gw0 smollm2-135m and tiny-qwen,
-    # gw1 tiny-llama; gw0 released the first (read from its xdist queue) before the second.
+    # gw1 tiny-llama. gw0's smoke run tries tiny-qwen first and unloads it, then smollm2-135m,
+    # which stays for its items; released after its last one (read from the xdist queue),
+    # then tiny-qwen loads again for its own items: never two models at once.
     assert sorted(by_worker) == ["gw0", "gw1"]
-    assert sorted(by_worker["gw0"]) == [(1, 2, "smollm2-135m"), (3, 4, "tiny-qwen")]
+    assert sorted(by_worker["gw0"]) == [
+        (1, 2, "tiny-qwen"), (3, 4, "smollm2-135m"), (5, 6, "tiny-qwen"),
+    ]  # fmt: skip
     assert by_worker["gw1"] == [(1, 2, "tiny-llama")]
-    assert list(csv_rows(sweep, "xdist")) == MODELS
-    assert all(row["model_loads"] == "1" for row in csv_rows(sweep, "xdist").values())
+    rows = csv_rows(sweep, "xdist")
+    assert list(rows) == MODELS
+    loads = {model: row["model_loads"] for model, row in rows.items()}
+    assert loads == {"smollm2-135m": "1", "tiny-llama": "1", "tiny-qwen": "2"}
+    assert all(row["items"] == "4" and row["errors"] == "0" for row in rows.values())
 
 
 FAKE_CUDA = textwrap.dedent(

@@ -88,7 +88,11 @@ class SmokeRun:
         was not smoked yet (cheap once its model is done)."""
         if item.spec.name in self.done:
             return
-        for model, items in smoke_candidates([item, *upcoming], self.done).items():
+        candidates = smoke_candidates([item, *upcoming], self.done)
+        # Model sweeps (run/sweep.py): the running item's model last, every other one
+        # unloaded after its smoke items, so one model is resident at a time and each peak
+        # memory is its own (those load again for their own items, each load counted).
+        for model, items in sorted(candidates.items(), key=lambda kv: kv[0] == item.spec.name):
             self.done.add(model)
             outcomes = [self._try(each) for each in items]
             self.engine.smoke_items[model] = sum(o is not None for o in outcomes)
@@ -96,6 +100,8 @@ class SmokeRun:
             reason = smoke_verdict(tried)
             if reason is not None:
                 self.engine.smoke_failures[model] = reason
+            if model != item.spec.name:
+                self.engine.unload(model)
 
     def _try(self, item: Any) -> SmokeOutcome | None:
         """Generate `item` alone and score it; its generation or error stays the item's own
