@@ -345,3 +345,28 @@ def test_generated_tokens_leave_out_the_end_token(
         token_ids=[1, 2, 3, 4, 5], finish_reason=finish_reason, stop_reason=stop_reason
     )
     assert generated_tokens(choice) == expected
+
+
+# --- model sweeps: unload before the next model loads (issue 16) -----------------------------
+
+
+def test_unload_drops_the_engine_and_calls_vllms_cleanup_then_loads_again(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    from types import ModuleType
+
+    vllm = fake_vllm.install(monkeypatch)
+    cleanups: list[int] = []
+    distributed = ModuleType("vllm.distributed")
+    distributed.cleanup_dist_env_and_memory = lambda: cleanups.append(len(vllm.LLM.created))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm.distributed", distributed)
+    backend = make_backend(model_dir)
+    assert backend.unload() is None  # nothing built yet: nothing to release
+    backend.load()
+    assert backend.info()["model_loads"] == 1
+    # The fake keeps every LLM it made in `created`: the object is not freed, and says so.
+    assert backend.unload() is False
+    assert cleanups == [1] and backend.info()["model_loads"] == 0
+    backend.generate([request("gsm8k/test/0001")], "b1")  # the next batch builds a new engine
+    assert len(vllm.LLM.created) == 2 and backend.info()["model_loads"] == 1
