@@ -3,6 +3,7 @@ reported in report.json and summary.md, gated by name, a misspelt name failing i
 
 from __future__ import annotations
 
+import csv
 import json
 import textwrap
 
@@ -99,6 +100,15 @@ def test_composite_task_metric_and_component_reported_and_gated(qaproject: pytes
             "*gate value_acuracy>=0.5 FAILS: unknown metric 'value_acuracy'*",
         ]
     )
+    # models.csv carries the task's own figures beside its accuracy, under their gate names.
+    with (qaproject.path / "out" / "models.csv").open(newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert float(row["qa wattbot"]) == pytest.approx(0.6875)
+    assert [float(row["qa wattbot_low"]), float(row["qa wattbot_high"])] == pytest.approx(
+        [low, high], abs=1e-6
+    )
+    assert float(row["qa value_accuracy"]) == 0.75 and float(row["qa na_recall"]) == 0.5
+    assert float(row["qa blank_recall"]) == 0.5
     summary = (qaproject.path / "out" / "summary.md").read_text()
     assert "## Components, task metrics, composites" in summary
     assert "wattbot = 0.75*value_accuracy + 0.25*na_recall (weights sum to 1)" in summary

@@ -11,6 +11,9 @@ its model, as in `Metrics` (`analyze/hardware.py: hardware_summary`).
 
 An accuracy's 95% interval is two numeric columns, `<task> accuracy_low` and
 `<task> accuracy_high` (Wilson, as `Metrics.accuracy_ci95`), so the file loads as numbers.
+
+A task's own figures follow its accuracy: each composite (with its bootstrap interval as
+`_low`/`_high`), component and task-level metric, as `<task> <name>` (`rag wattbot`).
 """
 
 from __future__ import annotations
@@ -136,16 +139,44 @@ def arm_facts(report: RunReport, records: Sequence[ItemRecord]) -> list[ArmFacts
     return facts
 
 
+def own_columns(metrics: Sequence[Metrics]) -> list[tuple[str, Callable[[Metrics], Any]]]:
+    """A task's own figures, named as its gates name them: each composite with its bootstrap
+    interval, then each component and task-level metric (a union over the arms, in first-seen
+    order, so every row has the same columns)."""
+    columns: list[tuple[str, Callable[[Metrics], Any]]] = []
+    for field_name in ("composites", "components", "task_metrics"):
+        names = dict.fromkeys(name for m in metrics for name in getattr(m, field_name) or {})
+        for name in names:
+            columns.append((name, _own(field_name, name)))
+            if field_name == "composites":
+                columns.append((f"{name}_low", _own(f"{field_name}_ci95", name, 0)))
+                columns.append((f"{name}_high", _own(f"{field_name}_ci95", name, 1)))
+    return columns
+
+
+def _own(field_name: str, name: str, bound: int | None = None) -> Callable[[Metrics], Any]:
+    def read(metrics: Metrics) -> Any:
+        value = (getattr(metrics, field_name) or {}).get(name)
+        if bound is None or value is None:
+            return value
+        return value[bound]
+
+    return read
+
+
 def model_rows(report: RunReport, records: Sequence[ItemRecord]) -> list[dict[str, Any]]:
     """The rows of models.csv (column -> value, None when unknown)."""
     facts = arm_facts(report, records)
     tasks = list(report.tasks)
+    own = {
+        task: own_columns([f.metrics[task] for f in facts if task in f.metrics]) for task in tasks
+    }
     rows = []
     for fact in facts:
         row = {name: read(fact) for name, read in MODEL_COLUMNS}
         for task in tasks:
             metrics = fact.metrics.get(task)
-            for suffix, read_metric in TASK_COLUMNS:
+            for suffix, read_metric in [*TASK_COLUMNS, *own[task]]:
                 row[f"{task} {suffix}"] = None if metrics is None else read_metric(metrics)
         row.update({name: read(fact) for name, read in RUN_COLUMNS})
         rows.append(row)
