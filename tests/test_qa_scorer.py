@@ -74,6 +74,12 @@ def test_blank_truth_is_right_only_when_the_model_says_blank() -> None:
     }
     guessed = SCORE("Answer: 42\nReferences: [doc-a]", BLANK, truth)
     assert guessed.components == {"value_accuracy": 0.0, "ref_overlap": 0.0, "na_recall": 0.0}
+    # Citing nothing is no credit on its own: the blank answer is the reference there.
+    uncited = SCORE("Answer: 42\nReferences: []", BLANK, truth)
+    assert uncited.components == {"value_accuracy": 0.0, "ref_overlap": 0.0, "na_recall": 0.0}
+    # Blank, but citing a document anyway: {is_blank} vs {is_blank, doc-a}.
+    hedged = SCORE("Answer: is_blank\nReferences: [doc-a]", BLANK, truth)
+    assert hedged.components["ref_overlap"] == pytest.approx(1 / 2)
 
 
 def test_blank_answer_on_an_answerable_question_is_wrong() -> None:

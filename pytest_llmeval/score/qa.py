@@ -5,7 +5,8 @@ The score has three components, each a metric of the task (`Score.components`):
 
 - `value_accuracy` (every item, 1/0): a number within a relative tolerance (default 0.1%),
   a text value by normalised exact match, a blank truth only by a blank answer;
-- `ref_overlap` (every item, 0..1): Jaccard overlap of the cited and the true reference ids;
+- `ref_overlap` (every item, 0..1): Jaccard overlap of the cited and the true reference ids
+  (on a blank-truth question the blank answer counts as its one reference, `is_blank`);
 - `na_recall` (blank-truth items only, 1/0; None elsewhere): whether the model said blank.
 
 The WattBot composite is `0.75*value_accuracy + 0.15*ref_overlap + 0.10*na_recall`.
@@ -179,6 +180,16 @@ def jaccard(cited: Iterable[str], true: Iterable[str]) -> float:
     return 1.0 if not a and not b else len(a & b) / len(a | b)
 
 
+def _ref_overlap(found: QAAnswer, true_refs: Iterable[str], blank_truth: bool) -> float:
+    """Jaccard of cited and true ids; on a blank-truth question the blank answer is its
+    reference (WattBot cites `is_blank` there), so an answer that cites nothing but is not
+    blank earns nothing, as a value with the wrong citations would."""
+    if not blank_truth:
+        return jaccard(found.ref_ids, true_refs)
+    cited = {*found.ref_ids, *([BLANK] if found.is_blank else [])}
+    return jaccard(cited, {*true_refs, BLANK})
+
+
 COMPONENTS = ("value_accuracy", "ref_overlap", "na_recall")
 """The components every QA score carries (`na_recall` None on an answerable question)."""
 
@@ -256,7 +267,7 @@ def qa(
         accuracy = 1.0 if right else 0.0
         components: dict[str, float | None] = {
             "value_accuracy": accuracy,
-            "ref_overlap": jaccard(found.ref_ids, parse_refs(row.get(refs_field))),
+            "ref_overlap": _ref_overlap(found, parse_refs(row.get(refs_field)), blank_truth),
             "na_recall": (1.0 if found.is_blank else 0.0) if blank_truth else None,
         }
         return Score(accuracy, extracted, found.method, found.span, reasoning, components)
