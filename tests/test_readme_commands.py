@@ -12,6 +12,7 @@ first one's generations, as a user's reruns do).
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shlex
@@ -67,6 +68,9 @@ COMMANDS: dict[str, Documented] = {
         '"toxicity:agreement>=0.95"'
     ): Documented(
         0, "the same weights locally and behind transformers serve agree", needs_server=True
+    ),
+    "pytest evals -k rag --model qwen7b --llmeval-smoke": Documented(
+        0, "the RAG eval's parse-rate floor holds; the smoke run passes on the embedded model"
     ),
 }
 
@@ -178,6 +182,19 @@ def test_readme_command_exits_as_documented(command: str, workdir: Path) -> None
         gsm8k = metrics["gsm8k"]["smollm2-135m"]
         assert gsm8k["samples_n"] == 5 and set(gsm8k["pass_at_k"]) == {"1", "2", "3", "4", "5"}
         assert (workdir / name / "samples.parquet").exists()
+    if "--llmeval-smoke" in command:
+        rag = metrics["rag"]["smollm2-135m"]
+        assert set(rag["components"]) == {"value_accuracy", "ref_overlap", "na_recall"}
+        (load,) = json.loads((workdir / name / "report.json").read_text())["model_loads"]
+        assert load["smoke_items"] >= 1 and load["smoke_failure"] is None
+        with (workdir / name / "models.csv").open(newline="") as handle:
+            (row,) = list(csv.DictReader(handle))
+        assert row["model"] == "smollm2-135m" and "rag wattbot" in row
+        wattbot = rag["composites"]["wattbot"]  # None when the --limit draw has no blank truth
+        if wattbot is None:
+            assert row["rag wattbot"] == ""
+        else:
+            assert float(row["rag wattbot"]) == pytest.approx(wattbot, abs=1e-6)
     if "--junitxml" in command:
         assert (workdir / "out.xml").read_text().count('name="accuracy[&gt;=0.8') == 1
 
