@@ -204,3 +204,17 @@ def test_composite_of_the_documented_example() -> None:
         0.75 * mean("value_accuracy") + 0.15 * mean("ref_overlap") + 0.10 * mean("na_recall")
     )
     assert composite == pytest.approx(0.75 * 2 / 3 + 0.15 * 2.5 / 3 + 0.10 * 1.0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "truth"),
+    [
+        ("450 MW (as of 2023)", "450"),  # a parenthesised remark is not the value
+        ("1,200 GPUs [doc3]", "1200"),  # nor is a bracketed citation
+        ("5 kWh per day for 7 days", "5"),  # the first number is the value, not the last
+        ("38% of data centres in 2022", "38"),  # a later year is context
+    ],
+)
+def test_value_with_text_around_it_reads_its_first_number(answer: str, truth: str) -> None:
+    score = SCORE(f"Answer: {answer}\nReferences: [doc-a]", "", row(truth))
+    assert (score.value, score.extracted) == (1.0, truth)

@@ -187,6 +187,14 @@ def extract_gsm8k(response: str) -> Extraction:
     return Extraction(canonical(value), "flexible", span)
 
 
+def first_number(text: str) -> str | None:
+    """The first number in `text` as a canonical string ("5 kWh per day for 7 days" -> "5"),
+    or None when there is none or the first one is malformed ("1,0000 GPUs")."""
+    match = _NUMBER_RE.search(text)
+    value = None if match is None else _match_value(match)
+    return None if value is None else canonical(value)
+
+
 def gsm8k_target(answer_field: str) -> str:
     """Return the normalised number after ``####`` in a GSM8K ``answer`` field.
 

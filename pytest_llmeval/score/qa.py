@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_llmeval.score.extraction import TargetError, excerpt
-from pytest_llmeval.score.numbers import extract_gsm8k, normalize_number, numbers_equal
+from pytest_llmeval.score.numbers import first_number, normalize_number, numbers_equal
 from pytest_llmeval.score.reasoning import split_reasoning
 from pytest_llmeval.score.scorers import Score
 from pytest_llmeval.score.text import normalize_text
@@ -61,6 +61,8 @@ _REFS_LINE = re.compile(
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 _PARENTHESES = re.compile(r"\([^)]*\)")  # "a, b (the second one)": a remark, not ids
 _BRACKETS = re.compile(r"\[(.*?)\]")
+# "450 MW (as of 2023)", "1,200 GPUs [doc3]": remarks and citations beside a value.
+_REMARKS = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 _REF_SPLIT = re.compile(r"[,;\s]+")
 _REF_STRIP = "[](){}'\"`*. "
 
@@ -196,13 +198,15 @@ COMPONENTS = ("value_accuracy", "ref_overlap", "na_recall")
 
 def qa_value(value: str) -> str:
     """An answer value as compared: the canonical number when the whole value is one
-    ("1,200" -> "1200", "$3.5" -> "3.5"), else the last number in it when it has a unit
-    ("12%", "3.5 MWh" -> "3.5"), else the normalised text."""
+    ("1,200" -> "1200", "$3.5" -> "3.5"), else, with remarks in parentheses or brackets
+    dropped, the FIRST number in it ("12%", "3.5 MWh" -> "3.5", "450 MW (as of 2023)" ->
+    "450", "5 kWh per day for 7 days" -> "5"), else the normalised text. The first, not the
+    last: an answer line states its value first and adds context (a year, a duration) after."""
     whole = normalize_number(value)
     if whole is not None:
         return whole
-    found = extract_gsm8k(value)
-    return found.value if found.value is not None else normalize_text(value)
+    found = first_number(_REMARKS.sub(" ", value))
+    return found if found is not None else normalize_text(value)
 
 
 def _true_number(truth: str) -> str | None:
