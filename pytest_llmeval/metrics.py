@@ -5,9 +5,9 @@ items, each with a bootstrap interval and usable in gates by its name::
 
     qa = Task(
         ...,
-        metrics={"na_recall": metrics.recall("is_blank")},
+        metrics={"blank_recall": metrics.recall("is_blank")},
         composites={"wattbot": "0.75*value_accuracy + 0.15*ref_overlap + 0.10*na_recall"},
-        gates=["na_recall >= 0.8", "wattbot >= 0.5"],
+        gates=["blank_recall >= 0.8", "wattbot >= 0.5"],
     )
 
 Each compares every record's target with the answer the scorer extracted. They return plain

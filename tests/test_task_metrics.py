@@ -186,15 +186,15 @@ def _task(**fields: Any) -> Task:
 
 
 def test_declaration_keeps_metrics_and_composites_as_plain_data() -> None:
-    task = _task(metrics={"na_recall": metrics.recall("is_blank"), "m": metrics.macro_f1()},
-                 composites={"wattbot": "0.9*accuracy + 0.1*na_recall"})  # fmt: skip
+    task = _task(metrics={"blank_recall": metrics.recall("is_blank"), "m": metrics.macro_f1()},
+                 composites={"wattbot": "0.9*accuracy + 0.1*blank_recall"})  # fmt: skip
     assert task.problem is None
     declared = declaration(task)
     assert declared.metrics == {
-        "na_recall": {"kind": "recall", "label": "is_blank"},
+        "blank_recall": {"kind": "recall", "label": "is_blank"},
         "m": {"kind": "macro_f1", "label": None},
     }
-    assert declared.composites == {"wattbot": "0.9*accuracy + 0.1*na_recall"}
+    assert declared.composites == {"wattbot": "0.9*accuracy + 0.1*blank_recall"}
 
 
 @pytest.mark.parametrize(
@@ -263,3 +263,72 @@ def test_task_gate_naming_nothing_the_task_has_is_its_problem() -> None:
     assert problem is not None and "did you mean 'f1_non_toxic'" in problem
     # A scorer that does not list its components: its names are checked after the run.
     assert _task(scorer=lambda r, t, row: None, gates=["value_accuracy>=0.5"]).problem is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        # The QA scorer lists its components: a task metric or composite may not take one's name.
+        ({"scorer": scoring.qa(), "metrics": {"na_recall": metrics.recall("is_blank")}},
+         "metric 'na_recall' has the name of the scorer's component 'na_recall'"),
+        ({"scorer": scoring.qa(), "composites": {"ref_overlap": "0.5*value_accuracy"}},
+         "composite 'ref_overlap' has the name of the scorer's component 'ref_overlap'"),
+        # A label scorer's per-label metrics and macro-F1 are the task's names too.
+        ({"scorer": scoring.label(LABELS), "composites": {"f1_toxic": "0.5*accuracy"}},
+         "composite 'f1_toxic' has the name of the label metric 'f1_toxic' (label 'toxic')"),
+        ({"scorer": scoring.label(LABELS), "metrics": {"recall_non_toxic": metrics.f1("toxic")}},
+         "metric 'recall_non_toxic' has the name of the label metric 'recall_non_toxic'"),
+        ({"metrics": {"macro_f1": metrics.macro_f1()}},
+         "metric 'macro_f1' has the name of the built-in metric 'macro_f1'"),
+        ({"composites": {"agreement": "1*accuracy"}},
+         "composite 'agreement' has the name of the built-in metric 'agreement'"),
+    ],
+)  # fmt: skip
+def test_metric_or_composite_taking_a_name_the_task_has_is_refused(
+    fields: dict[str, Any], message: str
+) -> None:
+    problem = _task(**fields).problem
+    assert problem is not None and message in problem, problem
+    assert "\n" not in problem
+
+
+def test_saved_declaration_clashing_with_a_component_never_replaces_it() -> None:
+    # A saved run's declaration (or a scorer that does not list its components) names a task
+    # metric `na` and a composite `value` that are also the records' components.
+    found = task_figures(
+        QA,
+        metrics={"na": metrics.recall("is_blank")},
+        composites={"value": "1*accuracy", "w": "0.75*value + 0.25*na"},
+    )
+    # The components keep their own means: value (1+0+1+1+1+0)/6, na (1+1)/2, not the recall
+    # 2/3 nor the accuracy 4/6 declared under their names.
+    assert found["components"] == pytest.approx({"value": 4 / 6, "na": 1.0})
+    assert found["task_metrics"] == {"na": None}
+    assert "score component 'na'" in found["task_metrics_reason"]["na"]
+    assert found["composites"]["value"] is None
+    assert "score component 'value'" in found["composites_reason"]["value"]
+    # A composite naming them reads the components: 0.75 * 4/6 + 0.25 * 1.
+    assert found["composites"]["w"] == pytest.approx(0.75)
+    info = TaskInfo(name="t", origin=None, split="test", rows=6, declaration=declaration(
+        _task(scorer=lambda r, t, row: None, metrics={"na": metrics.recall("is_blank")})))  # fmt: skip
+    summary = summarize_run(QA, {"t": info})[("t", "m")]
+    gate = check_gate(parse_gate("na>=1", "cli"), "t", "m", summary)
+    assert (gate.passed, gate.value, gate.n) == (True, 1.0, 2)  # the component, n = 2
+
+
+def test_saved_composite_named_like_a_label_metric_never_replaces_it() -> None:
+    found = task_figures(LABELLED, LABELS, composites={"f1_toxic": "1*accuracy"})
+    assert found["label_metrics"]["toxic"].f1 == pytest.approx(4 / 7)
+    assert found["composites"]["f1_toxic"] is None
+    assert "label metric 'f1_toxic'" in found["composites_reason"]["f1_toxic"]
+
+
+def test_saved_composite_named_like_a_task_metric_never_replaces_it() -> None:
+    found = task_figures(
+        QA,
+        metrics={"blank_recall": metrics.recall("is_blank")},
+        composites={"blank_recall": "1*accuracy"},
+    )
+    assert found["task_metrics"] == pytest.approx({"blank_recall": 2 / 3})  # rows 3, 4 of 3, 4, 5
+    assert found["composites"] == {"blank_recall": None}
+    assert "task metric 'blank_recall'" in found["composites_reason"]["blank_recall"]

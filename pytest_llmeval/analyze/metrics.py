@@ -394,15 +394,20 @@ class Metrics:
     task_metrics_n: dict[str, int] | None = None
     """Items each task metric is computed over (recall: targets of the label; precision: items
     predicted it; F1: either; macro-F1: items with a known target)."""
+    task_metrics_reason: dict[str, str] | None = None
+    """Why a task metric is None though defined: its name is already a score component's or a
+    label metric's, which keeps the name (a saved run's declaration; new declarations refuse
+    it). None when no task metric has such a reason."""
     composites: dict[str, float | None] | None = None
     """The task's weighted composites (`Task(composites=...)`): the weighted sum of their
-    parts' values; None when a part is undefined or unknown (`composites_reason`)."""
+    parts' values; None when a part is undefined or unknown, or its name is already a
+    component's, label metric's or task metric's (`composites_reason`)."""
     composites_ci95: dict[str, list[float] | None] | None = None
     """95% percentile bootstrap interval of each composite, every part recomputed on each
     resample."""
     composites_reason: dict[str, str] | None = None
-    """Why a composite is None (an undefined part, an unknown name); composites with a value
-    are not listed."""
+    """Why a composite is None (an undefined part, an unknown name, a name already taken by a
+    component, label metric or task metric); composites with a value are not listed."""
     label_metrics: dict[str, LabelScores] | None = None
     """Classification tasks (a scorer with labels): precision, recall, F1 per label (gates:
     `precision_<label>`, `recall_<label>`, `f1_<label>`, the label's non-word characters as

@@ -1,5 +1,5 @@
 """Gates on a task's own names: score components (`value_accuracy>=0.7`), task-level metrics
-(`na_recall>=0.8`), composites (`wattbot>=0.5`) and label metrics (`macro_f1>=0.6`,
+(`blank_recall>=0.8`), composites (`wattbot>=0.5`) and label metrics (`macro_f1>=0.6`,
 `f1_toxic>=0.5`, `recall_non_toxic>=0.5`).
 
 These names are known only once the task's records are aggregated, so a gate naming one is
@@ -30,15 +30,6 @@ def task_names(metrics: Metrics) -> dict[str, Found]:
             n,
             None if value is not None else f"{name}: no item it applies to",
         )
-    for name, value in (metrics.task_metrics or {}).items():
-        ci = (metrics.task_metrics_ci95 or {}).get(name)
-        n = (metrics.task_metrics_n or {}).get(name, 0)
-        found[name] = (
-            value,
-            _pair(ci),
-            n,
-            None if value is not None else f"{name} is undefined (n={n})",
-        )
     for label, scores in (metrics.label_metrics or {}).items():
         slug = label_slug(label)
         for kind, n in (("precision", scores.predicted), ("recall", scores.support),
@@ -49,10 +40,17 @@ def task_names(metrics: Metrics) -> dict[str, Found]:
     if metrics.label_metrics is not None:
         why = None if metrics.macro_f1 is not None else "macro_f1 is undefined"
         found["macro_f1"] = (metrics.macro_f1, _pair(metrics.macro_f1_ci95), metrics.n, why)
+    # Declared names after the components and label metrics, never replacing one (a saved
+    # run's task metric or composite named like a component: the component keeps the name).
+    for name, value in (metrics.task_metrics or {}).items():
+        ci = (metrics.task_metrics_ci95 or {}).get(name)
+        n = (metrics.task_metrics_n or {}).get(name, 0)
+        why = (metrics.task_metrics_reason or {}).get(name) or f"{name} is undefined (n={n})"
+        found.setdefault(name, (value, _pair(ci), n, None if value is not None else why))
     for name, value in (metrics.composites or {}).items():
         ci = (metrics.composites_ci95 or {}).get(name)
         why = (metrics.composites_reason or {}).get(name) if value is None else None
-        found[name] = (value, _pair(ci), metrics.n, why and f"composite {name}: {why}")
+        found.setdefault(name, (value, _pair(ci), metrics.n, why and f"composite {name}: {why}"))
     return found
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +116,15 @@ def task_figures(
     if label_list:
         figures["macro_f1"] = _macro(keys, label_list)
     declared: dict[str, dict[str, Any]] = {}
+    # A declared name that is already one of the task's figures (a saved run's declaration, a
+    # scorer that does not list its components) never replaces it: the component or label
+    # metric keeps the name, the declaration gets None and a reason (declaration refuses it).
+    clashes: dict[str, str] = {}  # declared metric -> why it has no value
     for name, spec in (metrics or {}).items():
+        if name in figures:
+            clashes[name] = _clash("metric", name, names)
+            declared[name] = dict(spec)
+            continue
         wanted_label = reader.read(spec.get("label"))
         if spec["kind"] == "macro_f1":
             truths = label_list or sorted({k.truth for k in keys if k.truth is not None})
@@ -129,6 +137,9 @@ def task_figures(
     parts: dict[str, list[tuple[float, str]]] = {}
     reasons: dict[str, str] = {}
     for name, expression in (composites or {}).items():
+        if name in figures or name in declared:
+            reasons[name] = _clash("composite", name, names, declared)
+            continue
         try:
             terms = parse_composite(expression)
         except CompositeError as exc:
@@ -160,13 +171,20 @@ def task_figures(
         out["components"] = {name: point[name] for name in names}
         out["components_ci95"] = {name: ci.get(name) for name in names}
         out["components_n"] = {name: counts[name] for name in names}
+    # A clashing name's figure is the component's (or label metric's), not the declaration's.
     if declared:
-        out["task_metrics"] = {name: point[name] for name in declared}
-        out["task_metrics_ci95"] = {name: ci.get(name) for name in declared}
-        out["task_metrics_n"] = {name: counts[name] for name in declared}
+        out["task_metrics"] = {name: None if name in clashes else point[name] for name in declared}
+        out["task_metrics_ci95"] = {
+            name: None if name in clashes else ci.get(name) for name in declared
+        }
+        out["task_metrics_n"] = {name: 0 if name in clashes else counts[name] for name in declared}
+        if any(name in clashes for name in declared):
+            out["task_metrics_reason"] = {n: clashes[n] for n in declared if n in clashes}
     if composites:
-        out["composites"] = {name: point.get(name) for name in composites}
-        out["composites_ci95"] = {name: ci.get(name) for name in composites}
+        out["composites"] = {name: point[name] if name in parts else None for name in composites}
+        out["composites_ci95"] = {
+            name: ci.get(name) if name in parts else None for name in composites
+        }
         out["composites_reason"] = {name: reasons[name] for name in composites if name in reasons}
     if label_list:
         out["label_metrics"] = {
@@ -176,6 +194,22 @@ def task_figures(
         out["macro_f1_ci95"] = ci.get("macro_f1")
         out["confusion"] = _confusion(items, label_list)
     return out
+
+
+def _clash(kind: str, name: str, components: Sequence[str], metrics: Collection[str] = ()) -> str:
+    """Why a declared metric or composite named like one of the task's figures has no value."""
+    if name in components:
+        taken = f"score component {name!r}"
+    elif name in ITEM_MEANS:
+        taken = f"built-in metric {name!r}"
+    elif name in metrics:
+        taken = f"task metric {name!r}"
+    else:
+        taken = f"label metric {name!r}"
+    return (
+        f"{kind} {name!r} has the name of the {taken}, which keeps that name (gates and "
+        f"composites naming it read the {taken.rsplit(' ', 1)[0]}); rename the {kind}"
+    )
 
 
 def _item(record: ItemRecord, names: list[str], everywhere: set[str], reader: _Reader) -> _Item:

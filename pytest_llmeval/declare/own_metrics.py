@@ -34,14 +34,34 @@ def checked_metrics(
     plain = dict(composites)
     components = components_of(scorer)
     check_composites(plain, found, components)
+    labels = getattr(scorer, "labels", None) or []
+    taken = _taken(components or [], labels)
+    for kind, names in (("metric", found), ("composite", plain)):
+        for name in names:
+            if name in taken:
+                raise CompositeError(
+                    f"{kind} {name!r} has the name of the {taken[name]}; it would replace that "
+                    f"figure in the report, its gates and composites: rename the {kind}"
+                )
     if components is not None:
-        labels = getattr(scorer, "labels", None) or []
         own = [*found, *plain, *components]
         own += [f"{kind}_{label_slug(str(label))}" for label in labels
                 for kind in ("precision", "recall", "f1")]  # fmt: skip
         own += ["macro_f1"] if labels else []
         _check_gates(gates, own, task)
     return found, plain
+
+
+def _taken(components: Sequence[str], labels: Sequence[object]) -> dict[str, str]:
+    """Names a task metric or composite may not take -> what has it: the built-in gateable
+    metrics and `macro_f1` always, the scorer's components and per-label metrics when known."""
+    taken = {name: f"built-in metric {name!r}" for name in [*METRICS, "macro_f1"]}
+    for label in labels:
+        for kind in ("precision", "recall", "f1"):
+            name = f"{kind}_{label_slug(str(label))}"
+            taken[name] = f"label metric {name!r} (label {str(label)!r})"
+    taken.update({name: f"scorer's component {name!r}" for name in components})
+    return taken
 
 
 def components_of(scorer: object) -> list[str] | None:
