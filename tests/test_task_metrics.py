@@ -17,6 +17,7 @@ from pytest_llmeval.analyze.record import ItemRecord, TaskInfo
 from pytest_llmeval.analyze.task_metrics import label_slug, task_figures
 from pytest_llmeval.declare.describe import declaration
 from pytest_llmeval.declare.task import DataSource
+from pytest_llmeval.run import records
 
 LABELS = ["toxic", "non-toxic"]
 
@@ -332,3 +333,60 @@ def test_saved_composite_named_like_a_task_metric_never_replaces_it() -> None:
     assert found["task_metrics"] == pytest.approx({"blank_recall": 2 / 3})  # rows 3, 4 of 3, 4, 5
     assert found["composites"] == {"blank_recall": None}
     assert "task metric 'blank_recall'" in found["composites_reason"]["blank_recall"]
+
+
+QA_SCORE = scoring.qa()
+FACTS = [records.ItemFacts(f"t/test/{i}", f"evals/t.py::t/test/{i}[m]", "t", "m", "test", i)
+         for i in range(6)]  # fmt: skip
+
+
+def _qa_row(value: str, blank: bool) -> dict[str, Any]:
+    return {"answer_value": value, "ref_ids": [] if blank else ["doc1"], "is_blank": blank}
+
+
+def _scored(i: int, row: dict[str, Any], response: str) -> ItemRecord:
+    """A scored record with the QA scorer's own components (what `records.evaluated` keeps)."""
+    score = QA_SCORE(response, row["answer_value"], row)
+    target = row["answer_value"]
+    return record(i, target, score.extracted, components=dict(score.components))
+
+
+def _errored(i: int, row: dict[str, Any]) -> ItemRecord:
+    """The record an item that errored after its row and target were read leaves."""
+    return records.errored(
+        FACTS[i], worker="w", target=row["answer_value"], error="backend failed",
+        components=records.error_components(QA_SCORE, row),
+    )  # fmt: skip
+
+
+def test_errored_item_counts_only_in_the_components_that_apply_to_its_row() -> None:
+    # Case A: one unanswerable item answered blank; one answerable item errored.
+    found = task_figures([
+        _scored(0, _qa_row("is_blank", True), "Answer: is_blank"),
+        _errored(1, _qa_row("450", False)),
+    ])  # fmt: skip
+    # na_recall applies to the unanswerable item only: 1/1 (not 1/2, the errored answerable
+    # item is no unanswerable question); value_accuracy and ref_overlap apply to both: 1/2.
+    assert found["components"] == {"value_accuracy": 0.5, "ref_overlap": 0.5, "na_recall": 1.0}
+    assert found["components_n"] == {"value_accuracy": 2, "ref_overlap": 2, "na_recall": 1}
+
+
+def test_errored_unanswerable_items_count_0_in_na_recall_as_in_recall_of_is_blank() -> None:
+    # Case B: one answerable item right, two unanswerable answered blank, two unanswerable
+    # errored. na_recall = (1 + 1 + 0 + 0) / 4, the same as recall("is_blank") = 2/4.
+    rows = [_qa_row("12", False)] + [_qa_row("is_blank", True)] * 4
+    found = task_figures(
+        [
+            _scored(0, rows[0], "Answer: 12\nReferences: [doc1]"),
+            _scored(1, rows[1], "Answer: is_blank"),
+            _scored(2, rows[2], "The documents do not say."),
+            _errored(3, rows[3]),
+            _errored(4, rows[4]),
+        ],
+        metrics={"blank_recall": metrics.recall("is_blank")},
+    )
+    assert found["components"]["na_recall"] == 0.5
+    assert found["components_n"]["na_recall"] == 4
+    assert found["task_metrics"] == {"blank_recall": 0.5}
+    # value_accuracy: 3 right of 5 (the errored ones 0).
+    assert found["components"]["value_accuracy"] == pytest.approx(3 / 5)

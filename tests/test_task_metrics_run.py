@@ -140,6 +140,51 @@ def test_composite_with_no_unanswerable_items_is_undefined_and_its_gate_fails(
     assert "blank_recall is undefined (n=0)" in gates["blank_recall>=0.4"]["reason"]
 
 
+QA_TASK = textwrap.dedent(
+    """
+    from pytest_llmeval import ChatPrompt, DataSource, Task, scoring
+
+    qa = Task(
+        name="qa",
+        data=DataSource(files="qa.jsonl"),
+        prompt=ChatPrompt(user="q: {question} says: {says}"),
+        target="answer_value",
+        scorer=scoring.qa(),
+    )
+    """
+)
+FAILING_PIPELINE = PIPELINE.replace(
+    "return",
+    "if 'RAISE' in messages[-1]['content']:\n        raise RuntimeError('boom')\n    return",
+)
+
+
+def test_errored_answerable_item_is_left_out_of_na_recall(evalproject: pytest.Pytester) -> None:
+    evalproject.makepyfile(qa_pipeline=FAILING_PIPELINE, test_mini=QA_TASK)
+    rows = [  # an unanswerable question answered blank; an answerable one whose backend fails
+        {"question": "q0", "answer_value": "is_blank", "ref_ids": [], "is_blank": True,
+         "says": "Answer: is_blank"},
+        {"question": "q1", "answer_value": "450", "ref_ids": ["doc1"], "is_blank": False,
+         "says": "RAISE"},
+    ]  # fmt: skip
+    lines = "\n".join(json.dumps(row) for row in rows)
+    (evalproject.path / "data" / "qa.jsonl").write_text(lines + "\n")
+    result = _run(evalproject)
+    result.assert_outcomes(passed=1, errors=1)
+    report = json.loads((evalproject.path / "out" / "report.json").read_text())
+    metrics = report["tasks"]["qa"]["models"]["callable:qa_pipeline:reply"]["metrics"]
+    # na_recall applies to q0 only: 1/1; value_accuracy and ref_overlap to both: (1 + 0)/2.
+    assert metrics["components"] == {"value_accuracy": 0.5, "ref_overlap": 0.5, "na_recall": 1.0}
+    assert metrics["components_n"] == {"value_accuracy": 2, "ref_overlap": 2, "na_recall": 1}
+    items = [
+        json.loads(x)
+        for x in (evalproject.path / "out" / "items.jsonl").read_text().split("\n")
+        if x
+    ]
+    (failed,) = [item for item in items if item["outcome"] == "error"]
+    assert failed["components"] == {"value_accuracy": 0.0, "ref_overlap": 0.0, "na_recall": None}
+
+
 def test_toxicity_eval_reports_label_metrics_on_real_rows(pytester: pytest.Pytester) -> None:
     """evals/test_toxicity.py on 6 ETHOS rows (3 toxic, 3 non-toxic: `--limit` stratifies on
     the label) with a pipeline that always answers toxic."""

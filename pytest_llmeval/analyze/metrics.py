@@ -378,9 +378,11 @@ class Metrics:
     # resamples, seed 0, one shared set of resamples per task x arm. Gate by name.
     components: dict[str, float | None] | None = None
     """Per score component (`Score.components`, e.g. `value_accuracy`): its mean over the items
-    it applies to (not None). An errored item counts 0 in a component every scored item has,
-    and is left out of one some scored items mark N/A. None: the scorer returns no components;
-    a component's value None: no item it applies to (undefined, not 0)."""
+    it applies to (not None). An errored item counts 0 in a component that applies to its row
+    (its record's `components`, when the scorer says which apply: `scorer.applies(row)`);
+    without that, 0 in a component every scored item has, and left out of one some scored
+    items mark N/A. None: the scorer returns no components; a component's value None: no item
+    it applies to (undefined, not 0)."""
     components_ci95: dict[str, list[float] | None] | None = None
     """95% percentile bootstrap interval (items resampled) of each component."""
     components_n: dict[str, int] | None = None

@@ -391,10 +391,12 @@ class ItemRecord:
     components: dict[str, float | None] | None = None
     """The score's named components (`Score.components`, e.g. `value_accuracy`, `ref_overlap`,
     `na_recall`), each 0..1, or None where the component does not apply to this item (left out
-    of that component's mean); None when the scorer returns none or the item errored (then
-    the task's `components` count it 0 where every scored item has the component, and leave
-    it out of one that some items mark N/A). Sampled items: the components of the candidate
-    the item's verdict follows."""
+    of that component's mean); None when the scorer returns none. An item that errored after
+    its row was read, under a scorer that says which components apply to a row
+    (`scorer.applies(row)`, as `scoring.qa()` does): 0.0 where one applies, None elsewhere;
+    other errored items: None (then the task's `components` count it 0 where every scored
+    item has the component, and leave it out of one that some items mark N/A). Sampled
+    items: the components of the candidate the item's verdict follows."""
 
 
 # ---- what a task declared and where its rows came from (report.json, per task) ----

@@ -89,8 +89,9 @@ def task_figures(
     if not records or not (names or labels or metrics or composites):
         return {}
     reader = _Reader(labels)
-    # A component some scored item marks N/A may not apply to an errored item: leave errored
-    # items out of it; one that applies to every scored item counts an error as 0 (as accuracy).
+    # An errored record without its own components (a scorer that cannot say which apply to
+    # its row, a row never read): a component some scored item marks N/A may not apply to it,
+    # so it is left out; one that applies to every scored item counts it 0 (as accuracy).
     everywhere = {
         name
         for name in names
@@ -215,8 +216,12 @@ def _clash(kind: str, name: str, components: Sequence[str], metrics: Collection[
 def _item(record: ItemRecord, names: list[str], everywhere: set[str], reader: _Reader) -> _Item:
     errored = record.score is None
     found = record.components or {}
+    # An errored item whose row was read carries its own components (0.0 where they apply
+    # to its row, None elsewhere: run/records.py `error_components`); else the rule above.
     parts = tuple(
-        (0.0 if name in everywhere else None) if errored else _float(found.get(name))
+        (0.0 if name in everywhere else None)
+        if errored and name not in found
+        else _float(found.get(name))
         for name in names
     )
     extracted = reader.read(record.extracted) if record.extracted not in (None, INVALID) else None

@@ -127,9 +127,12 @@ class EvalItem(pytest.Item):
             self.record = self._plain(self._evaluate(worker, self.row, target))
         except Exception as exc:
             message = _error_message(exc, self.task.name)
+            # Row and target read: the scorer may say which of its components this row has.
+            row = self.row if target is not None and isinstance(self.row, Mapping) else None
             self.record = records.errored(
-                self.facts(), worker=worker.name, target=target, error=message
-            )
+                self.facts(), worker=worker.name, target=target, error=message,
+                components=None if row is None else records.error_components(self.scorer, row),
+            )  # fmt: skip
             raise ItemError(message) from exc
         finally:
             if self.record is not None:

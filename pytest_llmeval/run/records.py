@@ -73,8 +73,16 @@ def evaluated(
     )
 
 
-def errored(facts: ItemFacts, *, worker: str | None, target: str | None, error: str) -> ItemRecord:
-    """The record of an item that could not be evaluated (`error` is the one-line message)."""
+def errored(
+    facts: ItemFacts,
+    *,
+    worker: str | None,
+    target: str | None,
+    error: str,
+    components: Mapping[str, float | None] | None = None,
+) -> ItemRecord:
+    """The record of an item that could not be evaluated (`error` is the one-line message;
+    `components`: `error_components` of its row, when it was read)."""
     return ItemRecord(
         **_identity(facts),
         source="task",
@@ -82,7 +90,23 @@ def errored(facts: ItemFacts, *, worker: str | None, target: str | None, error: 
         error=error,
         worker=worker,
         target=target,
+        components=dict(components) if components else None,
     )
+
+
+def error_components(scorer: object, row: Mapping[str, Any]) -> dict[str, float | None] | None:
+    """An errored item's components from its row: 0.0 where the scorer says a component
+    applies (`scorer.applies(row) -> {name: bool}`), None where it does not, so the error is
+    a miss exactly where an answer would have counted. None when the scorer cannot say (no
+    `applies`, or it fails on this row): aggregation then falls back to its own rule."""
+    applies = getattr(scorer, "applies", None)
+    if not callable(applies):
+        return None
+    try:
+        found = applies(row)
+        return {str(name): 0.0 if bool(on) else None for name, on in dict(found).items()}
+    except Exception:  # the item already has its error; this one would only hide it
+        return None
 
 
 def crashed(nodeid: str, error: str, models: str | Sequence[str], worker: str | None) -> ItemRecord:

@@ -276,7 +276,15 @@ def qa(
         }
         return Score(accuracy, extracted, found.method, found.span, reasoning, components)
 
+    def applies(row: Mapping[str, Any]) -> dict[str, bool]:
+        """Which components apply to `row` whatever the answer: `na_recall` only where the
+        truth is blank. The run stores 0.0 for these (None for the others) on an item that
+        errors after its row was read, so it counts as a miss only where it would count."""
+        blank = _truth_blank(row, blank_field, row.get(value_field))
+        return {"value_accuracy": True, "ref_overlap": True, "na_recall": blank}
+
     score_qa.__name__ = f"qa(tolerance={tolerance:g})"
+    setattr(score_qa, "applies", applies)  # noqa: B010
     # The components it returns, so a task's gates and composites naming them are checked
     # when the task is declared (declare/own_metrics.py), not only when the run ends.
     setattr(score_qa, "components", list(COMPONENTS))  # noqa: B010
