@@ -152,3 +152,98 @@ def test_smoke_under_xdist_each_worker_smokes_its_share(project: pytest.Pytester
     assert 1 <= calls(project)["garbage"] <= 4 and outcomes(project)["garbage"].get("pass", 0) == 0
     result.stdout.fnmatch_lines(["ERROR model garbage failed the smoke run (* items errored)*"])
     assert Path(project.path / "out" / "report.json").is_file()
+
+
+LABEL_TASK = textwrap.dedent(
+    """
+    from pytest_llmeval import ChatPrompt, DataSource, Generation, Task, scoring
+
+    tox = Task(
+        name="tox", data=DataSource(files="tox.jsonl"), prompt=ChatPrompt(user="Text: {text}"),
+        target="label", scorer=scoring.label(["toxic", "non-toxic"]),
+        generation=Generation(max_new_tokens=16),
+    )
+    """
+)
+LABEL_RESPONDERS = textwrap.dedent(
+    """
+    from pathlib import Path
+
+    def _log(name):
+        with Path("calls.txt").open("a") as handle:
+            handle.write(name + "\\n")
+
+    def sane(messages, settings):
+        _log("sane")
+        return "Label: toxic"
+
+    def garbage(messages, settings):
+        _log("garbage")
+        return "no idea"
+    """
+)
+
+
+def test_smoke_stops_a_model_answering_garbage_on_a_label_task(
+    evalproject: pytest.Pytester,
+) -> None:
+    # The label scorer reads "no idea" as "[invalid]", not None: parse_rate counts it
+    # unparsed, so must the smoke verdict.
+    evalproject.makepyfile(responders=LABEL_RESPONDERS, test_mini=LABEL_TASK)
+    rows = [{"text": f"text {i}", "label": "toxic" if i % 2 else "non-toxic"} for i in range(4)]
+    (evalproject.path / "data" / "tox.jsonl").write_text(
+        "".join(json.dumps(row) + "\n" for row in rows)
+    )
+    result = evalproject.runpytest(
+        "--model", "sane=callable:responders:sane", "--model", "garbage=callable:responders:garbage",
+        "--llmeval-data-dir=data", "--llmeval-report", "out/report.json", "-p", "no:randomly",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning", "--llmeval-smoke",
+    )  # fmt: skip
+    lines = (evalproject.path / "calls.txt").read_text().split()
+    assert (lines.count("sane"), lines.count("garbage")) == (4, 1)
+    assert outcomes(evalproject) == {
+        "sane": {"pass": 2, "fail": 2},
+        "garbage": {"fail": 1, "error": 3},
+    }
+    result.stdout.fnmatch_lines(
+        [
+            "ERROR model garbage failed the smoke run (3 items errored): "
+            "1/1 smoke items unparseable (first: 'no idea')"
+        ]
+    )
+
+
+MUTE = textwrap.dedent(
+    """
+    def mute(messages, settings):
+        return "   "
+    """
+)
+
+
+TASK_MODULE_EXACT = textwrap.dedent(
+    """
+    from pytest_llmeval import ChatPrompt, DataSource, Generation, Task, scoring
+
+    mini = Task(
+        name="mini", data=DataSource(files="mini.jsonl"), prompt=ChatPrompt(user="q: {question}"),
+        target="answer", scorer=scoring.exact, generation=Generation(max_new_tokens=16),
+    )
+    """
+)
+
+
+def test_smoke_stops_a_model_answering_nothing_on_an_exact_task(
+    evalproject: pytest.Pytester,
+) -> None:
+    # The exact scorer's answer to an empty reply is "": nothing was extracted.
+    evalproject.makepyfile(responders=MUTE, test_mini=TASK_MODULE_EXACT)
+    result = evalproject.runpytest(
+        "--model", "mute=callable:responders:mute", "--llmeval-data-dir=data",
+        "--llmeval-report", "out/report.json", "-p", "no:randomly",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning", "--llmeval-smoke",
+    )  # fmt: skip
+    assert outcomes(evalproject) == {"mute": {"fail": 1, "error": 9}}
+    result.stdout.fnmatch_lines(
+        ["ERROR model mute failed the smoke run (9 items errored): 1/1 smoke items unparseable*"]
+    )

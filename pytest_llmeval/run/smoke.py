@@ -9,7 +9,9 @@ fails its smoke run when:
 - it cannot load: the existing path (`ModelUnavailable`, run/resident.py) already errors its
   items at once, and the llmeval summary says `model X did not load`;
 - every one of its smoke requests errors; or
-- none of its smoke outputs can be parsed (`Score.extracted` is None for all of them).
+- none of its smoke outputs can be parsed, by the rule of `parse_rate`
+  (`analyze.aggregate.answer_parsed`: an extracted answer that is None, the label scorer's
+  `[invalid]` or blank, as the exact scorer's "" for an empty reply, is unparsed).
 
 Then its remaining items error at once, each with `model X failed the smoke run: <reason>`
 (the whole reason on the first, a short reference on the rest), and the summary has one
@@ -30,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_llmeval.analyze.aggregate import answer_parsed
 from pytest_llmeval.backends import one_line
 from pytest_llmeval.run.engine import Engine
 from pytest_llmeval.run.vram_fit import ModelSkipped
@@ -123,4 +126,4 @@ class SmokeRun:
             score = item.scorer(generation.text, item.task.target_for(item.row), item.row)
         except Exception:  # noqa: BLE001 - a scorer or target problem is the item's to report
             return SmokeOutcome(parsed=True, text=generation.text)
-        return SmokeOutcome(parsed=score.extracted is not None, text=generation.text)
+        return SmokeOutcome(parsed=answer_parsed(score.extracted), text=generation.text)
