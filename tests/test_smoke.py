@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mini_rows
 from pytest_llmeval.run.smoke import SmokeOutcome, smoke_verdict
 
 # Each responder logs its name per call, so a test can count the model work done.
@@ -140,6 +141,12 @@ def test_only_a_model_with_nothing_usable_fails() -> None:
     assert smoke_verdict([ok, unparsed]) is None
     assert smoke_verdict([failed, ok]) is None
     assert smoke_verdict([]) is None
+    # An item's own error (its prompt too long) says nothing of the model.
+    too_long = SmokeOutcome(error="PromptTooLong: prompt is 40 tokens", item_level=True)
+    assert smoke_verdict([too_long]) is None
+    assert smoke_verdict([too_long, failed]) == (
+        "1/1 smoke requests errored (first: RuntimeError: x)"
+    )
     assert smoke_verdict([unparsed, failed]) == (
         "1/2 smoke items unparseable, 1 errored (first: 'no idea')"
     )
@@ -247,3 +254,58 @@ def test_smoke_stops_a_model_answering_nothing_on_an_exact_task(
     result.stdout.fnmatch_lines(
         ["ERROR model mute failed the smoke run (9 items errored): 1/1 smoke items unparseable*"]
     )
+
+
+PICKY = textwrap.dedent(
+    """
+    from pytest_llmeval.backends.context import PromptTooLong
+
+    def picky(messages, settings):  # the first row is too long for it; the others are fine
+        question = messages[-1]["content"]
+        if question == "q: 0 + 1":
+            raise PromptTooLong("prompt is 40 tokens, model context is 32 (max_new_tokens 16)")
+        left, op, right = question.split(": ")[1].split()[:3]
+        return f"#### {int(left) + int(right)}"
+    """
+)
+
+
+def test_an_item_level_error_on_the_smoke_item_does_not_stop_the_model(
+    evalproject: pytest.Pytester,
+) -> None:
+    # One task, so one smoke item: its prompt does not fit; the model itself is fine.
+    evalproject.makepyfile(picky=PICKY)
+    result = evalproject.runpytest(
+        "--model", "picky=callable:picky:picky", "--llmeval-data-dir=data",
+        "--llmeval-report", "out/report.json", "-p", "no:randomly",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning", "--llmeval-smoke",
+    )  # fmt: skip
+    assert outcomes(evalproject) == {"picky": {"error": 1, "pass": 9}}
+    assert "failed the smoke run" not in result.stdout.str()
+    report = json.loads((evalproject.path / "out" / "report.json").read_text())
+    load = report["model_loads"][0]
+    # The too-long item, then the task's next item, which generated.
+    assert (load["smoke_items"], load["smoke_failure"]) == (2, None)
+
+
+def test_a_server_context_refusal_on_the_smoke_item_does_not_stop_the_model(
+    evalproject: pytest.Pytester,
+) -> None:
+    from fault_server import Fault, FaultServer
+    from test_bad_input_limits import VLLM_TOO_LONG
+
+    rows = mini_rows(n=4).splitlines()
+    rows[0] = json.dumps({"question": "0 + 1 LONG", "answer": "1", "kind": "even"})
+    (evalproject.path / "data" / "mini.jsonl").write_text("\n".join(rows) + "\n")
+    with FaultServer(kind="vllm") as server:
+        server.add(Fault.status_code(400, VLLM_TOO_LONG), times=None, when="LONG")
+        result = evalproject.runpytest(
+            f"--model=openai:test-model@{server.base_url}", "--llmeval-data-dir=data",
+            "--llmeval-report", "out/report.json", "--llmeval-cache-dir=gencache",
+            "-p", "no:randomly", "-W", "ignore::pytest.PytestAssertRewriteWarning",
+            "--llmeval-smoke",
+        )  # fmt: skip
+    assert "failed the smoke run" not in result.stdout.str()
+    # The server echoes the question: "echo: q: 1 + 2" is read as 2, a wrong answer, not an
+    # error; only the refused item errors.
+    assert list(outcomes(evalproject).values()) == [{"error": 1, "fail": 3}]
