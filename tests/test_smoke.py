@@ -309,3 +309,32 @@ def test_a_server_context_refusal_on_the_smoke_item_does_not_stop_the_model(
     # The server echoes the question: "echo: q: 1 + 2" is read as 2, a wrong answer, not an
     # error; only the refused item errors.
     assert list(outcomes(evalproject).values()) == [{"error": 1, "fail": 3}]
+
+
+def test_a_model_with_no_smoke_item_is_scanned_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from pytest_llmeval.run import smoke
+
+    scans: list[int] = []
+    real = smoke.smoke_candidates
+
+    def counted(items: object, done: set[str]) -> object:
+        scans.append(1)
+        return real(items, done)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(smoke, "smoke_candidates", counted)
+    # Five items of one model, each drawing 4 samples: none is a smoke item.
+    items = [
+        SimpleNamespace(
+            spec=SimpleNamespace(name="sampler"),
+            task=SimpleNamespace(name="mini"),
+            generation=SimpleNamespace(n=4),
+            row={"question": f"{i} + 1"},
+        )
+        for i in range(5)
+    ]
+    run = smoke.SmokeRun(engine=SimpleNamespace())  # type: ignore[arg-type]
+    for position, item in enumerate(items):
+        run.before(item, items[position + 1 :])
+    assert len(scans) == 1

@@ -29,7 +29,8 @@ Smoke items are ordinary items: their generations are kept (and cached) and serv
 themselves, never generated twice. Under xdist each worker smokes the models of the items
 it holds when its first item runs (its own share), and a model first seen later in the
 session is smoked when its first item comes. Items drawing several samples (`Generation.n`
-> 1) and the `--compare-backend` reference are not smoke-tested (their requests differ).
+> 1) and the `--compare-backend` reference are not smoke-tested (their requests differ); a
+model seen in a scan with none of its items eligible is not smoked, and not scanned for again.
 """
 
 from __future__ import annotations
@@ -111,12 +112,18 @@ class SmokeRun:
         was not smoked yet (cheap once its model is done)."""
         if item.spec.name in self.done:
             return
-        candidates = smoke_candidates([item, *upcoming], self.done)
+        pending = [item, *upcoming]
+        candidates = smoke_candidates(pending, self.done)
+        # Every model seen in this scan is done with it, whatever was found: one with no
+        # smoke item (only sampled items, only row errors) would otherwise have the whole
+        # upcoming list scanned again before each of its items.
+        self.done.update(
+            spec.name for spec in (getattr(each, "spec", None) for each in pending) if spec
+        )
         # Model sweeps (run/sweep.py): the running item's model last, every other one
         # unloaded after its smoke items, so one model is resident at a time and each peak
         # memory is its own (those load again for their own items, each load counted).
         for model, tasks in sorted(candidates.items(), key=lambda kv: kv[0] == item.spec.name):
-            self.done.add(model)
             tried = [o for tries in tasks for o in self._try_task(tries)]
             self.engine.smoke_items[model] = len(tried)
             reason = smoke_verdict(tried)
