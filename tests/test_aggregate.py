@@ -131,6 +131,13 @@ def test_parse_rate_counts_invalid_and_none_as_unparsed() -> None:
     assert summary.parse_rate_answered_ci95 == pytest.approx(list(wilson_interval(2, 4)))
 
 
+def test_parse_rate_counts_a_blank_answer_as_unparsed() -> None:
+    # The exact scorer's answer to an empty reply is "": no answer was extracted.
+    records = [_record("pass", extracted="paris"), _record("fail", extracted="")]
+    summary = summarize(records)
+    assert summary.parse_rate == pytest.approx(0.5)
+
+
 def test_tokens_per_s_counts_each_batch_wall_once() -> None:
     records = [
         _record(cached=False, batch_id="w0-0", batch_wall_s=2.0, tokens_out=100, tokens_in=10),

@@ -28,6 +28,15 @@ from pytest_llmeval.analyze.task_metrics import task_figures
 from pytest_llmeval.score.labels import INVALID
 
 TaskModel = tuple[str, str]
+
+
+def answer_parsed(extracted: str | None) -> bool:
+    """Whether a scorer's extracted answer counts as parsed (`parse_rate`; the smoke run's
+    verdict, run/smoke.py): not None, not the label scorer's `[invalid]`, and not blank (the
+    exact scorer's answer to an empty reply is "", which is no answer either)."""
+    return extracted is not None and extracted != INVALID and extracted.strip() != ""
+
+
 # Extraction methods only number extraction reports ("flexible" is not one: the label scorer
 # reads free text with it too). Without the task's declaration, a task whose records show one
 # of them is taken to be numeric.
@@ -104,7 +113,7 @@ def summarize(
     n = len(records)
     answered = [r for r in records if r.score is not None]
     correct = [r for r in answered if is_correct(r)]
-    parsed = sum(1 for r in answered if r.extracted not in (None, INVALID))
+    parsed = sum(1 for r in answered if answer_parsed(r.extracted))
     errors = n - len(answered)
     # An errored item earns nothing: its score counts 0 in the mean, as in accuracy.
     scores = [float(r.score) if r.score is not None else 0.0 for r in records]

@@ -105,8 +105,9 @@ class ModelLoad:
     items_skipped: int = 0
     """Items of this model on this worker skipped because of `skipped_reason`."""
     smoke_items: int = 0
-    """Items of this model generated on this worker as its smoke run (`--llmeval-smoke`: the
-    first item of each task, before any full batch); 0 without a smoke run."""
+    """Items of this model tried on this worker as its smoke run (`--llmeval-smoke`: the
+    first item of each task, before any full batch, and the task's next ones, up to 3, while
+    an item fails with its own error such as a prompt too long); 0 without a smoke run."""
     smoke_failure: str | None = None
     """Why this model failed its smoke run (it could not load, every smoke request errored,
     or no smoke output could be parsed); its remaining items errored at once (counted in

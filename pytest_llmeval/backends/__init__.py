@@ -28,6 +28,13 @@ def one_line(exc: BaseException | str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class PromptRefused(BackendError):
+    """One request's prompt cannot be served: it does not fit the model's context (checked
+    before batching, `context.PromptTooLong`, or refused by the server,
+    `openai_refusal.context_refusal`). That item's error, not the model's: the smoke run
+    (run/smoke.py) does not count it against the model."""
+
+
 class BackendUnavailable(BackendError):
     """A backend's optional dependency is missing; the message is the install hint."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pytest_llmeval.backends import BackendError
+from pytest_llmeval.backends import PromptRefused
 
 # transformers' "no limit" sentinel for `model_max_length` is int(1e30); anything this large
 # is no real limit.
@@ -22,7 +22,7 @@ _NO_LIMIT = 10**9
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
-class PromptTooLong(BackendError):
+class PromptTooLong(PromptRefused):
     """A prompt plus its `max_new_tokens` does not fit the model's context."""
 
 

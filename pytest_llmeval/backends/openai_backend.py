@@ -57,6 +57,7 @@ from pytest_llmeval.backends import (
     Finished,
     GenerationRequest,
     GenerationResult,
+    PromptRefused,
 )
 from pytest_llmeval.backends.openai_facts import ServerFacts
 from pytest_llmeval.backends.openai_health import (
@@ -356,7 +357,9 @@ class OpenAIBackend:
             self.health.unreachable(exc.reason)
             return BackendError(self.http.scrub(str(exc)))
         except BackendError as exc:
-            return BackendError(self.http.scrub(str(exc)))
+            # Scrubbed, keeping a context refusal's kind (an item error, not the model's).
+            error_type = PromptRefused if isinstance(exc, PromptRefused) else BackendError
+            return error_type(self.http.scrub(str(exc)))
         except Exception as exc:  # a bug or an unforeseen failure stays this item's error
             return BackendError(self.http.scrub(f"request to {self.url} failed: {exc!r}"))
         latency = time.perf_counter() - started

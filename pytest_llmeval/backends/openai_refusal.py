@@ -47,13 +47,19 @@ def server_message(text: str) -> str:
     return one_line(text)
 
 
+def context_refusal(text: str) -> bool:
+    """Whether an error body's message says the prompt does not fit the model's context."""
+    message = server_message(text).lower()
+    return any(phrase in message for phrase in _CONTEXT_PHRASES)
+
+
 def refusal(status: int, where: str, text: str, body: Mapping[str, Any]) -> str:
     """The item error for a request the server refused: `HTTP <status> from <where>: ` and
     the body's first 200 characters, or, when the server's message says the prompt does not
     fit the model's context, that whole message (the counts in it are what the user needs)
     and what to change."""
     message = server_message(text)
-    if not any(phrase in message.lower() for phrase in _CONTEXT_PHRASES):
+    if not context_refusal(text):
         return f"HTTP {status} from {where}: {text[:200]}"
     new = body.get("max_tokens", body.get("max_completion_tokens"))
     return (

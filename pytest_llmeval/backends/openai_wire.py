@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pytest_llmeval.backends import BackendError, GenerationRequest
-from pytest_llmeval.backends.openai_refusal import refusal
+from pytest_llmeval.backends import BackendError, GenerationRequest, PromptRefused
+from pytest_llmeval.backends.openai_refusal import context_refusal, refusal
 from pytest_llmeval.backends.openai_server import decoding_fields
 from pytest_llmeval.backends.prompt_template import ChatTemplate
 from pytest_llmeval.declare.redact import redact_mapping
@@ -80,7 +80,10 @@ def answer_json(
     (`after`: the attempts it took, for the message), malformed JSON or anything else."""
     if not response.ok:
         text = scrub(response.text)
-        raise BackendError(refusal(response.status_code, f"{url} {after}", text, body))
+        # A context overflow is the item's own problem (PromptRefused), any other refusal
+        # (401, 404 model not found) may be the model's.
+        error = PromptRefused if context_refusal(text) else BackendError
+        raise error(refusal(response.status_code, f"{url} {after}", text, body))
     try:
         data = response.json()
     except ValueError:
