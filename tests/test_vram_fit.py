@@ -189,3 +189,32 @@ def test_vram_check_off_loads_it_anyway(gpu_project: pytest.Pytester) -> None:
         "big": None,
         "small": None,
     }
+
+
+def test_a_finished_model_is_served_from_the_cache_on_a_gpu_too_small_to_load_it(
+    gpu_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check comes right before the weights would load: a rerun whose generations are all
+    cached loads nothing, so a busy GPU skips nothing; only items left to generate skip."""
+
+    def run(free: float, cache: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+        monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([50.0], free_bytes=[free]))
+        (gpu_project.path / "out" / "report.json").unlink(missing_ok=True)
+        result = gpu_project.runpytest(
+            "--model", "big", "--model", "small", "--llmeval-data-dir=data",
+            "--llmeval-report", "out/report.json",
+            "--llmeval-cache", cache, "-rs", "-p", "no:randomly",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        )  # fmt: skip
+        report = json.loads((gpu_project.path / "out" / "report.json").read_text())
+        return result, {load["model"]: load for load in report["model_loads"]}["big"]
+
+    first, load = run(free=100e9, cache="on")  # 80 GB fit in 100: generated and cached
+    first.assert_outcomes(passed=22)  # 10 items and a gate per model
+    assert load["items_skipped"] == 0
+    again, load = run(free=38.2e9, cache="on")  # now too little, but nothing to load
+    again.assert_outcomes(passed=22)
+    assert load["items_skipped"] == 0 and load["skipped_reason"] is None
+    cold, load = run(free=38.2e9, cache="off")  # every item needs the model: all skipped
+    cold.assert_outcomes(passed=11, skipped=10)  # big's 10 items; small's items and gate
+    assert load["items_skipped"] == 10 and load["skipped_reason"] == REASON

@@ -1,8 +1,10 @@
 """Will a local GPU model fit? Decided before its weights load (`--llmeval-vram-check`).
 
 A model that does not fit would fail (CUDA out of memory) after minutes of loading, or
-worse, start and then fail batch by batch; its items are skipped instead, with one reason
-naming both numbers. The estimate, in GB (1e9 bytes, as the report's `peak_vram_gb`):
+worse, start and then fail batch by batch; its items left to generate are skipped instead,
+with one reason naming both numbers (checked right before the load: items served from the
+generation cache never need the model to fit). The estimate, in GB (1e9 bytes, as the
+report's `peak_vram_gb`):
 
 - the alias's `vram_gb` when it has one (the user's own figure wins), else
 - parameters (`backends/param_count.py`: safetensors headers, else the config) x bytes per
