@@ -101,6 +101,30 @@ def test_the_dtype_a_backend_will_load(tmp_path: Path) -> None:
     assert load_dtype(GpuModel(qwen32b(), dtype=None), weights) == "bfloat16"  # type: ignore[arg-type]
 
 
+def test_a_pre_quantized_checkpoint_is_reckoned_at_its_bits(tmp_path: Path) -> None:
+    """An AWQ/GPTQ checkpoint says float16 (its compute dtype) but stores 4-bit weights: its
+    config.json `quantization_config` decides the bytes per parameter, whatever the dtype."""
+    config = {"torch_dtype": "float16", "quantization_config": {"quant_method": "awq", "bits": 4}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = GpuModel(qwen32b(), dtype="float16", weights=SimpleNamespace(path=str(tmp_path)))
+    fit = check_fit(model, PARAMS, free=lambda d: [38.2e9])  # type: ignore[arg-type]
+    # 32.8e9 x 0.5 B (4 bits) x 1.2 = 19.68e9 B: fits in 38.2 GB (float16 would need 78.7)
+    assert fit.skip is None
+    assert fit.note == (
+        "fits: needs ~19.7 GB (32.8e9 params x 0.5 B awq 4-bit from config.json x 1.2), "
+        "cuda:0 has 38.2 GB free"
+    )
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 8}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert load_dtype(model, tmp_path) == "gptq 8-bit"  # type: ignore[arg-type]
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    four = check_fit(model, PARAMS, free=lambda d: [10e9])  # type: ignore[arg-type]
+    assert (
+        four.skip is not None and "~19.7 GB (32.8e9 params x 0.5 B bitsandbytes 4-bit" in four.skip
+    )
+
+
 def test_nvml_reads_the_free_memory_of_the_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([50.0, 50.0], free_bytes=[10e9, 20e9]))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # this process's cuda:0 is NVML's GPU 1
