@@ -8,14 +8,17 @@ hidden 64, 2 layers), the embedded model's tokenizer saved beside them.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -131,6 +134,96 @@ def test_a_model_without_unload_or_never_loaded_is_left_alone() -> None:
     assert a.unloads == 0
     records = engine.load_records()
     assert records[0].model_loads == 0 and records[0].residency == []
+
+
+# ---- under xdist: which models the worker's queue still needs (no xdist: a fake queue) -----
+
+SHUTDOWN = object()  # xdist's end-of-queue marker (not an item index)
+
+
+class SpyQueue(collections.deque):  # type: ignore[type-arg]
+    """xdist's queue (a deque of indices) counting every element any reader iterates."""
+
+    read = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for each in super().__iter__():
+            self.read += 1
+            yield each
+
+    def __reversed__(self) -> Iterator[Any]:
+        for each in super().__reversed__():
+            self.read += 1
+            yield each
+
+
+class WorkerInteractor:
+    """xdist's worker loop as this plugin reads it: `torun.lock()` yields the queue,
+    `nextitem_index` is the item after the running one (taken before it runs, as xdist does)."""
+
+    def __init__(self, first: Sequence[int]) -> None:
+        self.queue = SpyQueue(first)
+        self.nextitem_index: Any = None
+        self.torun = self
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[SpyQueue]:
+        yield self.queue
+
+    def get(self) -> Any:
+        return self.queue.popleft()
+
+
+def xdist_sweep(models: str, arrivals: Mapping[int, Sequence[Any]], first: Sequence[int]) -> Any:
+    """Run items (one model letter each) through the fake worker loop; after each item, the
+    models `models_after` says the queue still needs. `arrivals[i]`: what the controller
+    sends while item i runs."""
+    from pytest_llmeval.run.sweep import models_after
+
+    interactor = WorkerInteractor(first)
+    config = SimpleNamespace(
+        workerinput={},
+        stash=pytest.Stash(),
+        pluginmanager=SimpleNamespace(get_plugins=lambda: [interactor]),
+    )
+    session = SimpleNamespace(items=[])
+    for i, name in enumerate(models):
+        each = SimpleNamespace(
+            nodeid=f"t::{i}", spec=ModelSpec(name, "fake", name), session=session
+        )
+        session.items.append(each)
+    worker = SimpleNamespace(config=config)
+    decisions = []
+    interactor.nextitem_index = interactor.get()
+    while interactor.nextitem_index is not SHUTDOWN:
+        running = interactor.nextitem_index
+        interactor.nextitem_index = interactor.get()  # before the item runs, as in xdist
+        for index in arrivals.get(running, ()):
+            interactor.queue.append(index)
+        needed = models_after(worker, session.items[running])  # type: ignore[arg-type]
+        decisions.append(None if needed is None else "".join(sorted(needed)))
+    return decisions, interactor.queue.read
+
+
+def test_under_xdist_the_models_still_queued_are_known_as_items_arrive_and_leave() -> None:
+    # Order a, a, b, b, a; xdist sends 0-1 first, 2-3 while 0 runs, 4 and the end while 2 runs.
+    decisions, _ = xdist_sweep("aabba", {0: [2, 3], 2: [4, SHUTDOWN]}, first=[0, 1])
+    # after 0: 1 (a), 2, 3 (b); after 1: 2, 3; after 2: 3 (b), 4 (a); after 3: 4; after 4: none
+    assert decisions == ["ab", "b", "ab", "a", ""]
+
+
+def test_under_xdist_each_queued_index_is_read_about_once_not_once_per_item() -> None:
+    # 3000 items, three models, sent 100 at a time: reading the whole queue (100-200 indices
+    # here, up to the whole share in general) after every item reads 435,600 elements;
+    # following it as items leave and arrive reads each about once.
+    n = 3000
+    arrivals = {i: list(range(i + 100, min(i + 200, n))) for i in range(0, n, 100)}
+    arrivals[n - 100] = [*arrivals.get(n - 100, []), SHUTDOWN]
+    decisions, read = xdist_sweep("a" * 1000 + "b" * 1000 + "c" * 1000, arrivals, range(100))
+    # Item i (a multiple of 100) brings i+100..i+199: after 0 the queue holds 1..199 (a);
+    # after 999, 1000..1099 (b); after 1900, 1901..2099 (b and c); after the last, nothing.
+    assert (decisions[0], decisions[999], decisions[1900], decisions[-1]) == ("a", "b", "bc", "")
+    assert read <= 2 * n
 
 
 # ---- a real three-model sweep on the CPU --------------------------------------------------
