@@ -136,6 +136,27 @@ def test_a_model_without_unload_or_never_loaded_is_left_alone() -> None:
     assert records[0].model_loads == 0 and records[0].residency == []
 
 
+def test_models_csv_load_time_is_the_mean_per_load() -> None:
+    """A model loaded twice in one process (smoked, unloaded, loaded again) must not show twice
+    the load time of a model loaded once: models.csv gives seconds per load."""
+    from pytest_llmeval.analyze.hardware import ModelLoad
+    from pytest_llmeval.report.models_table import RUN_COLUMNS, ArmFacts
+
+    a = LocalBackend("a", load_s=[0.4, 0.2], peak=[1, 1])
+    engine = Engine(make_backend=lambda spec: a)
+    engine.result_for(Item("t::a1", a.spec), [])
+    engine.unload("a")
+    engine.result_for(Item("t::a2", a.spec), [])
+    (record,) = engine.load_records()
+    assert (record.model_loads, record.load_time_s) == (2, 0.6)  # the record keeps the sum
+    column = dict(RUN_COLUMNS)["load_time_s"]
+    assert column(ArmFacts("a", "a", None, [record], [], {})) == 0.3  # (0.4 + 0.2) / 2
+    # Over workers: gw1 loaded it once in 0.9 s; a failed creation (no load) does not count.
+    other = ModelLoad(worker="gw1", model="a", error=None, model_loads=1, load_time_s=0.9)
+    failed = ModelLoad(worker="gw2", model="a", error="E: x", model_loads=0, load_time_s=5.0)
+    assert column(ArmFacts("a", "a", None, [record, other, failed], [], {})) == 0.5  # 1.5 / 3
+
+
 # ---- under xdist: which models the worker's queue still needs (no xdist: a fake queue) -----
 
 SHUTDOWN = object()  # xdist's end-of-queue marker (not an item index)
