@@ -542,6 +542,50 @@ FAKE_CUDA = textwrap.dedent(
 )
 
 
+# Two models resident at once (an agreement reference, or an xdist queue that cannot be read:
+# nothing unloaded): qwen loads, a batch of it peaks `batch` bytes above its weights (freed
+# after), then llama loads beside it.
+FAKE_CUDA_TOGETHER = FAKE_CUDA[: FAKE_CUDA.index("engine = Engine(")] + textwrap.dedent(
+    """
+    engine = Engine(make_backend=make)
+    qwen = engine.backend(ModelSpec("tiny-qwen", "transformers", f"{models}/tiny-qwen"))
+    engine._load(qwen, engine._meter(qwen))
+    memory["peak"] = max(memory["peak"], memory["allocated"] + int(sys.argv[2]))
+    llama = engine.backend(ModelSpec("tiny-llama", "transformers", f"{models}/tiny-llama"))
+    engine._load(llama, engine._meter(llama))
+    records = {r.model: r for r in engine.load_records()}
+    print(json.dumps({
+        "resets": memory["resets"],
+        "peaks": {n: r.peak_vram_bytes for n, r in records.items()},
+        "shared": {n: r.backend_info.get("peak_vram_shared_with") for n, r in records.items()},
+    }))
+    """
+)
+
+
+def test_a_models_peak_vram_survives_another_model_loading_beside_it(
+    sweep: dict[str, Any],
+) -> None:
+    """Resetting torch's process-wide peak at llama's load would erase qwen's batch peak while
+    qwen is still resident: the running maximum is kept instead, and both say it is shared."""
+    vocab = sweep["vocab"]
+    qwen = 4 * expected_parameters(vocab, qwen=True)
+    llama = 4 * expected_parameters(vocab, qwen=False)
+    batch = 3 * llama  # qwen's batch needed more than llama's weights
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", FAKE_CUDA_TOGETHER, str(sweep["project"] / "models"), str(batch)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["resets"] == 1  # at qwen's load only: nothing else was resident then
+    # qwen + its batch (> qwen + llama's weights): both report that running maximum
+    assert seen["peaks"] == {"tiny-qwen": qwen + batch, "tiny-llama": qwen + batch}
+    assert seen["shared"] == {"tiny-qwen": ["tiny-llama"], "tiny-llama": ["tiny-qwen"]}
+
+
 def test_peak_vram_is_each_models_own_with_a_fake_cuda_allocator(sweep: dict[str, Any]) -> None:
     """No GPU here: torch.cuda's memory API is replaced by a fake allocator that frees a
     model's bytes only when the model object is collected. Each model's peak is its own

@@ -8,9 +8,11 @@ that order). After each eval item, every resident model that no item queued afte
 process needs is unloaded (`release_unneeded`: the backend's `unload()` drops the weights,
 collects garbage and returns cached CUDA memory) before the next model loads, and the
 transformers backend resets torch's peak-memory statistics at each load, so a model's
-`peak_vram_bytes` is its own. `SweepLog` keeps what each load measured, so a model unloaded
-and loaded again is reported with all its loads counted (`ModelLoad.model_loads`, summed load
-time, largest peak) and its residencies in order (`ModelLoad.residency`).
+`peak_vram_bytes` is its own (unless another model is resident beside it: then the peak is
+shared, never erased, `peak_vram_shared_with` in its backend info). `SweepLog` keeps what
+each load measured, so a model unloaded and loaded again is reported with all its loads
+counted (`ModelLoad.model_loads`, summed load time, largest peak) and its residencies in
+order (`ModelLoad.residency`).
 
 "Needed later" is read from what this process will run: in-process, the session's final item
 list (after -k, --lf and reordering plugins); under xdist, the worker's queue
