@@ -8,14 +8,17 @@ hidden 64, 2 layers), the embedded model's tokenizer saved beside them.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -131,6 +134,117 @@ def test_a_model_without_unload_or_never_loaded_is_left_alone() -> None:
     assert a.unloads == 0
     records = engine.load_records()
     assert records[0].model_loads == 0 and records[0].residency == []
+
+
+def test_models_csv_load_time_is_the_mean_per_load() -> None:
+    """A model loaded twice in one process (smoked, unloaded, loaded again) must not show twice
+    the load time of a model loaded once: models.csv gives seconds per load."""
+    from pytest_llmeval.analyze.hardware import ModelLoad
+    from pytest_llmeval.report.models_table import RUN_COLUMNS, ArmFacts
+
+    a = LocalBackend("a", load_s=[0.4, 0.2], peak=[1, 1])
+    engine = Engine(make_backend=lambda spec: a)
+    engine.result_for(Item("t::a1", a.spec), [])
+    engine.unload("a")
+    engine.result_for(Item("t::a2", a.spec), [])
+    (record,) = engine.load_records()
+    assert (record.model_loads, record.load_time_s) == (2, 0.6)  # the record keeps the sum
+    column = dict(RUN_COLUMNS)["load_time_s"]
+    assert column(ArmFacts("a", "a", None, [record], [], {})) == 0.3  # (0.4 + 0.2) / 2
+    # Over workers: gw1 loaded it once in 0.9 s; a failed creation (no load) does not count.
+    other = ModelLoad(worker="gw1", model="a", error=None, model_loads=1, load_time_s=0.9)
+    failed = ModelLoad(worker="gw2", model="a", error="E: x", model_loads=0, load_time_s=5.0)
+    assert column(ArmFacts("a", "a", None, [record, other, failed], [], {})) == 0.5  # 1.5 / 3
+
+
+# ---- under xdist: which models the worker's queue still needs (no xdist: a fake queue) -----
+
+SHUTDOWN = object()  # xdist's end-of-queue marker (not an item index)
+
+
+class SpyQueue(collections.deque):  # type: ignore[type-arg]
+    """xdist's queue (a deque of indices) counting every element any reader iterates."""
+
+    read = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for each in super().__iter__():
+            self.read += 1
+            yield each
+
+    def __reversed__(self) -> Iterator[Any]:
+        for each in super().__reversed__():
+            self.read += 1
+            yield each
+
+
+class WorkerInteractor:
+    """xdist's worker loop as this plugin reads it: `torun.lock()` yields the queue,
+    `nextitem_index` is the item after the running one (taken before it runs, as xdist does)."""
+
+    def __init__(self, first: Sequence[int]) -> None:
+        self.queue = SpyQueue(first)
+        self.nextitem_index: Any = None
+        self.torun = self
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[SpyQueue]:
+        yield self.queue
+
+    def get(self) -> Any:
+        return self.queue.popleft()
+
+
+def xdist_sweep(models: str, arrivals: Mapping[int, Sequence[Any]], first: Sequence[int]) -> Any:
+    """Run items (one model letter each) through the fake worker loop; after each item, the
+    models `models_after` says the queue still needs. `arrivals[i]`: what the controller
+    sends while item i runs."""
+    from pytest_llmeval.run.sweep import models_after
+
+    interactor = WorkerInteractor(first)
+    config = SimpleNamespace(
+        workerinput={},
+        stash=pytest.Stash(),
+        pluginmanager=SimpleNamespace(get_plugins=lambda: [interactor]),
+    )
+    session = SimpleNamespace(items=[])
+    for i, name in enumerate(models):
+        each = SimpleNamespace(
+            nodeid=f"t::{i}", spec=ModelSpec(name, "fake", name), session=session
+        )
+        session.items.append(each)
+    worker = SimpleNamespace(config=config)
+    decisions = []
+    interactor.nextitem_index = interactor.get()
+    while interactor.nextitem_index is not SHUTDOWN:
+        running = interactor.nextitem_index
+        interactor.nextitem_index = interactor.get()  # before the item runs, as in xdist
+        for index in arrivals.get(running, ()):
+            interactor.queue.append(index)
+        needed = models_after(worker, session.items[running])  # type: ignore[arg-type]
+        decisions.append(None if needed is None else "".join(sorted(needed)))
+    return decisions, interactor.queue.read
+
+
+def test_under_xdist_the_models_still_queued_are_known_as_items_arrive_and_leave() -> None:
+    # Order a, a, b, b, a; xdist sends 0-1 first, 2-3 while 0 runs, 4 and the end while 2 runs.
+    decisions, _ = xdist_sweep("aabba", {0: [2, 3], 2: [4, SHUTDOWN]}, first=[0, 1])
+    # after 0: 1 (a), 2, 3 (b); after 1: 2, 3; after 2: 3 (b), 4 (a); after 3: 4; after 4: none
+    assert decisions == ["ab", "b", "ab", "a", ""]
+
+
+def test_under_xdist_each_queued_index_is_read_about_once_not_once_per_item() -> None:
+    # 3000 items, three models, sent 100 at a time: reading the whole queue (100-200 indices
+    # here, up to the whole share in general) after every item reads 435,600 elements;
+    # following it as items leave and arrive reads each about once.
+    n = 3000
+    arrivals = {i: list(range(i + 100, min(i + 200, n))) for i in range(0, n, 100)}
+    arrivals[n - 100] = [*arrivals.get(n - 100, []), SHUTDOWN]
+    decisions, read = xdist_sweep("a" * 1000 + "b" * 1000 + "c" * 1000, arrivals, range(100))
+    # Item i (a multiple of 100) brings i+100..i+199: after 0 the queue holds 1..199 (a);
+    # after 999, 1000..1099 (b); after 1900, 1901..2099 (b and c); after the last, nothing.
+    assert (decisions[0], decisions[999], decisions[1900], decisions[-1]) == ("a", "b", "bc", "")
+    assert read <= 2 * n
 
 
 # ---- a real three-model sweep on the CPU --------------------------------------------------
@@ -426,6 +540,50 @@ FAKE_CUDA = textwrap.dedent(
     }))
     """
 )
+
+
+# Two models resident at once (an agreement reference, or an xdist queue that cannot be read:
+# nothing unloaded): qwen loads, a batch of it peaks `batch` bytes above its weights (freed
+# after), then llama loads beside it.
+FAKE_CUDA_TOGETHER = FAKE_CUDA[: FAKE_CUDA.index("engine = Engine(")] + textwrap.dedent(
+    """
+    engine = Engine(make_backend=make)
+    qwen = engine.backend(ModelSpec("tiny-qwen", "transformers", f"{models}/tiny-qwen"))
+    engine._load(qwen, engine._meter(qwen))
+    memory["peak"] = max(memory["peak"], memory["allocated"] + int(sys.argv[2]))
+    llama = engine.backend(ModelSpec("tiny-llama", "transformers", f"{models}/tiny-llama"))
+    engine._load(llama, engine._meter(llama))
+    records = {r.model: r for r in engine.load_records()}
+    print(json.dumps({
+        "resets": memory["resets"],
+        "peaks": {n: r.peak_vram_bytes for n, r in records.items()},
+        "shared": {n: r.backend_info.get("peak_vram_shared_with") for n, r in records.items()},
+    }))
+    """
+)
+
+
+def test_a_models_peak_vram_survives_another_model_loading_beside_it(
+    sweep: dict[str, Any],
+) -> None:
+    """Resetting torch's process-wide peak at llama's load would erase qwen's batch peak while
+    qwen is still resident: the running maximum is kept instead, and both say it is shared."""
+    vocab = sweep["vocab"]
+    qwen = 4 * expected_parameters(vocab, qwen=True)
+    llama = 4 * expected_parameters(vocab, qwen=False)
+    batch = 3 * llama  # qwen's batch needed more than llama's weights
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", FAKE_CUDA_TOGETHER, str(sweep["project"] / "models"), str(batch)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["resets"] == 1  # at qwen's load only: nothing else was resident then
+    # qwen + its batch (> qwen + llama's weights): both report that running maximum
+    assert seen["peaks"] == {"tiny-qwen": qwen + batch, "tiny-llama": qwen + batch}
+    assert seen["shared"] == {"tiny-qwen": ["tiny-llama"], "tiny-llama": ["tiny-qwen"]}
 
 
 def test_peak_vram_is_each_models_own_with_a_fake_cuda_allocator(sweep: dict[str, Any]) -> None:

@@ -101,6 +101,30 @@ def test_the_dtype_a_backend_will_load(tmp_path: Path) -> None:
     assert load_dtype(GpuModel(qwen32b(), dtype=None), weights) == "bfloat16"  # type: ignore[arg-type]
 
 
+def test_a_pre_quantized_checkpoint_is_reckoned_at_its_bits(tmp_path: Path) -> None:
+    """An AWQ/GPTQ checkpoint says float16 (its compute dtype) but stores 4-bit weights: its
+    config.json `quantization_config` decides the bytes per parameter, whatever the dtype."""
+    config = {"torch_dtype": "float16", "quantization_config": {"quant_method": "awq", "bits": 4}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = GpuModel(qwen32b(), dtype="float16", weights=SimpleNamespace(path=str(tmp_path)))
+    fit = check_fit(model, PARAMS, free=lambda d: [38.2e9])  # type: ignore[arg-type]
+    # 32.8e9 x 0.5 B (4 bits) x 1.2 = 19.68e9 B: fits in 38.2 GB (float16 would need 78.7)
+    assert fit.skip is None
+    assert fit.note == (
+        "fits: needs ~19.7 GB (32.8e9 params x 0.5 B awq 4-bit from config.json x 1.2), "
+        "cuda:0 has 38.2 GB free"
+    )
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 8}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert load_dtype(model, tmp_path) == "gptq 8-bit"  # type: ignore[arg-type]
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    four = check_fit(model, PARAMS, free=lambda d: [10e9])  # type: ignore[arg-type]
+    assert (
+        four.skip is not None and "~19.7 GB (32.8e9 params x 0.5 B bitsandbytes 4-bit" in four.skip
+    )
+
+
 def test_nvml_reads_the_free_memory_of_the_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([50.0, 50.0], free_bytes=[10e9, 20e9]))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # this process's cuda:0 is NVML's GPU 1
@@ -189,3 +213,32 @@ def test_vram_check_off_loads_it_anyway(gpu_project: pytest.Pytester) -> None:
         "big": None,
         "small": None,
     }
+
+
+def test_a_finished_model_is_served_from_the_cache_on_a_gpu_too_small_to_load_it(
+    gpu_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check comes right before the weights would load: a rerun whose generations are all
+    cached loads nothing, so a busy GPU skips nothing; only items left to generate skip."""
+
+    def run(free: float, cache: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+        monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([50.0], free_bytes=[free]))
+        (gpu_project.path / "out" / "report.json").unlink(missing_ok=True)
+        result = gpu_project.runpytest(
+            "--model", "big", "--model", "small", "--llmeval-data-dir=data",
+            "--llmeval-report", "out/report.json",
+            "--llmeval-cache", cache, "-rs", "-p", "no:randomly",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        )  # fmt: skip
+        report = json.loads((gpu_project.path / "out" / "report.json").read_text())
+        return result, {load["model"]: load for load in report["model_loads"]}["big"]
+
+    first, load = run(free=100e9, cache="on")  # 80 GB fit in 100: generated and cached
+    first.assert_outcomes(passed=22)  # 10 items and a gate per model
+    assert load["items_skipped"] == 0
+    again, load = run(free=38.2e9, cache="on")  # now too little, but nothing to load
+    again.assert_outcomes(passed=22)
+    assert load["items_skipped"] == 0 and load["skipped_reason"] is None
+    cold, load = run(free=38.2e9, cache="off")  # every item needs the model: all skipped
+    cold.assert_outcomes(passed=11, skipped=10)  # big's 10 items; small's items and gate
+    assert load["items_skipped"] == 10 and load["skipped_reason"] == REASON

@@ -38,8 +38,10 @@ class ModelLoad:
     peak_vram_bytes: int | None = None
     """Peak GPU memory allocated by this process since the model's load
     (torch.cuda.max_memory_allocated; the transformers backend resets the peak statistics at
-    each load, so with one model resident at a time it is that model's own; the largest over
-    its loads); None on the CPU and for backends that do not report it (vLLM)."""
+    each load with no other model resident on its device, so with one model resident at a
+    time it is that model's own; with others resident the running maximum is kept, shared,
+    and `backend_info.peak_vram_shared_with` names them; the largest over its loads); None
+    on the CPU and for backends that do not report it (vLLM)."""
     parameters: int | None = None
     """Parameter count of the model: of the loaded model, else read from its checkpoint's
     files without loading it (`parameters_source` says which); None for API backends or

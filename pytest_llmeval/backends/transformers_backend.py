@@ -28,6 +28,7 @@ import json
 import os
 import time
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
@@ -58,6 +59,10 @@ from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.declare.task import Generation, Message
 
 _DTYPES = ("float32", "float16", "bfloat16")
+# The backends of this process whose model has loaded (a model's `_model` is None again once
+# unloaded): torch's peak-memory statistics are per device and process-wide, so a reset at
+# one model's load would erase the peak of another still resident on that device.
+_LOADED: weakref.WeakSet[TransformersBackend] = weakref.WeakSet()
 INSTALL_HINT = (
     "pip install torch transformers accelerate gguf  "
     "(CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
@@ -156,6 +161,8 @@ class TransformersBackend:
         self._load_error: BackendError | None = None
         self.stop_ids: set[int] = set()
         self.load_time_s: float | None = None
+        # Models resident on this device beside this one while it was: its peak is theirs too.
+        self.peak_shared_with: set[str] = set()
         # CUDA starts high and halves on out-of-memory; on CPU larger batches gain little.
         self.default_batch_size = 64 if self.device.startswith("cuda") else 8
         self.batch_limit: int | None = None
@@ -219,10 +226,11 @@ class TransformersBackend:
                         f"torch cannot use the GPU ({self.local.name}) that the driver shows; "
                         "pass --llmeval-device cpu"
                     )
-                hf_model.reset_peak_vram(self.device)  # this load's peak is its own
+                self._reset_peak()
                 self._model = hf_model.load_model(
                     self.weights.path, self.spec.revision, self.dtype, self.device
                 )
+                _LOADED.add(self)
             except Exception as exc:  # OSError, ValueError, CUDA out of memory, ...
                 self._load_error = BackendError(
                     f"cannot load {self.spec.model_id} from {self.weights.path}: "
@@ -232,6 +240,25 @@ class TransformersBackend:
             self.stop_ids = hf_model.stop_token_ids(self._model, self.tokenizer)
             self.load_time_s = time.perf_counter() - started
         return self._model
+
+    def _reset_peak(self) -> None:
+        """Start this load's peak afresh, so it is its own, unless another model is resident
+        on the device (an agreement reference; an xdist queue that cannot be read, so nothing
+        was unloaded): resetting would erase that model's peak so far. The running maximum
+        is kept instead, and each model's info names the others (`peak_vram_shared_with`)."""
+        from pytest_llmeval.backends import hf_model
+
+        others = [
+            other
+            for other in list(_LOADED)
+            if other is not self and other._model is not None and other.device == self.device
+        ]
+        if not self.device.startswith("cuda") or not others:
+            hf_model.reset_peak_vram(self.device)
+            return
+        for other in others:
+            other.peak_shared_with.add(self.spec.name)
+            self.peak_shared_with.add(other.spec.name)
 
     def load(self) -> None:
         """Load the weights now (once; a failed load raises its remembered error)."""
@@ -290,6 +317,13 @@ class TransformersBackend:
             "batching": self.batching,
             "batching_notes": list(self.batching_notes),
             "load_time_s": None if self.load_time_s is None else round(self.load_time_s, 3),
+            # Set only when another model was resident on the device at once: then
+            # `peak_vram_bytes` is the process's peak over both, not this model's alone.
+            **(
+                {"peak_vram_shared_with": sorted(self.peak_shared_with)}
+                if self.peak_shared_with
+                else {}
+            ),
         }
 
     def _peak_vram(self) -> int | None:

@@ -6,8 +6,11 @@ Each column is a name and how to read it (`MODEL_COLUMNS`, then per task `TASK_C
 records of the run (latency percentiles, tokens/s, energy, J/token, power: the same functions
 as `Metrics`, `analyze/performance.py`, over the union), never averages of per-task figures;
 counts and costs are sums over its tasks (a cost only when every task's is known). Hardware
-(parameters, peak VRAM, size on disk, load time, loads) comes from the `ModelLoad` records of
-its model, as in `Metrics` (`analyze/hardware.py: hardware_summary`).
+(parameters, peak VRAM, size on disk, loads) comes from the `ModelLoad` records of its model,
+as in `Metrics` (`analyze/hardware.py: hardware_summary`); `load_time_s` is the mean time of
+one load (the records' summed load times over all their `model_loads`), unlike
+`Metrics.load_time_s` and `ModelLoad.load_time_s`, which sum a process's loads: a model the
+smoke run loads twice is not shown twice as slow to load.
 
 An accuracy's 95% interval is two numeric columns, `<task> accuracy_low` and
 `<task> accuracy_high` (Wilson, as `Metrics.accuracy_ci95`), so the file loads as numbers.
@@ -70,6 +73,17 @@ class ArmFacts:
             name = self.backend_fact("device_name") or name
         return None if name is None else str(name)
 
+    def load_time_per_load(self) -> float | None:
+        """Seconds per load: each process's summed load time over its loads, added up over
+        the processes, divided by all their loads (a model smoked, unloaded and loaded again
+        would otherwise show twice the time of one loaded once). None when never loaded or a
+        load's time is unknown; a failed creation (no load) does not count."""
+        loaded = [ld for ld in self.loads if ld.model_loads > 0]
+        if not loaded or any(ld.load_time_s is None for ld in loaded):
+            return None
+        seconds = sum(float(ld.load_time_s or 0.0) for ld in loaded)
+        return round(seconds / sum(ld.model_loads for ld in loaded), 6)
+
     def total(self, read: Callable[[Metrics], Any]) -> Any:
         """The sum over the arm's tasks; None when a task's value is unknown."""
         values = [read(m) for m in self.metrics.values()]
@@ -95,7 +109,7 @@ RUN_COLUMNS: list[Column] = [
     ("tokens_per_s", lambda f: f.speed["tokens_per_s"]),
     ("peak_vram_gb", lambda f: f.hardware["peak_vram_gb"]),
     ("model_size_gb", lambda f: f.hardware["model_size_gb"]),
-    ("load_time_s", lambda f: f.hardware["load_time_s"]),
+    ("load_time_s", ArmFacts.load_time_per_load),
     ("model_loads", lambda f: f.hardware["model_loads"]),
     ("energy_wh", lambda f: f.energy["energy_wh"]),
     ("j_per_token", lambda f: f.energy["j_per_token"]),

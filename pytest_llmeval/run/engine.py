@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pytest_llmeval.backends import Backend, BatchPartiallyFailed, GenerationResult
+from pytest_llmeval.backends import Backend, BackendError, BatchPartiallyFailed, GenerationResult
 from pytest_llmeval.declare.models import ModelSpec
 from pytest_llmeval.run.arm_state import ArmStateError
 from pytest_llmeval.run.batch_energy import remote, with_energy
@@ -43,6 +43,7 @@ from pytest_llmeval.run.jobs import Job, Pending, PlannedBatch, check_prompts, c
 from pytest_llmeval.run.meters import EnergyMeter
 from pytest_llmeval.run.resident import ResidentModels
 from pytest_llmeval.run.stream import ShareStream, streams
+from pytest_llmeval.run.vram_fit import ModelSkipped
 
 
 @dataclass
@@ -182,6 +183,10 @@ class Engine(ResidentModels):
         read from nor written to the cache and not metered (the item's energy is its batch's).
         For the batch-invariance check; raises what the backend raises."""
         backend = self.backend(item.model_spec)
+        try:  # a cached item of a model that does not fit: never loaded for this check
+            self._check_fit(backend)
+        except ModelSkipped as skip:
+            raise BackendError(f"not generated alone: {skip}") from None
         self.alone_runs += 1
         batch_id = f"{self.run_token}-{self.worker}-{os.getpid()}-alone-{self.alone_runs}"
         if self.journal is not None:
@@ -216,6 +221,9 @@ class Engine(ResidentModels):
         meter = self._meter(backend)
         try:
             self._load(backend, meter)
+        except ModelSkipped:  # does not fit its GPU: these items skip, cached ones were served
+            self.skip_all(backend.spec.name, [job.item.nodeid for job in jobs], self.results)
+            return
         except Exception as exc:
             for job in jobs:
                 self.results[job.item.nodeid] = self._unavailable(backend.spec.name, exc)

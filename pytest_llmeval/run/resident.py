@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +67,8 @@ class ResidentModels:
     # model, facts)` with kind `loading`, `loaded` (seconds), `load_failed` (error), `batch`
     # (items). None: nobody listens.
     notify: Callable[[str, str, dict[str, Any]], None] | None = None
-    # --llmeval-vram-check (run/vram_fit.py): checked right after creation, before any load.
+    # --llmeval-vram-check (run/vram_fit.py): checked right before a model's first load, so
+    # items served from the cache never need it to fit.
     # Per model: the check's note, why it is skipped and its items skipped in this process.
     vram_check: bool = False
     fit_notes: dict[str, str] = field(default_factory=dict)
@@ -82,8 +83,8 @@ class ResidentModels:
 
     def backend(self, spec: ModelSpec) -> Backend:
         """The resident backend for `spec`, created on first use; a failed creation is re-raised,
-        a model that does not fit its GPU skips (`ModelSkipped`), one that failed its smoke
-        run errors (`ModelUnavailable`)."""
+        one that failed its smoke run errors (`ModelUnavailable`). Creating loads no weights,
+        so the VRAM check waits for the load (`_load`)."""
         self._refuse(spec.name)
         if spec.name in self.backends:
             return self.backends[spec.name]
@@ -98,19 +99,12 @@ class ResidentModels:
             self.failed[spec.name] = (exc, time.perf_counter() - started)
             raise self._unavailable(spec.name, exc) from exc
         self.backends[spec.name] = backend
-        if self.vram_check:
-            fit = check_fit(backend, parameters_of(backend))
-            self.fit_notes[spec.name] = fit.note
-            if fit.skip is not None:
-                self.skipped[spec.name] = fit.skip
-                self._refuse(spec.name)
         return backend
 
     def _refuse(self, name: str) -> None:
-        """Raise for one more item of a model kept from running (counted per model)."""
-        if name in self.skipped:
-            self.skipped_items[name] = self.skipped_items.get(name, 0) + 1
-            raise model_skipped(self.skipped[name])
+        """Raise for one more item of a model that failed its smoke run (counted per model).
+        A model that does not fit is refused later, only where it would load (`_check_fit`):
+        its cached items are still served."""
         if name in self.smoke_failures:
             count = self.unavailable_items[name] = self.unavailable_items.get(name, 0) + 1
             reason = self.smoke_failures[name]
@@ -144,6 +138,7 @@ class ResidentModels:
             raise self.load_errors[name]
         if name in self.loaded:
             return
+        self._check_fit(backend)
         load = getattr(backend, "load", None)  # a user's backend may predate load()
         if not callable(load):
             self.loaded[name] = {"load_energy_reason": NO_LOAD}
@@ -169,6 +164,27 @@ class ResidentModels:
             self.loaded[name] = {**figures, "load_window_s": seconds}
         self.sweep.loaded(name)
         self._tell("loaded", name, seconds=seconds)  # after the meter's window closed
+
+    def _check_fit(self, backend: Backend) -> None:
+        """Raise `ModelSkipped` when the model does not fit its GPU (--llmeval-vram-check,
+        checked once per model). Called right before its weights would load, never at its
+        creation: a rerun whose generations are all cached loads nothing, so a busy or smaller
+        GPU skips none of them."""
+        name = backend.spec.name
+        if self.vram_check and name not in self.fit_notes:
+            fit = check_fit(backend, parameters_of(backend))
+            self.fit_notes[name] = fit.note
+            if fit.skip is not None:
+                self.skipped[name] = fit.skip
+        if name in self.skipped:
+            raise model_skipped(self.skipped[name])
+
+    def skip_all(self, name: str, nodeids: Iterable[str], results: dict[str, Any]) -> None:
+        """Each of `nodeids` (items left to generate with model `name`, which does not fit)
+        gets the skip as its result, counted per model."""
+        for nodeid in nodeids:
+            self.skipped_items[name] = self.skipped_items.get(name, 0) + 1
+            results[nodeid] = model_skipped(self.skipped[name])
 
     def unload(self, name: str) -> None:
         """Release model `name`'s weights now (no later item of this process needs it), its

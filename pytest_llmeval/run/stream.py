@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llmeval.backends import Backend, Finished, GenerationResult
 from pytest_llmeval.run.batch_energy import remote, with_energy
+from pytest_llmeval.run.vram_fit import ModelSkipped
 
 if TYPE_CHECKING:
     from pytest_llmeval.run.engine import Engine
@@ -78,6 +79,10 @@ class ShareStream:
         engine = self.engine
         try:
             engine._load(self.backend, self.meter)
+        except ModelSkipped:  # does not fit its GPU: what is left to generate skips
+            left = [job.item.nodeid for job in self.jobs]
+            engine.skip_all(self.backend.spec.name, left, engine.results)
+            return
         except Exception as exc:
             for job in self.jobs:
                 engine.results[job.item.nodeid] = engine._unavailable(self.backend.spec.name, exc)

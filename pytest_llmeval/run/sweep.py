@@ -8,24 +8,29 @@ that order). After each eval item, every resident model that no item queued afte
 process needs is unloaded (`release_unneeded`: the backend's `unload()` drops the weights,
 collects garbage and returns cached CUDA memory) before the next model loads, and the
 transformers backend resets torch's peak-memory statistics at each load, so a model's
-`peak_vram_bytes` is its own. `SweepLog` keeps what each load measured, so a model unloaded
-and loaded again is reported with all its loads counted (`ModelLoad.model_loads`, summed load
-time, largest peak) and its residencies in order (`ModelLoad.residency`).
+`peak_vram_bytes` is its own (unless another model is resident beside it: then the peak is
+shared, never erased, `peak_vram_shared_with` in its backend info). `SweepLog` keeps what
+each load measured, so a model unloaded and loaded again is reported with all its loads
+counted (`ModelLoad.model_loads`, summed load time, largest peak) and its residencies in
+order (`ModelLoad.residency`).
 
 "Needed later" is read from what this process will run: in-process, the session's final item
 list (after -k, --lf and reordering plugins); under xdist, the worker's queue
-(run/xdist_queue.py). When the queue cannot be read nothing is unloaded before session end.
+(run/xdist_queue.py), followed as items leave and arrive (per model, its queued items
+counted), so a worker's share of n items costs O(n) over the session, not O(n^2). When the
+queue cannot be read nothing is unloaded before session end.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_llmeval.run.xdist_queue import XdistQueueUnavailable, is_xdist_worker, queued_indices
+from pytest_llmeval.run.xdist_queue import QueueFollower, XdistQueueUnavailable, is_xdist_worker
 
 if TYPE_CHECKING:
     from pytest_llmeval.run.worker import Worker
@@ -152,17 +157,37 @@ class _Plan:
 _PLAN = pytest.StashKey[_Plan]()
 
 
+@dataclass
+class _Queued:
+    """Under xdist: the worker's queue followed, and per model its queued items."""
+
+    follower: QueueFollower = field(default_factory=QueueFollower)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+_QUEUED = pytest.StashKey[_Queued]()
+
+
 def models_after(worker: Worker, item: pytest.Item) -> set[str] | None:
     """The models the items this process runs after `item` generate with; None when that
     cannot be known (an xdist queue that cannot be read, an item not in the list)."""
     config = worker.config
     items = item.session.items
     if is_xdist_worker(config):
+        # Per model, how many queued items need it, updated by what left and joined the
+        # queue since the last item: O(1) amortised per item, never the whole queue again.
+        queued = config.stash.get(_QUEUED, None)
+        if queued is None:
+            queued = config.stash[_QUEUED] = _Queued()
         try:
-            indices = queued_indices(config)
+            left, arrived = queued.follower.advance(config)
         except XdistQueueUnavailable:
             return None
-        return set().union(*(_models_of(items[i]) for i in indices if i < len(items)))
+        for indices, step in ((left, -1), (arrived, 1)):
+            for i in indices:
+                for name in _models_of(items[i]) if i < len(items) else ():
+                    queued.counts[name] += step
+        return {name for name, count in queued.counts.items() if count > 0}
     plan = config.stash.get(_PLAN, None)
     if plan is None or plan.count != len(items):  # once per final list: no O(n^2) scans
         last = {name: i for i, each in enumerate(items) for name in _models_of(each)}

@@ -1,18 +1,22 @@
 """Will a local GPU model fit? Decided before its weights load (`--llmeval-vram-check`).
 
 A model that does not fit would fail (CUDA out of memory) after minutes of loading, or
-worse, start and then fail batch by batch; its items are skipped instead, with one reason
-naming both numbers. The estimate, in GB (1e9 bytes, as the report's `peak_vram_gb`):
+worse, start and then fail batch by batch; its items left to generate are skipped instead,
+with one reason naming both numbers (checked right before the load: items served from the
+generation cache never need the model to fit). The estimate, in GB (1e9 bytes, as the
+report's `peak_vram_gb`):
 
 - the alias's `vram_gb` when it has one (the user's own figure wins), else
 - parameters (`backends/param_count.py`: safetensors headers, else the config) x bytes per
   parameter of the dtype the backend will load (float32 4, bfloat16 / float16 2, int8 / fp8 1,
-  4-bit quantization 0.5) x `OVERHEAD` = 1.2: the weights plus a fifth for what else a
-  generating model holds: the CUDA context and allocator slack (about 0.3-0.5 GB), the KV
-  cache and activations of a batch (tens of percent of a small model's weights, a few
-  percent of a large one's at modest batch sizes). It is meant to catch a model that cannot
-  fit (2x too large), not to shave the last gigabyte: a model near the line may still run
-  out of memory, and `--llmeval-vram-check off` loads it anyway.
+  4-bit quantization 0.5; a pre-quantized checkpoint, AWQ/GPTQ/bitsandbytes, its
+  config.json `quantization_config` bits / 8, whatever dtype it computes in) x `OVERHEAD` =
+  1.2: the weights plus a fifth for what else a generating model holds: the CUDA context
+  and allocator slack (about 0.3-0.5 GB), the KV cache and activations of a batch (tens of
+  percent of a small model's weights, a few percent of a large one's at modest batch
+  sizes). It is meant to catch a model that cannot fit (2x too large), not to shave the
+  last gigabyte: a model near the line may still run out of memory, and
+  `--llmeval-vram-check off` loads it anyway.
 
 The free memory of each GPU the model occupies (`energy_devices()`: CUDA ordinals of this
 process, mapped through CUDA_VISIBLE_DEVICES to NVML's indices) comes from NVML
@@ -80,21 +84,56 @@ def gpu_devices(backend: Backend) -> tuple[int, ...] | None:
 
 def load_dtype(backend: Backend, weights: Path | None) -> str:
     """The dtype the backend will load: its quantization (vLLM `quantization` option), else
-    its `dtype`; "auto" or None: the checkpoint's own half precision, or bfloat16 for a
-    float32 checkpoint (what vLLM's auto picks on a GPU)."""
+    a pre-quantized checkpoint's (`checkpoint_quantization`: "awq 4-bit"), else its `dtype`;
+    "auto" or None: the checkpoint's own half precision, or bfloat16 for a float32
+    checkpoint (what vLLM's auto picks on a GPU)."""
     options = getattr(backend, "options", None)
     quantization = getattr(options, "quantization", None)
     if isinstance(quantization, str) and quantization:
         return quantization
-    dtype = getattr(backend, "dtype", None)
-    if isinstance(dtype, str) and dtype not in ("", "auto"):
-        return dtype
     config: dict[str, Any] = {}
     if weights is not None:
         with contextlib.suppress(OSError, ValueError):
             config = json.loads((weights / "config.json").read_text(encoding="utf-8"))
+    # Before the backend's dtype: an AWQ/GPTQ checkpoint says float16 (its compute dtype,
+    # which the backend picks too) but its weights stay packed at their bits.
+    if not isinstance(config, dict):
+        config = {}
+    quantized = checkpoint_quantization(config)
+    if quantized is not None:
+        return quantized
+    dtype = getattr(backend, "dtype", None)
+    if isinstance(dtype, str) and dtype not in ("", "auto"):
+        return dtype
     stored = config.get("torch_dtype") or config.get("dtype")
     return stored if stored in ("float16", "bfloat16") else "bfloat16"
+
+
+def checkpoint_quantization(config: dict[str, Any]) -> str | None:
+    """A pre-quantized checkpoint's weights as `<method> <bits>-bit` (what the estimate
+    reckons at bits / 8 bytes per parameter), from config.json's `quantization_config`:
+    `bits` (GPTQ, AWQ; AutoAWQ's older `w_bit`), bitsandbytes' `load_in_4bit` /
+    `load_in_8bit`; None when it has none or does not say its bits."""
+    quant = config.get("quantization_config")
+    if not isinstance(quant, dict):
+        return None
+    method = str(quant.get("quant_method") or "quantized")
+    bits = quant.get("bits", quant.get("w_bit"))
+    if quant.get("load_in_4bit") or quant.get("_load_in_4bit"):
+        bits = 4
+    elif quant.get("load_in_8bit") or quant.get("_load_in_8bit"):
+        bits = 8
+    if isinstance(bits, int) and not isinstance(bits, bool) and 0 < bits <= 16:
+        return f"{method} {bits}-bit"
+    return method if method in BYTES_PER_PARAMETER else None
+
+
+def bytes_per_parameter(dtype: str) -> float | None:
+    """Bytes per parameter of `dtype`: the table, or bits / 8 for `<method> <bits>-bit`."""
+    if dtype in BYTES_PER_PARAMETER:
+        return BYTES_PER_PARAMETER[dtype]
+    bits = dtype.rsplit(" ", 1)[-1].removesuffix("-bit")
+    return int(bits) / 8 if dtype.endswith("-bit") and bits.isdigit() else None
 
 
 def estimate(vram_gb: float | None, count: ParameterCount | None, dtype: str) -> Estimate | None:
@@ -102,11 +141,13 @@ def estimate(vram_gb: float | None, count: ParameterCount | None, dtype: str) ->
     None when neither is known (or the dtype's size is not)."""
     if vram_gb is not None:
         return Estimate(float(vram_gb) * GB, "the alias's vram_gb")
-    size = BYTES_PER_PARAMETER.get(dtype)
+    size = bytes_per_parameter(dtype)
     if count is None or size is None:
         return None
+    # A pre-quantized checkpoint's bits: said to come from its files, not the backend.
+    where = " from config.json" if dtype.endswith("-bit") else ""
     how = (
-        f"{count.parameters / 1e9:.3g}e9 params x {size:g} B {_SHORT.get(dtype, dtype)} "
+        f"{count.parameters / 1e9:.3g}e9 params x {size:g} B {_SHORT.get(dtype, dtype)}{where} "
         f"x {OVERHEAD:g}"
     )
     return Estimate(count.parameters * size * OVERHEAD, how)
