@@ -287,6 +287,13 @@ class Controller:
         gated = {(r.task, arm_of(r)) for r in self.records if r.source == "task"}
         summaries = {key: m for key, m in self.summaries().items() if key in gated}
         no_data = {name: i.no_data for name, i in self.tasks.items() if i.no_data is not None}
+        # A task none of whose items ran (each skipped: its models did not fit their GPUs)
+        # checked nothing; its gates fail with why rather than pass unchecked.
+        # (The models' own skip reasons reach the controller with their loads, which in
+        # process come after the gates: the summary's SKIPPED lines and model_loads say them.)
+        ran = {r.task for r in self.records}
+        for name in self.tasks.keys() - ran - no_data.keys():
+            no_data[name] = "every item was skipped (why: the SKIPPED lines of the llmeval summary)"
         # Missing data when allowed, and tasks for models this run lacks: not evaluated.
         allowed = self.settings.allow_missing
         excused = [

@@ -235,8 +235,10 @@ def pytest_runtest_makereport(
         elif item.config.getoption("htmlpath", None) and (call.when == "call" or not report.passed):
             extras = [*getattr(report, "extras", []), *item_extras(item.record)]
             setattr(report, "extras", extras)  # noqa: B010 - pytest-html's report attribute
-    elif isinstance(item, TaskProblemItem) and call.when == "teardown":
-        # No records, but the controller must learn of the task to fail (or excuse) its gates.
+    elif isinstance(item, EvalItem | TaskProblemItem) and call.when == "teardown":
+        # No records (a problem item, or an item skipped because its model does not fit its
+        # GPU), but the controller must learn of the task: to fail (or excuse) its gates and to
+        # write the report saying why nothing ran.
         payload = {"records": [], "task": task_info_to_json(item.task_info)}
         setattr(report, PAYLOAD_ATTRIBUTE, payload)
     elif CLIENT_CALLS in item.stash:

@@ -242,3 +242,26 @@ def test_a_finished_model_is_served_from_the_cache_on_a_gpu_too_small_to_load_it
     cold, load = run(free=38.2e9, cache="off")  # every item needs the model: all skipped
     cold.assert_outcomes(passed=11, skipped=10)  # big's 10 items; small's items and gate
     assert load["items_skipped"] == 10 and load["skipped_reason"] == REASON
+
+
+def test_a_run_whose_only_model_does_not_fit_reports_it_and_fails_its_gates(
+    gpu_project: pytest.Pytester,
+) -> None:
+    """Every item skipped: the run still writes its report (the skip and its reason), and the
+    task's gate, which checked nothing, fails with why instead of the run passing unchecked."""
+    result = gpu_project.runpytest(
+        "--model", "big", "--llmeval-data-dir=data", "--llmeval-report", "out/report.json",
+        "--llmeval-cache", "off", "-rs", "-p", "no:randomly",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning",
+    )  # fmt: skip
+    result.assert_outcomes(skipped=10, failed=1)  # the 10 items; the task's gate
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([f"SKIPPED {REASON} (10 items skipped)"])
+    report = json.loads((gpu_project.path / "out" / "report.json").read_text())
+    (load,) = report["model_loads"]
+    assert load["skipped_reason"] == REASON and load["items_skipped"] == 10
+    (gate,) = report["gates"]
+    assert gate["passed"] is False
+    assert gate["reason"] == (
+        "no data: every item was skipped (why: the SKIPPED lines of the llmeval summary)"
+    )
