@@ -13,13 +13,12 @@ per-item metrics a percentile bootstrap that resamples items. Stdlib only, like 
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from pytest_llmeval.analyze.stats import percentile
+from pytest_llmeval.analyze.stats import percentile, shared_bootstrap
 
 __all__ = ["ItemSamples", "SamplingMetrics", "majority", "pass_at_k", "sampling_metrics"]
 
@@ -197,16 +196,8 @@ def sampling_metrics(
 
     drawn_once = Counter(key_of)
     point = estimate([drawn_once[key] for key in range(len(keys))])
-    draw = random.Random(seed)
-    population = range(len(items))
-    boot: dict[str, list[float]] = {name: [] for name in point}
-    for _ in range(resamples):
-        weights = [0] * len(keys)
-        for index in draw.choices(population, k=len(items)):
-            weights[key_of[index]] += 1
-        for name, estimated in estimate(weights).items():
-            if estimated is not None:
-                boot[name].append(estimated)
+    empty: dict[str, list[float]] = {name: [] for name in point}
+    boot = empty | shared_bootstrap(estimate, key_of, len(keys), resamples, seed)
 
     def point_of(name: str) -> float:
         result = point[name]

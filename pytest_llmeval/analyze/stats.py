@@ -8,8 +8,9 @@ for latency and token summaries, and :func:`cohens_kappa` for agreement between 
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from statistics import NormalDist
 
 __all__ = ["cohens_kappa", "mean", "mean_interval", "percentile", "t_quantile", "wilson_interval"]
@@ -190,3 +191,29 @@ def mean_interval(
     variance = math.fsum((v - centre) ** 2 for v in values) / (n - 1)
     half = t_quantile(1.0 - (1.0 - confidence) / 2.0, n - 1) * math.sqrt(variance / n)
     return max(bounds[0], centre - half), min(bounds[1], centre + half)
+
+
+def shared_bootstrap(
+    estimate: Callable[[list[int]], Mapping[str, float | None]],
+    key_of: Sequence[int],
+    keys: int,
+    resamples: int,
+    seed: int,
+) -> dict[str, list[float]]:
+    """Each figure's estimates over ONE shared set of item resamples (with replacement, from
+    `random.Random(seed)`), so figures of one task x arm have consistent intervals and the same
+    records always give the same ones. Item `i` counts toward key `key_of[i]` (items sharing
+    a key are estimated once, weighted); `estimate(weights)` gives every figure from the
+    per-key weights, and a None estimate is left out of that figure's list."""
+    draw = random.Random(seed)
+    population = range(len(key_of))
+    found: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        weights = [0] * keys
+        for index in draw.choices(population, k=len(key_of)):
+            weights[key_of[index]] += 1
+        for name, value in estimate(weights).items():
+            bucket = found.setdefault(name, [])
+            if value is not None:
+                bucket.append(value)
+    return found

@@ -17,7 +17,6 @@ row was read) is left out of every label figure.
 
 from __future__ import annotations
 
-import random
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 from pytest_llmeval.analyze.composite import ITEM_MEANS, CompositeError, parse_composite
 from pytest_llmeval.analyze.metrics import LabelScores
 from pytest_llmeval.analyze.record import ItemRecord
-from pytest_llmeval.analyze.stats import percentile
+from pytest_llmeval.analyze.stats import percentile, shared_bootstrap
 from pytest_llmeval.score.extraction import TargetError
 from pytest_llmeval.score.labels import INVALID, LabelSet
 
@@ -339,17 +338,10 @@ def _bootstrap(
     """Percentile 95% intervals from one shared set of item resamples."""
     if not figures:
         return {}
-    draw = random.Random(seed)
-    population = range(len(key_of))
-    found: dict[str, list[float]] = {name: [] for name in figures}
-    for _ in range(resamples):
-        weights = [0] * keys
-        for i in draw.choices(population, k=len(key_of)):
-            weights[key_of[i]] += 1
-        for name, estimate in figures.items():
-            value = estimate(weights)
-            if value is not None:
-                found[name].append(value)
+    found = shared_bootstrap(
+        lambda weights: {name: estimate(weights) for name, estimate in figures.items()},
+        key_of, keys, resamples, seed,
+    )  # fmt: skip
     out: dict[str, list[float] | None] = {}
     for name, values in found.items():
         low, high = percentile(values, 2.5), percentile(values, 97.5)
